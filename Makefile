@@ -1,0 +1,40 @@
+# The two entry points of the README: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV_STAMP := $(VENV)/.env-installed
+EXT_STAMP := $(VENV)/.extension-built
+EXT_SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: setup test lint quickstart check-cuda clean
+
+## setup: create .venv, install torch/Detectron2/deps/dev tools, build sparse_detr._C (idempotent)
+setup: $(EXT_STAMP)
+
+$(ENV_STAMP): tools/setup_env.sh
+	PYTHON=$(PYTHON) bash tools/setup_env.sh
+	touch $@
+
+$(EXT_STAMP): $(ENV_STAMP) $(EXT_SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+## lint: ruff over the whole repository
+lint: setup
+	$(PY) -m ruff check .
+
+## test: setup + lint + the pytest suite
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests
+
+## quickstart: setup + synthetic data + train the quickstart model on CPU + evaluate + visualise
+quickstart: setup
+	PYTHON=$(PY) bash tools/quickstart.sh
+
+## check-cuda: compile the CUDA kernels for sm_90 into a throw-away directory (no GPU needed)
+check-cuda: setup
+	PYTHON=$(PY) bash tools/check_cuda_build.sh
+
+clean:
+	rm -rf build *.egg-info sparse_detr/_C*.so
