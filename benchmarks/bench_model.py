@@ -1,0 +1,110 @@
+"""End-to-end CPU inference latency and peak memory of Sparse DETR for several keeping ratios.
+
+One 800x1216 RGB image, ResNet-50, 6 encoder + 6 decoder layers, 300 queries, the paper's R-50 config
+(``configs/common/models/sparse_detr_r50.py``, random weights: the work done does not depend on them),
+called through the Detectron2 interface ``model([{"image": ...}])`` in eval mode under ``no_grad``:
+normalisation, backbone, neck, scorer, encoder, two-stage selection, decoder, top-100 post-processing.
+rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run).
+
+Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
+  * time = median wall time of ``--repeats`` calls after ``--warmup`` calls;
+  * peak memory = growth of the process's peak RSS (``ru_maxrss``) over the model and input already
+    in memory, i.e. what inference allocates at its peak (activations, temporaries).
+
+    .venv/bin/python benchmarks/bench_model.py [--threads 2] [--repeats 5] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO / "configs" / "common" / "models" / "sparse_detr_r50.py"
+KEEP_RATIOS = (1.0, 0.5, 0.3, 0.2, 0.1)
+IMAGE_SIZE = (800, 1216)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> dict:
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    from sparse_detr.layers import extension_available
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = LazyConfig.load(str(BASE_CONFIG))
+    if keep_ratio >= 1.0:
+        cfg.model.token_scorer = None  # dense Deformable DETR+
+    else:
+        cfg.model.token_scorer.keep_ratio = keep_ratio
+    model = instantiate(cfg.model).eval()
+    image = torch.randint(0, 256, (3, *IMAGE_SIZE), generator=torch.Generator().manual_seed(0)).float()
+    inputs = [{"image": image}]
+    baseline = peak_rss_mib()
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            results = model(inputs)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+        images, padding_mask = model.preprocess_image(inputs)
+        kept = model.predict(images.tensor, padding_mask)["num_kept"]
+    assert len(results[0]["instances"]) == 100
+    return {
+        "keep_ratio": keep_ratio,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_mib": peak_rss_mib() - baseline,
+        "tokens_refined": int(kept[0]),
+        "extension": extension_available(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        print(json.dumps(run_worker(args.worker, args.threads, args.repeats, args.warmup)))
+        return
+
+    rows = []
+    for keep_ratio in KEEP_RATIOS:
+        command = [sys.executable, __file__, "--worker", str(keep_ratio), "--threads", str(args.threads),
+                   "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        if result.returncode != 0:
+            sys.exit(f"worker for rho={keep_ratio} failed:\n{result.stderr[-3000:]}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(f"rho={keep_ratio}: {rows[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)
+
+    dense = rows[0]
+    print(f"Sparse DETR R-50 6+6, 300 queries, one {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image, CPU, "
+          f"{args.threads} threads, median of {args.repeats} after {args.warmup} warm-up, "
+          f"MSDA extension: {dense['extension']}")
+    print("| rho | tokens refined | median latency (s) | speed-up vs dense | peak memory (MiB) | memory vs dense |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        label = "1.0 (dense)" if row["keep_ratio"] >= 1.0 else f"{row['keep_ratio']}"
+        print(f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | "
+              f"{dense['median_s'] / row['median_s']:.2f}x | {row['peak_mib']:.0f} | "
+              f"{row['peak_mib'] / dense['peak_mib']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

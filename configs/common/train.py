@@ -1,0 +1,17 @@
+"""Training settings read by ``train_net.py`` (Detectron2's LazyConfig ``train`` node, plus ``seed`` and
+``clip_grad``)."""
+import torch
+
+train = dict(
+    output_dir="./output/sparse_detr",
+    init_checkpoint="",
+    max_iter=90000,  # set from the schedule by each config
+    amp=dict(enabled=False),  # automatic mixed precision, CUDA only
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=3),
+    eval_period=5000,
+    log_period=20,
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    seed=42,  # model init, sample order, augmentations and per-iteration RNG (exact resume)
+    clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),
+)

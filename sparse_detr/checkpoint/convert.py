@@ -1,0 +1,110 @@
+"""Convert an official Sparse DETR / Deformable DETR checkpoint into a Detectron2 checkpoint + LazyConfig."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .key_map import convert_official_state_dict
+from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
+
+__all__ = [
+    "CheckpointMismatch",
+    "OfficialCheckpoint",
+    "load_official_checkpoint",
+    "load_converted_weights",
+    "build_converted_model",
+    "convert_official_checkpoint",
+]
+
+
+class CheckpointMismatch(RuntimeError):
+    """Converted weights do not fit the model: missing, unexpected or mis-shaped keys, by name."""
+
+
+@dataclass
+class OfficialCheckpoint:
+    """An official checkpoint: its ``model`` state_dict and its ``args`` (as a dict)."""
+
+    state_dict: dict
+    args: dict
+
+
+def load_official_checkpoint(path: str) -> OfficialCheckpoint:
+    """Load ``{"model": state_dict, "args": Namespace, ...}`` safely (weights_only + Namespace allow-list)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"official checkpoint not found: {path}")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
+        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path}: expected an official checkpoint with 'model' and 'args', got {keys}")
+    return OfficialCheckpoint(state_dict=checkpoint["model"], args=_as_dict(checkpoint["args"]))
+
+
+def load_converted_weights(model: nn.Module, state_dict: dict) -> None:
+    """Load converted weights; any missing / unexpected / mis-shaped key is refused by name."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if state_dict[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        raise CheckpointMismatch(
+            "converted checkpoint does not fit the model architecture:\n"
+            f"  missing in checkpoint ({len(missing)}): {missing}\n"
+            f"  unexpected in checkpoint ({len(unexpected)}): {unexpected}\n"
+            f"  shape mismatches ({len(shapes)}): {shapes}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_converted_model(
+    checkpoint: OfficialCheckpoint, coco_contiguous: bool = False
+) -> tuple[nn.Module, DictConfig]:
+    """Model built from the checkpoint's args with the converted weights; returns (model, model config)."""
+    model_cfg = official_model_config(checkpoint.args, coco_contiguous=coco_contiguous)
+    model = instantiate(model_cfg)
+    state_dict = convert_official_state_dict(
+        checkpoint.state_dict,
+        share_heads=model.heads.share,
+        class_rows=COCO_CONTIGUOUS_CATEGORY_IDS if coco_contiguous else None,
+    )
+    load_converted_weights(model, state_dict)
+    return model, model_cfg
+
+
+def convert_official_checkpoint(input_path: str, output_dir: str, coco_contiguous: bool = False) -> dict:
+    """Write ``output_dir/model_final.pth`` (Detectron2 checkpoint) and ``output_dir/config.yaml``.
+
+    Returns a summary dict (paths, number of tensors, the official args used).
+    """
+    checkpoint = load_official_checkpoint(input_path)
+    model, model_cfg = build_converted_model(checkpoint, coco_contiguous=coco_contiguous)
+    os.makedirs(output_dir, exist_ok=True)
+    weights_path = os.path.join(output_dir, "model_final.pth")
+    config_path = os.path.join(output_dir, "config.yaml")
+    torch.save(
+        {"model": model.state_dict(), "__author__": "sparse_detr.checkpoint (converted official)"},
+        weights_path,
+    )
+    config = OmegaConf.create(
+        {"model": model_cfg, "train": {"init_checkpoint": os.path.abspath(weights_path)}}
+    )
+    LazyConfig.save(config, config_path)
+    return {
+        "weights": weights_path,
+        "config": config_path,
+        "num_tensors": len(model.state_dict()),
+        "official_args": checkpoint.args,
+        "label_space": "coco-contiguous-80" if coco_contiguous else "official",
+    }

@@ -1,0 +1,202 @@
+"""Official Sparse DETR / Deformable DETR arguments -> a LazyConfig of the same architecture.
+
+Everything comes from the checkpoint's ``args`` (argparse values of kakaobrain/sparse-detr ``main.py``);
+arguments the model cannot express are refused with :class:`UnsupportedOfficialArgs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+from detectron2.config import LazyCall as L
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+from detectron2.modeling.backbone import BasicStem, ResNet
+from omegaconf import DictConfig
+
+from sparse_detr.modeling.backbone import frozen_bn_as_affine
+from sparse_detr.modeling.criterion import SparseDETRCriterion
+from sparse_detr.modeling.decoder import DeformableDecoder
+from sparse_detr.modeling.encoder import SparseDeformableEncoder
+from sparse_detr.modeling.heads import PredictionHeads
+from sparse_detr.modeling.matcher import HungarianMatcher
+from sparse_detr.modeling.meta_arch import SparseDETR
+from sparse_detr.modeling.neck import MultiScaleNeck
+from sparse_detr.modeling.query_selection import LearnedQueryInit, TwoStageQueryInit
+from sparse_detr.modeling.scorers import DAMScorer
+
+__all__ = [
+    "UnsupportedOfficialArgs",
+    "OFFICIAL_PIXEL_MEAN",
+    "OFFICIAL_PIXEL_STD",
+    "COCO_CONTIGUOUS_CATEGORY_IDS",
+    "official_num_classes",
+    "official_model_config",
+]
+
+# ImageNet mean / std of the official transforms, in 0-255 RGB pixels
+OFFICIAL_PIXEL_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+OFFICIAL_PIXEL_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+# COCO category ids of the 80 thing classes, in Detectron2's contiguous order
+COCO_CONTIGUOUS_CATEGORY_IDS = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
+RESNET_DEPTHS = {"resnet50": 50, "resnet101": 101}
+
+
+class UnsupportedOfficialArgs(ValueError):
+    """The official checkpoint's arguments describe an architecture this converter cannot express."""
+
+
+def _as_dict(args) -> dict:
+    if isinstance(args, argparse.Namespace):
+        return vars(args)
+    if isinstance(args, Mapping):
+        return dict(args)
+    raise TypeError(f"official args must be an argparse.Namespace or a dict, got {type(args).__name__}")
+
+
+def official_num_classes(args) -> int:
+    """Number of logits of the official model (91 for COCO, as official ``build``)."""
+    dataset = _as_dict(args).get("dataset_file", "coco")
+    return {"coco": 91, "coco_panoptic": 250}.get(dataset, 20)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UnsupportedOfficialArgs(message)
+
+
+def _check_supported(a: dict, coco_contiguous: bool) -> None:
+    _require(
+        a.get("backbone") in RESNET_DEPTHS,
+        f"args.backbone={a.get('backbone')!r} is not supported (supported: {sorted(RESNET_DEPTHS)})",
+    )
+    _require(not a.get("dilation", False), "args.dilation=True (DC5 ResNet) is not supported")
+    _require(not a.get("masks", False), "args.masks=True (segmentation head) is not supported")
+    _require(
+        a.get("position_embedding", "sine") in ("sine", "v2"),
+        f"args.position_embedding={a.get('position_embedding')!r} is not supported (only 'sine')",
+    )
+    levels = a.get("num_feature_levels", 4)
+    _require(levels == 1 or levels >= 3, f"args.num_feature_levels={levels} is not supported (1 or >= 3)")
+    rho = float(a.get("rho", 0.0) or 0.0)
+    _require(0.0 <= rho <= 1.0, f"args.rho={rho} is outside [0, 1]")
+    _require(
+        rho == 0.0 or a.get("two_stage", False),
+        "args.rho > 0 needs args.two_stage=True (as the official code)",
+    )
+    _require(
+        a.get("hidden_dim", 256) % 32 == 0, f"args.hidden_dim={a.get('hidden_dim')} must be a multiple of 32"
+    )
+    if coco_contiguous:
+        _require(
+            a.get("dataset_file", "coco") == "coco",
+            "--coco-contiguous needs a COCO checkpoint (dataset_file=coco)",
+        )
+        _require(
+            not a.get("two_stage", False) or a.get("eff_specific_head", False),
+            "--coco-contiguous needs args.eff_specific_head=True with two_stage (the class-agnostic "
+            "two-stage "
+            "head scores proposals with logit 0, which is not a COCO category)",
+        )
+
+
+def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
+    """LazyConfig ``model`` node of the architecture described by the official ``args``.
+
+    Args:
+        args: the checkpoint's ``argparse.Namespace`` (or a dict of its values).
+        coco_contiguous: 80 COCO classes in Detectron2's contiguous order instead of the 91 official logits.
+    Raises:
+        UnsupportedOfficialArgs: for arguments the model cannot express.
+    """
+    a = _as_dict(args)
+    _check_supported(a, coco_contiguous)
+    hidden_dim = a.get("hidden_dim", 256)
+    levels = a.get("num_feature_levels", 4)
+    two_stage = bool(a.get("two_stage", False))
+    rho = float(a.get("rho", 0.0) or 0.0)
+    enc_aux = bool(a.get("use_enc_aux_loss", False))
+    in_features = ["res5"] if levels == 1 else ["res3", "res4", "res5"]
+    depth = RESNET_DEPTHS[a["backbone"]]
+    num_classes = len(COCO_CONTIGUOUS_CATEGORY_IDS) if coco_contiguous else official_num_classes(a)
+    # official: the conv1 + layer1 are frozen unless trained from scratch / fine-tuned early layers
+    freeze_at = 0 if a.get("backbone_from_scratch", False) or a.get("finetune_early_layers", False) else 2
+    if a.get("lr_backbone", 1.0) <= 0:
+        freeze_at = 5
+    layer_args = dict(
+        dim="${..neck.hidden_dim}",
+        ffn_dim=a.get("dim_feedforward", 1024),
+        num_heads=a.get("nheads", 8),
+        num_levels="${..neck.num_levels}",
+        dropout=a.get("dropout", 0.1),
+    )
+    if two_stage:
+        query_init = L(TwoStageQueryInit)(
+            dim="${..neck.hidden_dim}",
+            num_queries=a.get("num_queries", 300),
+            from_memory=bool(a.get("eff_query_init", False)),
+            class_specific=bool(a.get("eff_specific_head", False)),
+        )
+    else:
+        query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=a.get("num_queries", 300))
+    model = L(SparseDETR)(
+        # FrozenBN in the official affine form so features match the official model to the last bits
+        backbone=L(frozen_bn_as_affine)(
+            module=L(ResNet)(
+                stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+                stages=L(ResNet.make_default_stages)(depth=depth, stride_in_1x1=False, norm="FrozenBN"),
+                out_features=in_features,
+                freeze_at=freeze_at,
+            )
+        ),
+        in_features=in_features,
+        neck=L(MultiScaleNeck)(
+            in_channels=[{"res3": 512, "res4": 1024, "res5": 2048}[f] for f in in_features],
+            hidden_dim=hidden_dim,
+            num_levels=levels,
+        ),
+        # rho = 0 is the dense Deformable DETR; rho = 1 keeps every token (also dense)
+        token_scorer=L(DAMScorer)(dim="${..neck.hidden_dim}", keep_ratio=rho) if rho > 0 else None,
+        encoder=L(SparseDeformableEncoder)(
+            num_layers=a.get("enc_layers", 6),
+            num_points=a.get("enc_n_points", 4),
+            pre_norm=False,
+            **layer_args,
+        ),
+        decoder=L(DeformableDecoder)(
+            num_layers=a.get("dec_layers", 6), num_points=a.get("dec_n_points", 4), **layer_args
+        ),
+        query_init=query_init,
+        heads=L(PredictionHeads)(
+            hidden_dim="${..neck.hidden_dim}",
+            num_classes=num_classes,
+            num_decoder_layers="${..decoder.num_layers}",
+            two_stage=two_stage,
+            num_encoder_layers="${..encoder.num_layers}",
+            encoder_aux=enc_aux,
+            share=not (a.get("with_box_refine", False) or enc_aux),
+        ),
+        criterion=L(SparseDETRCriterion)(
+            num_classes="${..heads.num_classes}",
+            matcher=L(HungarianMatcher)(
+                cost_class=float(a.get("set_cost_class", 2)),
+                cost_bbox=float(a.get("set_cost_bbox", 5)),
+                cost_giou=float(a.get("set_cost_giou", 2)),
+                focal_alpha=float(a.get("focal_alpha", 0.25)),
+            ),
+            class_weight=float(a.get("cls_loss_coef", 2)),
+            bbox_weight=float(a.get("bbox_loss_coef", 5)),
+            giou_weight=float(a.get("giou_loss_coef", 2)),
+            mask_prediction_weight=float(a.get("mask_prediction_coef", 1)),
+            focal_alpha=float(a.get("focal_alpha", 0.25)),
+            two_stage_class_agnostic=not a.get("eff_specific_head", False),
+        ),
+        # the official decoder refines boxes only in the two-stage variant (its decoder.bbox_embed hook)
+        box_refine=two_stage,
+        pixel_mean=list(OFFICIAL_PIXEL_MEAN),
+        pixel_std=list(OFFICIAL_PIXEL_STD),
+        input_format="RGB",
+        size_divisibility=0,
+        max_detections=100,
+    )
+    return model

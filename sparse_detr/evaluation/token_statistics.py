@@ -1,0 +1,124 @@
+"""Token statistics of sparse models at evaluation: the paper's Corr and the number of refined tokens.
+
+``Corr`` (paper section 4.3) is the share of the decoder's cross-attention mass (the DAM, summed over layers,
+heads, queries and points) that falls on the tokens the encoder refined. It is reported overall and per
+feature level, beside the mean number of refined and valid (non-padding) tokens per image.
+
+Detectron2's evaluators only see the model's final outputs, so :class:`TokenStatisticsModel` wraps a
+``SparseDETR`` for evaluation: one forward pass returns the usual ``{"instances": ...}`` plus a
+``"token_stats"`` entry per image, which :class:`TokenStatisticsEvaluator` aggregates.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
+from detectron2.utils import comm
+from torch import nn
+
+from ..modeling.dam import attention_correlation, decoder_attention_map, selected_token_mask
+
+__all__ = ["TokenStatisticsEvaluator", "TokenStatisticsModel", "token_statistics", "with_token_statistics"]
+
+logger = logging.getLogger(__name__)
+
+
+def token_statistics(outputs: dict) -> list[dict]:
+    """Per-image token statistics from the raw outputs of ``SparseDETR.predict``.
+
+    Returns:
+        one dict per image: ``refined_tokens`` and ``valid_tokens`` (ints) and, for a sparse encoder,
+        ``corr`` and ``corr_level{l}`` (floats; the tokens refined are the first ``num_kept[i]`` selected).
+    """
+    padding_mask = outputs["padding_mask"]  # Bool[B, N]
+    valid = (~padding_mask).sum(1)
+    num_kept = outputs["num_kept"]  # Long[B]
+    per_image = [{"refined_tokens": int(k), "valid_tokens": int(v)} for k, v in zip(num_kept, valid)]
+    if outputs.get("selected_indices") is None:
+        return per_image
+    attention_map = decoder_attention_map(
+        outputs["dec_sampling_locations"], outputs["dec_attention_weights"],
+        outputs["spatial_shapes"], outputs["level_start_index"],
+    )
+    selected = selected_token_mask(outputs["selected_indices"], padding_mask.shape[1], num_kept)
+    corr = attention_correlation(attention_map, selected, outputs["level_start_index"])  # [B, 1 + L]
+    for stats, row in zip(per_image, corr.tolist()):
+        stats["corr"] = row[0]
+        stats.update({f"corr_level{level}": value for level, value in enumerate(row[1:])})
+    return per_image
+
+
+class TokenStatisticsModel(nn.Module):
+    """Evaluation wrapper of a ``SparseDETR``: its outputs gain ``"token_stats"`` (see :func:`token_statistics`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
+        model = self.model
+        images, padding_mask = model.preprocess_image(batched_inputs)
+        outputs = model.predict(images.tensor, padding_mask)
+        results = model.postprocess(outputs, batched_inputs, images.image_sizes)
+        for result, stats in zip(results, token_statistics(outputs)):
+            result["token_stats"] = stats
+        return results
+
+
+def _evaluators(evaluator) -> Sequence[DatasetEvaluator]:
+    if isinstance(evaluator, DatasetEvaluators):
+        return evaluator._evaluators
+    if isinstance(evaluator, DatasetEvaluator):
+        return [evaluator]
+    return list(evaluator or [])
+
+
+def with_token_statistics(model: nn.Module, evaluator) -> nn.Module:
+    """Wrap ``model`` (unwrapping DDP) if ``evaluator`` contains a :class:`TokenStatisticsEvaluator` and the
+    model can produce the statistics; otherwise return ``model`` unchanged."""
+    if not any(isinstance(e, TokenStatisticsEvaluator) for e in _evaluators(evaluator)):
+        return model
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not all(hasattr(inner, name) for name in ("preprocess_image", "predict", "postprocess")):
+        logger.warning(f"{type(inner).__name__} exposes no token internals: no token statistics")
+        return model
+    return TokenStatisticsModel(inner)
+
+
+class TokenStatisticsEvaluator(DatasetEvaluator):
+    """Mean Corr (overall and per level) and mean number of refined / valid tokens over a dataset.
+
+    ``evaluate()`` returns ``{"tokens": {"corr": ..., "corr_level0": ..., "refined_tokens": ...,
+    "valid_tokens": ..., "refined_ratio": ...}}`` (Corr keys only for sparse models; means over images,
+    per-level means over the images whose level received attention).
+    """
+
+    def __init__(self, distributed: bool = True):
+        self._distributed = distributed
+        self._stats: list[dict] = []
+
+    def reset(self):
+        self._stats = []
+
+    def process(self, inputs, outputs):
+        self._stats.extend(o["token_stats"] for o in outputs if "token_stats" in o)
+
+    def evaluate(self):
+        stats = self._stats
+        if self._distributed:
+            comm.synchronize()
+            stats = list(itertools.chain(*comm.gather(stats, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        if not stats:
+            logger.warning("TokenStatisticsEvaluator received no token statistics (model not wrapped?)")
+            return {}
+        keys = sorted({k for s in stats for k in s})
+        means = {k: float(np.nanmean([s[k] for s in stats if k in s])) for k in keys}
+        means["refined_ratio"] = float(np.mean([s["refined_tokens"] / max(s["valid_tokens"], 1) for s in stats]))
+        return {"tokens": means}

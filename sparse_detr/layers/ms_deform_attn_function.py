@@ -1,0 +1,165 @@
+"""``multi_scale_deform_attn``: input checks and dispatch between the compiled kernels and PyTorch.
+
+The compiled op is ``torch.ops.sparse_detr.ms_deform_attn`` (C++ for CPU tensors, CUDA for CUDA
+tensors), made differentiable with ``torch.library.register_autograd`` so that ``torch.jit.trace``
+(and therefore fvcore) records it as one named node.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from sparse_detr import _ext
+from sparse_detr.layers.ms_deform_attn_pytorch import ms_deform_attn_pytorch
+
+BACKENDS = ("auto", "pytorch", "extension")
+EXTENSION_OP_NAME = "sparse_detr::ms_deform_attn"
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+_fallback_warned = False
+
+
+def _shape_error(name: str, expected: str, tensor: torch.Tensor) -> ValueError:
+    return ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+
+
+def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Raise ValueError naming the first argument whose shape, dtype or device is wrong.
+
+    Returns:
+        list of (H_l, W_l) Python ints.
+    """
+    tensors = {
+        "value": value,
+        "spatial_shapes": spatial_shapes,
+        "level_start_index": level_start_index,
+        "sampling_locations": sampling_locations,
+        "attention_weights": attention_weights,
+    }
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if value.dim() != 4:
+        raise _shape_error("value", "(N, S, M, D)", value)
+    batch, num_tokens, num_heads, _ = value.shape
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise _shape_error("spatial_shapes", "(L, 2) holding (H, W) per level", spatial_shapes)
+    num_levels = spatial_shapes.shape[0]
+    if level_start_index.shape != (num_levels,):
+        raise _shape_error("level_start_index", f"(L,) = ({num_levels},)", level_start_index)
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise _shape_error("sampling_locations", "(N, Q, M, L, P, 2)", sampling_locations)
+    _, num_queries, _, _, num_points, _ = sampling_locations.shape
+    expected = (batch, num_queries, num_heads, num_levels, num_points, 2)
+    if sampling_locations.shape != expected:
+        raise _shape_error("sampling_locations", f"(N, Q, M, L, P, 2) = {expected}", sampling_locations)
+    if attention_weights.shape != expected[:-1]:
+        raise _shape_error("attention_weights", f"(N, Q, M, L, P) = {expected[:-1]}", attention_weights)
+    for name in ("spatial_shapes", "level_start_index"):
+        if tensors[name].dtype != torch.int64:
+            raise ValueError(f"{name} must have dtype torch.int64, got {tensors[name].dtype}")
+    for name in ("value", "sampling_locations", "attention_weights"):
+        if not tensors[name].is_floating_point():
+            raise ValueError(f"{name} must be a floating point tensor, got {tensors[name].dtype}")
+    devices = {tensor.device for tensor in tensors.values()}
+    if len(devices) != 1:
+        raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
+
+    level_shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if any(h < 1 or w < 1 for h, w in level_shapes):
+        raise ValueError(f"spatial_shapes must hold positive (H, W) per level, got {level_shapes}")
+    sizes = [h * w for h, w in level_shapes]
+    if sum(sizes) != num_tokens:
+        raise ValueError(
+            f"value must have shape (N, S, M, D) with S = sum(H * W) = {sum(sizes)} for spatial_shapes "
+            f"{level_shapes}, got S = {num_tokens}"
+        )
+    starts = [sum(sizes[:level]) for level in range(num_levels)]
+    if level_start_index.tolist() != starts:
+        raise ValueError(f"level_start_index must be {starts} for spatial_shapes {level_shapes}, "
+                         f"got {level_start_index.tolist()}")
+    return level_shapes
+
+
+def _resolve_backend(backend: str) -> str:
+    global _fallback_warned
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "extension":
+        _ext.require_extension()
+        return backend
+    if backend == "auto":
+        if _ext.extension_available():
+            return "extension"
+        if not _fallback_warned:
+            _fallback_warned = True
+            warnings.warn(
+                "sparse_detr._C is not built: multi-scale deformable attention falls back to the slower "
+                f"PyTorch path. Build the kernels with `{_ext.BUILD_COMMAND}` "
+                f"(import error: {_ext.EXTENSION_IMPORT_ERROR})",
+                stacklevel=3,
+            )
+    return "pytorch"
+
+
+def multi_scale_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Multi-scale deformable attention (Deformable DETR, eq. 3), differentiable in all float inputs.
+
+    Args:
+        value: (N, S, M, D) per-head values of the flattened levels, S = sum(H_l * W_l).
+        spatial_shapes: (L, 2) int64, (H_l, W_l) per level.
+        level_start_index: (L,) int64, offset of each level in S.
+        sampling_locations: (N, Q, M, L, P, 2) normalised (x, y) in [0, 1]; bilinear sampling with
+            ``grid_sample(align_corners=False, padding_mode="zeros")`` semantics (outside reads 0).
+        attention_weights: (N, Q, M, L, P).
+        backend: "pytorch" (grid_sample path), "extension" (compiled kernels; ImportError when not
+            built), or "auto" (extension when built, else PyTorch with a single warning).
+
+    Returns:
+        (N, Q, M * D) in the promoted dtype of the float inputs. float16/bfloat16 inputs are computed
+        in float32 and the output is cast back (AMP).
+    """
+    level_shapes = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    backend = _resolve_backend(backend)
+    out_dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
+                                    attention_weights.dtype)
+    compute_dtype = torch.float32 if out_dtype in _REDUCED_PRECISION else out_dtype
+    value, sampling_locations, attention_weights = (
+        tensor.to(compute_dtype) for tensor in (value, sampling_locations, attention_weights)
+    )
+    if backend == "extension":
+        output = torch.ops.sparse_detr.ms_deform_attn(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    else:
+        output = ms_deform_attn_pytorch(value, level_shapes, sampling_locations, attention_weights)
+    return output.to(out_dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    grad_value, grad_locations, grad_weights = torch.ops.sparse_detr.ms_deform_attn_backward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+        grad_output.contiguous(),
+    )
+    return grad_value, None, None, grad_locations, grad_weights
+
+
+if _ext.extension_available():
+    torch.library.register_autograd(EXTENSION_OP_NAME, _backward, setup_context=_setup_context)

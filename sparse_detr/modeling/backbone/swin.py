@@ -1,0 +1,201 @@
+"""Swin-T/S/B from timm as a Detectron2 ``Backbone`` (paper section 4: Swin-T backbone).
+
+The timm model is built with ``features_only=True`` and ``dynamic_img_size=True`` (attention masks
+built per forward, so any input size works) and never downloads weights. Like the detection Swin used
+by the official Sparse DETR, every returned stage gets its own LayerNorm and the input is only padded
+to a multiple of the patch size (patch merging pads odd sizes, window attention pads to whole
+windows), so the feature maps have the sizes ResNet gives: ``ceil`` of the input size over the stride.
+
+Window attention follows the detection Swin of the official code by default: every stage shifts its
+odd blocks (timm's ``always_partition``) and a block pads its map to whole windows *before* the
+cyclic shift. timm shifts first and pads after, which puts tokens in other windows whenever a map
+side is not a multiple of the window; ``pad_before_shift=False`` keeps timm's own behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import timm
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+from torch import Tensor, nn
+
+__all__ = ["SWIN_VARIANTS", "SwinBackbone", "add_swin_config"]
+
+# variant -> (timm model name, stochastic depth rate of the official Swin configs)
+SWIN_VARIANTS = {
+    "T": ("swin_tiny_patch4_window7_224", 0.2),
+    "S": ("swin_small_patch4_window7_224", 0.3),
+    "B": ("swin_base_patch4_window7_224", 0.5),
+}
+# Detectron2 names of the four Swin stages (strides 4, 8, 16, 32), as for ResNet.
+STAGE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+def add_swin_config(cfg: CfgNode) -> None:
+    """Add ``cfg.MODEL.SWIN`` (the yacs keys read by :class:`SwinBackbone`)."""
+    cfg.MODEL.SWIN = CfgNode()
+    cfg.MODEL.SWIN.VARIANT = "T"  # T, S or B
+    cfg.MODEL.SWIN.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.SWIN.DROP_PATH_RATE = -1.0  # < 0: the official rate of the variant (0.2 / 0.3 / 0.5)
+    cfg.MODEL.SWIN.NORM_OUTPUTS = True
+    cfg.MODEL.SWIN.PRETRAINED_PATH = ""  # local Swin classification checkpoint; "" = random init
+    cfg.MODEL.SWIN.PAD_BEFORE_SHIFT = True  # window attention in the official detection-Swin order
+
+
+def _window_attention_pad_before_shift(block: SwinTransformerBlock, x: Tensor) -> Tensor:
+    """(Shifted) window attention of one timm Swin block, padding to whole windows before the shift.
+
+    Replaces ``SwinTransformerBlock._attn``. x: Float[B, H, W, C] (after ``norm1``) -> Float[B, H, W, C].
+    """
+    _, height, width, channels = x.shape
+    window_h, window_w = block.window_size
+    x = F.pad(x, (0, 0, 0, (-width) % window_w, 0, (-height) % window_h))
+    padded_h, padded_w = x.shape[1:3]
+    shift_h, shift_w = block.shift_size
+    shifted = shift_h > 0 or shift_w > 0
+    mask = None
+    if shifted:
+        x = torch.roll(x, shifts=(-shift_h, -shift_w), dims=(1, 2))
+        mask = block.get_attn_mask(x)  # regions of the shifted, padded map (as the official BasicLayer)
+    windows = window_partition(x, (window_h, window_w)).view(-1, window_h * window_w, channels)
+    windows = block.attn(windows, mask=mask).view(-1, window_h, window_w, channels)
+    x = window_reverse(windows, (window_h, window_w), padded_h, padded_w)
+    if shifted:
+        x = torch.roll(x, shifts=(shift_h, shift_w), dims=(1, 2))
+    return x[:, :height, :width].contiguous()
+
+
+@BACKBONE_REGISTRY.register()
+class SwinBackbone(Backbone):
+    """timm Swin Transformer returning Detectron2-named NCHW maps.
+
+    Args:
+        variant: "T", "S" or "B" (Swin-T/S/B, patch 4, window 7).
+        out_features: stages to return among ``res2`` .. ``res5`` (strides 4 .. 32).
+        in_channels: input image channels.
+        drop_path_rate: stochastic depth rate; None = the official rate of the variant.
+        norm_outputs: a LayerNorm on every returned map (as in the detection Swin).
+        freeze_at: 0 trains everything, 1 freezes the patch embedding, ``k`` >= 2 also the first ``k - 1``
+            stages with their patch merging (Detectron2's FREEZE_AT convention; the official Sparse DETR
+            freezes 2: patch embedding, stage 1 and the merging to stride 8).
+        pretrained_path: a local Swin classification checkpoint loaded through timm; None = random init.
+        pad_before_shift: window attention in the official detection-Swin order (see the module doc).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        variant: str = "T",
+        out_features: tuple[str, ...] | list[str] = ("res3", "res4", "res5"),
+        in_channels: int = 3,
+        drop_path_rate: float | None = None,
+        norm_outputs: bool = True,
+        freeze_at: int = 0,
+        pretrained_path: str | None = None,
+        pad_before_shift: bool = True,
+    ):
+        super().__init__()
+        variant = variant.upper()
+        if variant not in SWIN_VARIANTS:
+            raise ValueError(f"SwinBackbone: variant must be one of {sorted(SWIN_VARIANTS)}, got {variant!r}")
+        unknown = [name for name in out_features if name not in STAGE_NAMES]
+        if unknown or not out_features:
+            raise ValueError(
+                f"SwinBackbone: out_features must be a non-empty subset of {STAGE_NAMES}, got {out_features}"
+            )
+        if not 0 <= freeze_at <= len(STAGE_NAMES) + 1:
+            raise ValueError(
+                f"SwinBackbone: freeze_at must be in [0, {len(STAGE_NAMES) + 1}], got {freeze_at}"
+            )
+        if pretrained_path and not os.path.isfile(pretrained_path):
+            raise FileNotFoundError(f"SwinBackbone: pretrained_path {pretrained_path!r} is not a file")
+        model_name, official_drop_path = SWIN_VARIANTS[variant]
+        self._out_features = sorted(out_features, key=STAGE_NAMES.index)
+        stage_indices = tuple(STAGE_NAMES.index(name) for name in self._out_features)
+        self.body = timm.create_model(
+            model_name,
+            pretrained=bool(pretrained_path),
+            pretrained_cfg_overlay={"file": pretrained_path} if pretrained_path else None,
+            features_only=True,
+            out_indices=stage_indices,
+            in_chans=in_channels,
+            dynamic_img_size=True,
+            always_partition=pad_before_shift,
+            drop_path_rate=official_drop_path if drop_path_rate is None else drop_path_rate,
+        )
+        channels = self.body.feature_info.channels()
+        strides = self.body.feature_info.reduction()
+        self._out_feature_channels = dict(zip(self._out_features, channels))
+        self._out_feature_strides = dict(zip(self._out_features, strides))
+        self.patch_size = strides[0] // 2 ** stage_indices[0]
+        self._body_is_nhwc = self.body.output_fmt == "NHWC"
+        self.output_norms = nn.ModuleDict(
+            {
+                name: nn.LayerNorm(c) if norm_outputs else nn.Identity()
+                for name, c in zip(self._out_features, channels)
+            }
+        )
+        self._freeze(freeze_at)
+        if pad_before_shift:
+            for block in self.body.modules():
+                if isinstance(block, SwinTransformerBlock):
+                    block._attn = types.MethodType(_window_attention_pad_before_shift, block)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None):
+        swin = cfg.MODEL.SWIN
+        return {
+            "variant": swin.VARIANT,
+            "out_features": list(swin.OUT_FEATURES),
+            "in_channels": input_shape.channels if input_shape is not None else len(cfg.MODEL.PIXEL_MEAN),
+            "drop_path_rate": None if swin.DROP_PATH_RATE < 0 else swin.DROP_PATH_RATE,
+            "norm_outputs": swin.NORM_OUTPUTS,
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "pretrained_path": swin.PRETRAINED_PATH or None,
+            "pad_before_shift": swin.PAD_BEFORE_SHIFT,
+        }
+
+    def _freeze(self, freeze_at: int) -> None:
+        # As in the official Swin, a frozen stage includes the patch merging that follows it, which
+        # timm keeps at the start of the next stage.
+        frozen = ("patch_embed.",) if freeze_at >= 1 else ()
+        frozen += tuple(f"layers_{i}." for i in range(freeze_at - 1))
+        if freeze_at >= 2:
+            frozen += (f"layers_{freeze_at - 1}.downsample.",)
+        for name, parameter in self.body.named_parameters():
+            if name.startswith(frozen):
+                parameter.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """
+        Args:
+            x: Float[B, C, H, W], any H and W.
+        Returns:
+            ``{name: Float[B, C_s, ceil(H / s), ceil(W / s)]}`` for each out feature of stride s.
+        """
+        if x.dim() != 4:
+            raise ValueError(f"SwinBackbone: input must be Float[B, C, H, W], got shape {tuple(x.shape)}")
+        pad_h, pad_w = (-x.shape[-2]) % self.patch_size, (-x.shape[-1]) % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        maps = self.body(x)
+        if not self._body_is_nhwc:
+            maps = [m.permute(0, 2, 3, 1) for m in maps]
+        return {
+            name: self.output_norms[name](m).permute(0, 3, 1, 2).contiguous()
+            for name, m in zip(self._out_features, maps)
+        }
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }

@@ -1,0 +1,202 @@
+"""Sparse deformable encoder: refines only the selected tokens, every token stays a key/value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sparse_detr.layers import MSDeformAttn
+
+from .feed_forward import FeedForward
+from .registry import SPARSE_ENCODER_REGISTRY
+from .tokens import TokenBatch, encoder_reference_points
+
+__all__ = ["SparseEncoderLayer", "SparseDeformableEncoder", "EncoderOutput", "build_sparse_encoder"]
+
+
+@dataclass
+class EncoderOutput:
+    """Result of the sparse encoder.
+
+    Attributes:
+        memory: Float[B, N, C] all tokens after the last layer (unselected tokens unchanged).
+        layer_queries: per layer, Float[B, k, C] the refined queries (k = N when dense).
+        sampling_locations: Float[B, n_layers, k, M, L, P, 2] or None when not requested.
+        attention_weights: Float[B, n_layers, k, M, L, P] or None when not requested.
+    """
+
+    memory: Tensor
+    layer_queries: list[Tensor]
+    sampling_locations: Tensor | None = None
+    attention_weights: Tensor | None = None
+
+
+class SparseEncoderLayer(nn.Module):
+    """Deformable self-attention of the queries over all tokens, then FFN (Post-LN or Pre-LN)."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        num_levels: int,
+        num_points: int,
+        dropout: float,
+        pre_norm: bool = False,
+    ):
+        super().__init__()
+        self.self_attn = MSDeformAttn(dim, num_levels, num_heads, num_points)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_norm = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.pre_norm = pre_norm
+
+    def forward(
+        self,
+        queries: Tensor,
+        query_pos: Tensor,
+        reference_points: Tensor,
+        tokens: Tensor,
+        token_batch: TokenBatch,
+        return_sampling: bool,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """
+        Args:
+            queries: Float[B, k, C]; query_pos: Float[B, k, C]; reference_points: Float[B, k, L, 2].
+            tokens: Float[B, N, C] the current memory (keys/values).
+        Returns:
+            (refined queries Float[B, k, C], sampling locations or None, attention weights or None).
+        """
+        attn_in = self.attn_norm(queries) if self.pre_norm else queries
+        attn = self.self_attn(
+            attn_in + query_pos,
+            reference_points,
+            tokens,
+            token_batch.spatial_shapes,
+            token_batch.level_start_index,
+            value_padding_mask=token_batch.padding_mask,
+            return_sampling=return_sampling,
+        )
+        locations = weights = None
+        if return_sampling:
+            attn, locations, weights = attn
+        if self.pre_norm:
+            queries = queries + self.attn_dropout(attn)
+            queries = queries + self.ffn(self.ffn_norm(queries))
+        else:
+            queries = self.attn_norm(queries + self.attn_dropout(attn))
+            queries = self.ffn_norm(queries + self.ffn(queries))
+        return queries, locations, weights
+
+
+def _gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
+    """x: [B, N, *D], indices: Long[B, k] -> [B, k, *D]."""
+    index = indices.view(*indices.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return torch.gather(x, 1, index)
+
+
+@SPARSE_ENCODER_REGISTRY.register()
+class SparseDeformableEncoder(nn.Module):
+    """Stack of :class:`SparseEncoderLayer`.
+
+    Sparse mode (``selected_indices`` given): the k selected tokens are the queries of every layer; their
+    features keep being refined from layer to layer, and after each layer the first ``num_kept[i]``
+    queries of image i are written back into the memory, which stays the key/value set of the next
+    layer. Dense mode (``selected_indices=None``): every token is a query (Deformable DETR). With zero
+    layers the memory is ``features + pos`` (the "no encoder" ablation of the paper).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_layers: int = 6,
+        dim: int = 256,
+        ffn_dim: int = 1024,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        dropout: float = 0.1,
+        pre_norm: bool = False,
+    ):
+        super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.layers = nn.ModuleList(
+            SparseEncoderLayer(
+                dim=dim,
+                ffn_dim=ffn_dim,
+                num_heads=num_heads,
+                num_levels=num_levels,
+                num_points=num_points,
+                dropout=dropout,
+                pre_norm=pre_norm,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim) if pre_norm and num_layers else None
+        self.num_layers = num_layers
+        self.dim = dim
+        self.num_levels = num_levels
+
+    def forward(
+        self,
+        tokens: TokenBatch,
+        selected_indices: Tensor | None = None,
+        num_kept: Tensor | None = None,
+        return_sampling: bool = False,
+    ) -> EncoderOutput:
+        """
+        Args:
+            tokens: the flattened multi-scale tokens.
+            selected_indices: Long[B, k] tokens to refine, or None (dense).
+            num_kept: Long[B] number of leading selected tokens of each image written back (default: all k).
+            return_sampling: also return the per-layer sampling locations / attention weights.
+        """
+        if self.num_layers == 0:
+            return EncoderOutput(memory=tokens.features + tokens.pos, layer_queries=[])
+        memory = tokens.features
+        reference_points = encoder_reference_points(tokens.spatial_shapes, tokens.valid_ratios)
+        if selected_indices is None:
+            query_pos = tokens.pos
+        else:
+            reference_points = _gather_tokens(reference_points, selected_indices)
+            query_pos = _gather_tokens(tokens.pos, selected_indices)
+            queries = _gather_tokens(memory, selected_indices)
+            write_back = None
+            if num_kept is not None:
+                positions = torch.arange(selected_indices.shape[1], device=selected_indices.device)
+                write_back = (positions[None] < num_kept[:, None]).unsqueeze(-1)
+            scatter_index = selected_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1])
+
+        layer_queries, locations, weights = [], [], []
+        for layer in self.layers:
+            if selected_indices is None:
+                memory, loc, w = layer(memory, query_pos, reference_points, memory, tokens, return_sampling)
+                layer_queries.append(memory)
+            else:
+                queries, loc, w = layer(queries, query_pos, reference_points, memory, tokens, return_sampling)
+                layer_queries.append(queries)
+                update = queries
+                if write_back is not None:
+                    # queries beyond num_kept[i] keep being refined but leave the memory unchanged
+                    update = torch.where(write_back, queries, torch.gather(memory, 1, scatter_index))
+                memory = memory.scatter(1, scatter_index, update)
+            locations.append(loc)
+            weights.append(w)
+        if self.final_norm is not None:
+            memory = self.final_norm(memory)
+        return EncoderOutput(
+            memory=memory,
+            layer_queries=layer_queries,
+            sampling_locations=torch.stack(locations, 1) if return_sampling else None,
+            attention_weights=torch.stack(weights, 1) if return_sampling else None,
+        )
+
+
+def build_sparse_encoder(name: str, **kwargs) -> nn.Module:
+    """Build a registered sparse encoder by name with keyword arguments."""
+    return SPARSE_ENCODER_REGISTRY.get(name)(**kwargs)

@@ -1,0 +1,388 @@
+"""The Sparse DETR meta-architecture (Roh et al., ICLR 2022) on Detectron2.
+
+Data flow: normalise + pad -> backbone -> multi-scale neck (tokens) -> token scorer (top rho tokens)
+-> sparse encoder -> two-stage query selection -> decoder with box refinement -> heads.
+In training the criterion turns the raw outputs (see :meth:`SparseDETR.predict`) into weighted
+losses; in inference the top-100 (query, class) pairs become ``Instances``.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import ImageList
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from ..decoder import DeformableDecoder
+from ..encoder import build_sparse_encoder
+from ..heads import PredictionHeads
+from ..neck import MultiScaleNeck
+from ..postprocess import detections_to_instances, top_detections
+from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit
+from ..registry import CRITERION_REGISTRY
+from ..scorers import KEEP_RATIO_KEY, TokenScorer, build_token_scorer, validate_keep_ratio
+from ..tokens import grid_proposals
+
+__all__ = ["SparseDETR"]
+
+
+def _gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
+    """x: [B, N, D], indices: Long[B, k] -> [B, k, D]."""
+    return torch.gather(x, 1, indices.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+@META_ARCH_REGISTRY.register()
+class SparseDETR(nn.Module):
+    """Sparse DETR: Deformable DETR whose encoder refines only the top-rho tokens chosen by a scorer.
+
+    Without a scorer (or with keep ratio 1) it is the dense Deformable DETR(+) baseline; with an encoder of
+    zero layers it is the "no encoder" ablation.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        in_features: list[str],
+        neck: MultiScaleNeck,
+        encoder: nn.Module,
+        decoder: DeformableDecoder,
+        query_init: TwoStageQueryInit | LearnedQueryInit,
+        heads: PredictionHeads,
+        criterion: nn.Module,
+        token_scorer: TokenScorer | None = None,
+        box_refine: bool = True,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        input_format: str = "RGB",
+        size_divisibility: int = 0,
+        max_detections: int = 100,
+    ):
+        """
+        Args:
+            backbone: any Detectron2 ``Backbone``.
+            in_features: the backbone maps fed to the neck, finest first.
+            neck: projects the maps to the L token levels.
+            encoder: a SPARSE_ENCODER_REGISTRY module (``forward(tokens, selected_indices, num_kept, ...)``).
+            decoder: the deformable decoder.
+            query_init: two-stage (top-k tokens) or learned decoder queries.
+            heads: class/box heads of every prediction site.
+            criterion: maps (outputs, targets) to a dict of weighted losses.
+            token_scorer: picks the tokens the encoder refines; None = dense encoder.
+            box_refine: iterative box refinement in the decoder.
+            pixel_mean, pixel_std: normalisation of the input pixels (in the input's 0-255 scale).
+            input_format: channel order of ``batched_inputs[i]["image"]`` ("RGB" or "BGR").
+            size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
+            max_detections: detections returned per image at inference.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.in_features = list(in_features)
+        self.neck = neck
+        self.token_scorer = token_scorer
+        self.encoder = encoder
+        self.decoder = decoder
+        self.query_init = query_init
+        self.heads = heads
+        self.criterion = criterion
+        self.box_refine = box_refine
+        self.two_stage = bool(getattr(query_init, "two_stage", False))
+        self.input_format = input_format
+        self.size_divisibility = size_divisibility
+        self.max_detections = max_detections
+        needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
+        self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        missing = [f for f in self.in_features if f not in self.backbone.output_shape()]
+        if missing:
+            raise ValueError(
+                f"in_features {missing} are not backbone outputs {sorted(self.backbone.output_shape())}"
+            )
+        if self.heads.two_stage != self.two_stage:
+            raise ValueError(
+                f"heads.two_stage={self.heads.two_stage} disagrees with the query init "
+                f"({type(self.query_init).__name__} two_stage={self.two_stage})"
+            )
+        if self.heads.num_decoder_layers != self.decoder.num_layers:
+            raise ValueError(
+                f"heads.num_decoder_layers={self.heads.num_decoder_layers} != "
+                f"decoder.num_layers={self.decoder.num_layers}"
+            )
+        if self.heads.num_encoder_aux not in (0, max(self.encoder.num_layers - 1, 0)):
+            raise ValueError(
+                f"heads.num_encoder_aux={self.heads.num_encoder_aux} must be 0 or encoder.num_layers - 1 "
+                f"= {self.encoder.num_layers - 1}"
+            )
+        for name, module in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if module.num_levels != self.neck.num_levels:
+                raise ValueError(
+                    f"{name}.num_levels={module.num_levels} != neck.num_levels={self.neck.num_levels}"
+                )
+
+    @classmethod
+    def from_config(cls, cfg):
+        sd = cfg.MODEL.SPARSE_DETR
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        in_features = list(sd.IN_FEATURES)
+        attn = dict(
+            dim=sd.HIDDEN_DIM,
+            ffn_dim=sd.DIM_FEEDFORWARD,
+            num_heads=sd.NUM_HEADS,
+            num_levels=sd.NUM_FEATURE_LEVELS,
+            dropout=sd.DROPOUT,
+        )
+        scorer = None
+        if sd.TOKEN_SCORER:
+            validate_keep_ratio(sd.KEEP_RATIO, KEEP_RATIO_KEY)
+            scorer_kwargs = dict(keep_ratio=sd.KEEP_RATIO, test_keep_ratio=sd.TEST_KEEP_RATIO)
+            if sd.TOKEN_SCORER in ("dam", "objectness"):
+                scorer_kwargs["dim"] = sd.HIDDEN_DIM
+            if sd.TOKEN_SCORER == "objectness":
+                scorer_kwargs["num_classes"] = sd.NUM_CLASSES
+            scorer = build_token_scorer(sd.TOKEN_SCORER, **scorer_kwargs)
+        if sd.TWO_STAGE:
+            query_init = TwoStageQueryInit(
+                dim=sd.HIDDEN_DIM,
+                num_queries=sd.NUM_QUERIES,
+                from_memory=sd.QUERY_INIT_FROM_MEMORY,
+                class_specific=not sd.TWO_STAGE_CLASS_AGNOSTIC,
+            )
+        else:
+            query_init = LearnedQueryInit(dim=sd.HIDDEN_DIM, num_queries=sd.NUM_QUERIES)
+        return {
+            "backbone": backbone,
+            "in_features": in_features,
+            "neck": MultiScaleNeck(
+                in_channels=[shapes[f].channels for f in in_features],
+                hidden_dim=sd.HIDDEN_DIM,
+                num_levels=sd.NUM_FEATURE_LEVELS,
+            ),
+            "encoder": build_sparse_encoder(
+                sd.ENCODER_NAME,
+                num_layers=sd.ENC_LAYERS,
+                num_points=sd.ENC_POINTS,
+                pre_norm=sd.PRE_NORM,
+                **attn,
+            ),
+            "decoder": DeformableDecoder(num_layers=sd.DEC_LAYERS, num_points=sd.DEC_POINTS, **attn),
+            "query_init": query_init,
+            "heads": PredictionHeads(
+                hidden_dim=sd.HIDDEN_DIM,
+                num_classes=sd.NUM_CLASSES,
+                num_decoder_layers=sd.DEC_LAYERS,
+                two_stage=sd.TWO_STAGE,
+                num_encoder_layers=sd.ENC_LAYERS,
+                encoder_aux=sd.ENCODER_AUX_LOSS,
+                share=sd.SHARE_HEADS,
+            ),
+            "criterion": CRITERION_REGISTRY.get(sd.CRITERION_NAME)(cfg),
+            "token_scorer": scorer,
+            "box_refine": sd.BOX_REFINE,
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "input_format": cfg.INPUT.FORMAT,
+            "size_divisibility": sd.SIZE_DIVISIBILITY,
+            "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ dynamic sparsification
+    @property
+    def is_sparse(self) -> bool:
+        """Whether the encoder currently refines a subset of tokens (scorer present and rho < 1)."""
+        return (
+            self.token_scorer is not None
+            and self.encoder.num_layers > 0
+            and self.token_scorer.active_keep_ratio < 1.0
+        )
+
+    def set_keep_ratio(self, keep_ratio: float, test_keep_ratio: float | None = None) -> None:
+        """Change rho at run time: ``keep_ratio`` (training, and inference unless ``test_keep_ratio``)."""
+        if self.token_scorer is None:
+            raise ValueError(
+                "set_keep_ratio: this model has no token scorer (MODEL.SPARSE_DETR.TOKEN_SCORER is empty)"
+            )
+        self.token_scorer.keep_ratio = keep_ratio
+        self.token_scorer.test_keep_ratio = test_keep_ratio
+
+    # ------------------------------------------------------------------ Detectron2 interface
+    def forward(self, batched_inputs: list[dict]):
+        """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        if self.training:
+            outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
+            return self.criterion(outputs, self.prepare_targets(batched_inputs, images.image_sizes))
+        outputs = self.predict(images.tensor, padding_mask)
+        return self.postprocess(outputs, batched_inputs, images.image_sizes)
+
+    def inference(self, batched_inputs: list[dict]) -> list[dict]:
+        """Inference regardless of the module's mode (no loss-only computation)."""
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        outputs = self.predict(images.tensor, padding_mask)
+        return self.postprocess(outputs, batched_inputs, images.image_sizes)
+
+    def preprocess_image(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
+        """Normalise and pad with 0 to the largest image -> (ImageList, Bool[B, H, W] padding mask)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
+        batch, _, height, width = images.tensor.shape
+        padding_mask = torch.ones((batch, height, width), dtype=torch.bool, device=self.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            padding_mask[i, :h, :w] = False
+        return images, padding_mask
+
+    def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """Detectron2 ``instances`` -> [{"labels": Long[n], "boxes": Float[n, 4] normalised cxcywh}]."""
+        targets = []
+        for x, (height, width) in zip(batched_inputs, image_sizes):
+            if "instances" not in x:
+                raise ValueError("training needs batched_inputs[i]['instances'] (gt_boxes, gt_classes)")
+            instances = x["instances"].to(self.device)
+            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
+            boxes = box_convert(instances.gt_boxes.tensor / scale, "xyxy", "cxcywh")
+            targets.append({"labels": instances.gt_classes.long(), "boxes": boxes})
+        return targets
+
+    def postprocess(
+        self, outputs: dict, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
+    ) -> list[dict]:
+        detections = top_detections(outputs["pred_logits"], outputs["pred_boxes"], self.max_detections)
+        results = []
+        for instances, x, size in zip(
+            detections_to_instances(detections, image_sizes), batched_inputs, image_sizes
+        ):
+            height, width = x.get("height", size[0]), x.get("width", size[1])
+            results.append({"instances": detector_postprocess(instances, height, width)})
+        return results
+
+    # ------------------------------------------------------------------ the network
+    def predict(
+        self,
+        images: Tensor,
+        padding_mask: Tensor,
+        with_loss_outputs: bool = False,
+        with_internals: bool = False,
+    ) -> dict:
+        """Raw outputs of the network on a normalised, padded batch.
+
+        Args:
+            images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding.
+            with_loss_outputs: also compute what only the losses need (decoder aux layers, encoder aux heads,
+                scorer detection outputs); True in training.
+            with_internals: also return analysis tensors (encoder sampling, memory, decoder inputs).
+        Returns:
+            dict with ``pred_logits`` Float[B, Q, K], ``pred_boxes`` Float[B, Q, 4] (cxcywh in [0, 1]),
+            ``aux_outputs`` (decoder layers 0..D-2), ``enc_outputs`` (two-stage head on all N tokens),
+            ``enc_aux_outputs`` (encoder layers 0..E-2 on the selected tokens), ``token_scores`` Float[B, N]
+            (None when dense or random), ``objectness_outputs`` (objectness scorer only),
+            ``num_kept`` Long[B], ``selected_indices`` Long[B, k] (None when dense),
+            ``padding_mask`` Bool[B, N], ``spatial_shapes``,
+            ``level_start_index``, ``dec_sampling_locations`` Float[B, D, Q, M, L, P, 2] and
+            ``dec_attention_weights`` Float[B, D, Q, M, L, P]; with_internals adds ``internals``.
+        """
+        if images.dim() != 4 or padding_mask.shape != (images.shape[0], *images.shape[-2:]):
+            raise ValueError(
+                f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W]; got {tuple(images.shape)} "
+                f"and {tuple(padding_mask.shape)}"
+            )
+        features = self.backbone(images)
+        tokens = self.neck([features[f] for f in self.in_features], padding_mask)
+        proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)
+
+        selection = None
+        if self.is_sparse:
+            token_features = None
+            if self.token_scorer.uses_token_features:
+                token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
+            selection = self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
+        encoded = self.encoder(
+            tokens,
+            selection.selected_indices if selection is not None else None,
+            selection.num_kept if selection is not None else None,
+            return_sampling=with_internals,
+        )
+        memory = encoded.memory
+
+        outputs: dict = {}
+        if self.two_stage:
+            projected = self.token_projection(memory, proposal_valid)
+            site = self.heads.two_stage_site()
+            proposal_logits = self.heads.class_heads[site](projected)
+            proposal_boxes = self.heads.box_heads[site](projected) + proposals
+            queries = self.query_init(memory, proposal_logits, proposal_boxes)
+            outputs["enc_outputs"] = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
+        else:
+            queries = self.query_init(images.shape[0])
+
+        decoded = self.decoder(
+            queries.queries,
+            queries.query_pos,
+            queries.reference,
+            memory,
+            tokens,
+            box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
+        )
+        num_dec = self.decoder.num_layers
+        layers = range(num_dec) if with_loss_outputs else [num_dec - 1]
+        predictions = {
+            layer: self.heads.predict_from_reference(
+                self.heads.decoder_site(layer), decoded.hidden_states[layer], decoded.references[layer]
+            )
+            for layer in layers
+        }
+        outputs.update(predictions[num_dec - 1])
+        outputs["aux_outputs"] = [predictions[layer] for layer in range(num_dec - 1) if layer in predictions]
+
+        outputs["enc_aux_outputs"] = []
+        if with_loss_outputs and self.heads.num_encoder_aux:
+            aux_proposals = (
+                proposals if selection is None else _gather_tokens(proposals, selection.selected_indices)
+            )
+            outputs["enc_aux_outputs"] = [
+                self.heads.predict(
+                    self.heads.encoder_aux_site(layer), encoded.layer_queries[layer], aux_proposals
+                )
+                for layer in range(self.heads.num_encoder_aux)
+            ]
+
+        random_scores = (
+            isinstance(self.token_scorer, TokenScorer) and not self.token_scorer.uses_token_features
+        )
+        outputs["token_scores"] = None if selection is None or random_scores else selection.scores
+        if selection is not None:
+            outputs.update(selection.loss_outputs)
+        outputs["num_kept"] = selection.num_kept if selection is not None else tokens.valid_counts
+        outputs["selected_indices"] = selection.selected_indices if selection is not None else None
+        outputs["padding_mask"] = tokens.padding_mask
+        outputs["spatial_shapes"] = tokens.spatial_shapes
+        outputs["level_start_index"] = tokens.level_start_index
+        outputs["dec_sampling_locations"] = decoded.sampling_locations
+        outputs["dec_attention_weights"] = decoded.attention_weights
+        if with_internals:
+            outputs["internals"] = {
+                "memory": memory,
+                "enc_sampling_locations": encoded.sampling_locations,
+                "enc_attention_weights": encoded.attention_weights,
+                "decoder_queries": queries.queries,
+                "decoder_query_pos": queries.query_pos,
+                "decoder_reference": queries.reference,
+                "query_token_indices": queries.token_indices,
+                "hidden_states": decoded.hidden_states,
+                "proposals": proposals,
+                "proposal_valid": proposal_valid,
+            }
+        return outputs

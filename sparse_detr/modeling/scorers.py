@@ -1,0 +1,235 @@
+"""Token scorers (which encoder tokens to refine) and the keep-ratio top-k selection.
+
+Scorers live in ``TOKEN_SCORER_REGISTRY`` (short config names in ``SCORER_ALIASES``):
+``dam`` (the scoring network of paper appendix A.1, trained
+against the decoder attention map), ``objectness`` (a detection head on the backbone tokens, paper 3.3)
+and ``random``. Each holds its keep ratio (rho) for training and for inference; changing rho on a built
+model is a property of the scorer, the encoder only receives indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .heads import MLP
+from .registry import TOKEN_SCORER_REGISTRY
+
+__all__ = [
+    "TokenSelection",
+    "validate_keep_ratio",
+    "kept_token_counts",
+    "select_tokens",
+    "TokenScorer",
+    "DAMScorer",
+    "ObjectnessScorer",
+    "RandomScorer",
+    "build_token_scorer",
+]
+
+KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.KEEP_RATIO (LazyConfig: model.token_scorer.keep_ratio)"
+TEST_KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.TEST_KEEP_RATIO (LazyConfig: model.token_scorer.test_keep_ratio)"
+
+
+@dataclass
+class TokenSelection:
+    """Tokens chosen for refinement.
+
+    Attributes:
+        scores: Float[B, N] scorer logits, padding filled with the batch minimum (as ranked).
+        selected_indices: Long[B, k] top-k tokens by descending score, k = max(num_kept).
+        num_kept: Long[B] per-image number of kept tokens (the first num_kept[i] of selected_indices[i]).
+        loss_outputs: extra scorer outputs for the criterion (``objectness_outputs``), training only.
+    """
+
+    scores: Tensor
+    selected_indices: Tensor
+    num_kept: Tensor
+    loss_outputs: dict = field(default_factory=dict)
+
+
+def validate_keep_ratio(value: float, key: str = KEEP_RATIO_KEY) -> float:
+    """Return ``float(value)`` if it lies in (0, 1], else raise ValueError naming ``key``."""
+    value = float(value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{key} must be in (0, 1], got {value}")
+    return value
+
+
+def kept_token_counts(padding_mask: Tensor, keep_ratio: float) -> Tensor:
+    """Per-image number of kept tokens: ``int(float32(valid) * rho) + 1`` capped at the valid count.
+
+    Args:
+        padding_mask: Bool[B, N] True on padding.
+    Returns:
+        Long[B].
+    """
+    valid = (~padding_mask).sum(dim=1)
+    counts = (valid * keep_ratio).int().long() + 1  # float32 product truncated, as the official code
+    return torch.minimum(counts, valid)
+
+
+def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float) -> TokenSelection:
+    """Top-k tokens by score; padding gets the batch-minimum score so it is ranked last.
+
+    Args:
+        scores: Float[B, N] raw scorer output; padding_mask: Bool[B, N].
+    """
+    num_kept = kept_token_counts(padding_mask, keep_ratio)
+    k = min(int(num_kept.max()), scores.shape[1])
+    filled = scores.masked_fill(padding_mask, scores.min())
+    selected = torch.topk(filled, k, dim=1).indices
+    return TokenSelection(scores=filled, selected_indices=selected, num_kept=num_kept)
+
+
+class TokenScorer(nn.Module):
+    """Base class: holds the training and inference keep ratios and turns scores into a selection.
+
+    Subclasses implement :meth:`score`; ``uses_token_features`` says whether it needs the projected tokens.
+    """
+
+    uses_token_features = True
+
+    def __init__(self, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None):
+        super().__init__()
+        self.keep_ratio = keep_ratio
+        self.test_keep_ratio = test_keep_ratio
+
+    @property
+    def keep_ratio(self) -> float:
+        """rho used in training (and in inference when ``test_keep_ratio`` is None)."""
+        return self._keep_ratio
+
+    @keep_ratio.setter
+    def keep_ratio(self, value: float) -> None:
+        self._keep_ratio = validate_keep_ratio(value, KEEP_RATIO_KEY)
+
+    @property
+    def test_keep_ratio(self) -> float | None:
+        """rho used in inference, or None to use :attr:`keep_ratio`."""
+        return self._test_keep_ratio
+
+    @test_keep_ratio.setter
+    def test_keep_ratio(self, value: float | None) -> None:
+        self._test_keep_ratio = None if value is None else validate_keep_ratio(value, TEST_KEEP_RATIO_KEY)
+
+    @property
+    def active_keep_ratio(self) -> float:
+        if not self.training and self.test_keep_ratio is not None:
+            return self.test_keep_ratio
+        return self.keep_ratio
+
+    def score(
+        self, token_features: Tensor | None, proposals: Tensor, padding_mask: Tensor, with_loss_outputs: bool
+    ) -> tuple[Tensor, dict]:
+        """Return (Float[B, N] scores, loss outputs dict)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        token_features: Tensor | None,
+        proposals: Tensor,
+        padding_mask: Tensor,
+        with_loss_outputs: bool = False,
+    ) -> TokenSelection:
+        """
+        Args:
+            token_features: Float[B, N, C] projected tokens (None if ``uses_token_features`` is False).
+            proposals: Float[B, N, 4] grid proposals in logit space (+inf where invalid).
+            padding_mask: Bool[B, N].
+        """
+        scores, loss_outputs = self.score(token_features, proposals, padding_mask, with_loss_outputs)
+        selection = select_tokens(scores, padding_mask, self.active_keep_ratio)
+        selection.loss_outputs = loss_outputs
+        return selection
+
+    def extra_repr(self) -> str:
+        return f"keep_ratio={self.keep_ratio}, test_keep_ratio={self.test_keep_ratio}"
+
+
+@TOKEN_SCORER_REGISTRY.register()
+class DAMScorer(TokenScorer):
+    """Scoring network of paper appendix A.1 (official ``MaskPredictor``), trained against the binarised DAM.
+
+    ``stem``: LayerNorm -> Linear(C, H) -> GELU; the second half of the features is averaged over all N
+    tokens (padding included, as official) and concatenated to the first; ``head``: H -> H/2 -> H/4 -> 1
+    with GELU between.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 256,
+        hidden_dim: int | None = None,
+        keep_ratio: float = 0.1,
+        test_keep_ratio: float | None = None,
+    ):
+        super().__init__(keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+        hidden_dim = hidden_dim or dim
+        self.hidden_dim = hidden_dim
+        self.stem = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim), nn.GELU())
+        self.head = nn.Sequential(
+            nn.Linear(hidden_dim, hidden_dim // 2),
+            nn.GELU(),
+            nn.Linear(hidden_dim // 2, hidden_dim // 4),
+            nn.GELU(),
+            nn.Linear(hidden_dim // 4, 1),
+        )
+
+    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
+        z = self.stem(token_features)
+        z_local, z_global = torch.split(z, self.hidden_dim // 2, dim=-1)
+        z_global = z_global.mean(dim=1, keepdim=True).expand(-1, z_local.shape[1], -1)
+        return self.head(torch.cat([z_local, z_global], dim=-1)).squeeze(-1), {}
+
+
+@TOKEN_SCORER_REGISTRY.register()
+class ObjectnessScorer(TokenScorer):
+    """Detection head on the projected backbone tokens; score = best class logit (paper 3.3).
+
+    Trained with the Hungarian loss through ``objectness_outputs`` (boxes relative to the grid proposals).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 256,
+        num_classes: int = 80,
+        keep_ratio: float = 0.1,
+        test_keep_ratio: float | None = None,
+    ):
+        super().__init__(keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+        self.class_head = nn.Linear(dim, num_classes)
+        nn.init.constant_(self.class_head.bias, -4.59511985013459)  # prior probability 0.01
+        self.box_head = MLP(dim, dim, 4, 3)
+        nn.init.constant_(self.box_head.layers[-1].weight, 0)
+        nn.init.constant_(self.box_head.layers[-1].bias, 0)
+
+    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
+        logits = self.class_head(token_features)
+        loss_outputs = {}
+        if with_loss_outputs:
+            boxes = (self.box_head(token_features) + proposals).sigmoid()
+            loss_outputs["objectness_outputs"] = {"pred_logits": logits, "pred_boxes": boxes}
+        return logits.max(-1).values, loss_outputs
+
+
+@TOKEN_SCORER_REGISTRY.register()
+class RandomScorer(TokenScorer):
+    """Uniformly random scores (the paper's random-selection baseline); no parameters, no loss."""
+
+    uses_token_features = False
+
+    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
+        return torch.rand(padding_mask.shape, device=padding_mask.device), {}
+
+
+# short config names of the built-in scorers -> registry (class) names
+SCORER_ALIASES = {"dam": "DAMScorer", "objectness": "ObjectnessScorer", "random": "RandomScorer"}
+
+
+def build_token_scorer(name: str, **kwargs) -> TokenScorer:
+    """Build a scorer by short name (``dam``, ``objectness``, ``random``) or registered class name."""
+    return TOKEN_SCORER_REGISTRY.get(SCORER_ALIASES.get(name, name))(**kwargs)

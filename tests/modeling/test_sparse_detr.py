@@ -1,0 +1,193 @@
+"""The SparseDETR meta-architecture on tiny configs: output contract, train steps, dynamic rho, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import NUM_CLASSES, build_tiny_model, tiny_batch
+
+
+def _train_step(model, batch):
+    model.train()
+    losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    model.zero_grad()
+    total.backward()
+    return losses
+
+
+def _params_without_grad(model):
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_training_outputs_follow_the_criterion_contract():
+    model = build_tiny_model(scorer="dam", keep_ratio=0.3).train()
+    images, mask = model.preprocess_image(tiny_batch())
+    out = model.predict(images.tensor, mask, with_loss_outputs=True)
+    batch, queries, tokens = 2, 10, out["padding_mask"].shape[1]
+    assert out["pred_logits"].shape == (batch, queries, NUM_CLASSES)
+    assert out["pred_boxes"].shape == (batch, queries, 4)
+    assert len(out["aux_outputs"]) == 1 and out["aux_outputs"][0]["pred_logits"].shape == (
+        batch,
+        queries,
+        NUM_CLASSES,
+    )
+    assert out["enc_outputs"]["pred_logits"].shape == (batch, tokens, NUM_CLASSES)
+    k = out["selected_indices"].shape[1]
+    assert int(out["num_kept"].max()) == k
+    assert len(out["enc_aux_outputs"]) == 1 and out["enc_aux_outputs"][0]["pred_boxes"].shape == (batch, k, 4)
+    assert out["token_scores"].shape == (batch, tokens)
+    assert out["dec_sampling_locations"].shape[:3] == (batch, 2, queries)
+    assert out["dec_sampling_locations"].shape[-1] == 2
+    assert out["dec_attention_weights"].shape == out["dec_sampling_locations"].shape[:-1]
+    assert out["spatial_shapes"].shape == (4, 2) and out["level_start_index"].shape == (4,)
+    assert "objectness_outputs" not in out
+    # per-image counts from that image's valid tokens; the padded image keeps fewer
+    valid = (~out["padding_mask"]).sum(1)
+    assert out["num_kept"].tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+    assert out["num_kept"][1] < out["num_kept"][0]
+    for i in range(batch):
+        kept = out["selected_indices"][i, : out["num_kept"][i]]
+        assert not out["padding_mask"][i, kept].any(), "padding selected"
+
+
+def test_inference_skips_loss_only_work_and_returns_instances():
+    model = build_tiny_model().eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
+    with torch.no_grad():
+        out = model.predict(images.tensor, mask)
+        results = model(tiny_batch(with_targets=False))
+    assert out["aux_outputs"] == [] and out["enc_aux_outputs"] == []
+    for result, (height, width) in zip(results, [(96, 128), (64, 80)]):
+        instances = result["instances"]
+        assert instances.image_size == (height, width)
+        assert len(instances) <= 100
+        assert instances.pred_classes.max() < NUM_CLASSES
+        assert (instances.scores[:-1] >= instances.scores[1:]).all()
+
+
+def test_inference_rescales_to_requested_size():
+    model = build_tiny_model().eval()
+    batch = tiny_batch(with_targets=False)
+    batch[0]["height"], batch[0]["width"] = 192, 256
+    with torch.no_grad():
+        instances = model(batch)[0]["instances"]
+    assert instances.image_size == (192, 256)
+    assert instances.pred_boxes.tensor[:, 2].max() <= 256 and instances.pred_boxes.tensor[:, 3].max() <= 192
+
+
+@pytest.mark.parametrize(
+    "scorer,keep_ratio", [("dam", 0.1), ("dam", 1.0), ("objectness", 0.2), ("random", 0.2)]
+)
+def test_train_step_gives_gradients_to_every_used_parameter(scorer, keep_ratio):
+    model = build_tiny_model(scorer=scorer, keep_ratio=keep_ratio)
+    losses = _train_step(model, tiny_batch())
+    missing = _params_without_grad(model)
+    if keep_ratio == 1.0:
+        # rho = 1 is the dense encoder: the scorer is not run
+        assert all(n.startswith("token_scorer.") for n in missing) and missing
+        assert "loss_mask_prediction" not in losses
+    else:
+        assert missing == []
+    if scorer == "dam" and keep_ratio < 1:
+        assert "loss_mask_prediction" in losses
+    if scorer == "objectness":
+        assert {"loss_ce_backbone", "loss_bbox_backbone", "loss_giou_backbone"} <= set(losses)
+        assert "loss_mask_prediction" not in losses
+    if scorer == "random":
+        assert "loss_mask_prediction" not in losses
+
+
+def test_dense_model_without_scorer_trains():
+    model = build_tiny_model(scorer=None)
+    _train_step(model, tiny_batch())
+    assert _params_without_grad(model) == []
+    assert model.token_scorer is None and not model.is_sparse
+
+
+def test_image_without_annotations_trains():
+    model = build_tiny_model()
+    _train_step(model, tiny_batch(empty_second=True))
+    assert _params_without_grad(model) == []
+
+
+def test_twelve_layer_encoder_builds_and_steps():
+    model = build_tiny_model(enc_layers=12, dec_layers=1)
+    assert len(model.encoder.layers) == 12 and model.heads.num_encoder_aux == 11
+    losses = _train_step(model, tiny_batch())
+    assert "loss_ce_enc_10" in losses
+    assert _params_without_grad(model) == []
+
+
+def test_pre_norm_encoder_trains():
+    model = build_tiny_model(pre_norm=True)
+    _train_step(model, tiny_batch())
+    assert _params_without_grad(model) == []
+
+
+def test_no_encoder_config_runs():
+    model = build_tiny_model(scorer=None, enc_layers=0)
+    _train_step(model, tiny_batch())
+    model.eval()
+    with torch.no_grad():
+        assert len(model(tiny_batch(with_targets=False))) == 2
+
+
+def test_dynamic_keep_ratio_at_inference():
+    model = build_tiny_model(keep_ratio=0.1).eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
+    with torch.no_grad():
+        counts_01 = model.predict(images.tensor, mask)["num_kept"]
+        model.set_keep_ratio(0.1, test_keep_ratio=0.5)
+        counts_05 = model.predict(images.tensor, mask)["num_kept"]
+        model.set_keep_ratio(0.1, test_keep_ratio=1.0)
+        dense = model.predict(images.tensor, mask)
+    assert (counts_05 > counts_01).all()
+    assert dense["selected_indices"] is None and dense["token_scores"] is None
+    model.train()
+    assert model.token_scorer.active_keep_ratio == 0.1
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_keep_ratio_outside_unit_interval_is_refused(bad):
+    with pytest.raises(ValueError, match="KEEP_RATIO"):
+        build_tiny_model(keep_ratio=bad)
+    model = build_tiny_model()
+    with pytest.raises(ValueError, match="KEEP_RATIO"):
+        model.set_keep_ratio(bad)
+    with pytest.raises(ValueError, match="TEST_KEEP_RATIO"):
+        model.set_keep_ratio(0.1, test_keep_ratio=bad)
+
+
+def test_image_smaller_than_the_coarsest_stride_works():
+    model = build_tiny_model()
+    batch = tiny_batch(sizes=((20, 24), (12, 16)))
+    _train_step(model, batch)
+    model.eval()
+    with torch.no_grad():
+        results = model(tiny_batch(with_targets=False, sizes=((20, 24), (12, 16))))
+    assert results[1]["instances"].image_size == (12, 16)
+
+
+def test_bad_inputs_are_reported():
+    model = build_tiny_model().eval()
+    with pytest.raises(ValueError, match="padding_mask"):
+        model.predict(torch.zeros(1, 3, 32, 32), torch.zeros(1, 16, 16, dtype=torch.bool))
+    model.train()
+    with pytest.raises(ValueError, match="instances"):
+        model(tiny_batch(with_targets=False))
+
+
+def test_components_must_agree():
+    from conftest import tiny_model_config
+    from detectron2.config import instantiate
+
+    cfg = tiny_model_config()
+    cfg.heads.num_decoder_layers = 3
+    with pytest.raises(ValueError, match="num_decoder_layers"):
+        instantiate(cfg)
+    cfg = tiny_model_config()
+    cfg.in_features = ["res2", "res3", "res4"]
+    with pytest.raises(ValueError, match="in_features"):
+        instantiate(cfg)

@@ -1,0 +1,239 @@
+#!/usr/bin/env python
+"""Train or evaluate Sparse DETR (or any LazyConfig model of this repository) with Detectron2.
+
+    python train_net.py --config-file configs/quickstart_shapes.py
+    python train_net.py --config-file configs/sparse_detr_r50_rho0.1_50ep.py --num-gpus 8
+    python train_net.py --config-file CONFIG --eval-only train.init_checkpoint=output/x/model_final.pth
+    python train_net.py --config-file CONFIG --resume           # continue from output_dir/last_checkpoint
+    python train_net.py --config-file CONFIG train.device=cpu train.max_iter=100 dataloader.train.total_batch_size=4
+
+``key=value`` overrides must name existing config keys (or arguments of the object a LazyCall node builds);
+``+key=value`` adds a new key on purpose. Multi-process training uses Detectron2's ``launch`` (DDP: NCCL on GPUs,
+gloo on CPU); ``--num-machines/--machine-rank/--dist-url`` scale it out.
+
+The config provides ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``, ``lr_multiplier`` and
+``train`` (see ``configs/common/train.py``); optional ``datasets.coco_json`` registers COCO-format json files
+(see ``sparse_detr.data.catalog``). Besides Detectron2's checkpoints, logs, ``metrics.json`` and TensorBoard
+events, ``output_dir`` receives ``final_metrics.json`` with the results of the last evaluation.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+import sparse_detr  # noqa: F401  (registers the model, the synthetic datasets, ...)
+from sparse_detr.data import catalog
+from sparse_detr.engine.checkpoint import AtomicDetectionCheckpointer
+from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
+from sparse_detr.engine.loss_guard import FiniteLossGuard
+from sparse_detr.evaluation import with_token_statistics
+
+logger = logging.getLogger("sparse_detr.train_net")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Config checks
+# ----------------------------------------------------------------------------------------------------------
+def _lazy_target_accepts(node, name: str) -> bool:
+    """Whether a LazyCall node's target takes a keyword argument ``name``."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if target is None:
+        return False
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def check_overrides(cfg, overrides: list[str]) -> None:
+    """Reject ``key=value`` overrides of keys that neither exist nor are arguments of a LazyCall target."""
+    missing = object()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_add() or OmegaConf.select(cfg, key, default=missing) is not missing:
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        if parent is not None and _lazy_target_accepts(parent, leaf):
+            continue
+        if isinstance(parent, DictConfig):
+            known = ", ".join(sorted(str(k) for k in parent.keys() if k != "_target_"))
+            where = f"Keys under {parent_key or 'the config root'!r}: {known}."
+        else:
+            where = f"{parent_key!r} does not exist either." if parent_key else ""
+        raise KeyError(
+            f"Unknown config key {key!r} in override {override.input_line!r}. {where} "
+            f"Use '+{override.input_line}' to add a new key on purpose."
+        )
+
+
+def _dataset_names(loader_cfg) -> list[str]:
+    names = OmegaConf.select(loader_cfg, "dataset.names", default=None)
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def check_datasets(cfg) -> None:
+    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use."""
+    catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
+    for split in ("train", "test"):
+        if split in cfg.dataloader:
+            catalog.check_dataset_names(_dataset_names(cfg.dataloader[split]), f"dataloader.{split}.dataset.names")
+
+
+def resolve_device(cfg) -> torch.device:
+    device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device='cuda' but no CUDA device is available; use train.device=cpu")
+    if cfg.train.amp.enabled and device.type != "cuda":
+        raise ValueError("train.amp.enabled=True needs train.device='cuda' (AMP training runs on GPUs only)")
+    if device.type == "cuda":
+        device = torch.device("cuda", comm.get_local_rank())
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation and training
+# ----------------------------------------------------------------------------------------------------------
+def do_test(cfg, model) -> dict:
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; returns the result dict."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    test_loader = instantiate(cfg.dataloader.test)  # first: loading a dataset may generate its files
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    model = with_token_statistics(model, evaluator)
+    results = inference_on_dataset(model, test_loader, evaluator)
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def write_final_metrics(cfg, results: dict) -> None:
+    if comm.is_main_process() and results:
+        path = os.path.join(cfg.train.output_dir, "final_metrics.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        logger.info(f"Final metrics written to {path}")
+
+
+def build_train_loader(cfg, start_iter: int):
+    loader_cfg = cfg.dataloader.train
+    if _lazy_target_accepts(loader_cfg, "start_iter"):
+        loader_cfg.start_iter = start_iter
+    elif start_iter > 0:
+        logger.warning("dataloader.train cannot start at a given iteration: a resumed run sees other batches")
+    return instantiate(loader_cfg)
+
+
+def do_train(args, cfg) -> dict:
+    device = resolve_device(cfg)
+    model = instantiate(cfg.model).to(device)
+    logger.info(f"Model:\n{model}")
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+
+    ddp_kwargs = dict(cfg.train.ddp)
+    if device.type == "cpu":
+        ddp_kwargs["device_ids"] = None  # DDP over CPU modules takes no device ids
+    ddp_model = create_ddp_model(model, **ddp_kwargs)
+    trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+    trainer = trainer_class(FiniteLossGuard(ddp_model), None, optimizer)
+    checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+
+    final_results: dict = {}
+
+    def evaluate():
+        final_results.clear()
+        final_results.update(do_test(cfg, model))
+        return final_results
+
+    clip = cfg.train.get("clip_grad", {"enabled": False})
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            IterationSeeder(cfg.train.seed),
+            GradientClipper(clip.max_norm, clip.get("norm_type", 2.0)) if clip.enabled else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, evaluate),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                                 period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    # the checkpoint stores the iteration that just finished
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.reset_data_loader(lambda: build_train_loader(cfg, start_iter))
+    trainer.train(start_iter, cfg.train.max_iter)
+    return final_results
+
+
+def do_eval_only(cfg) -> dict:
+    device = resolve_device(cfg)
+    model = instantiate(cfg.model).to(device)
+    if not cfg.train.init_checkpoint:
+        raise ValueError("--eval-only needs weights: set train.init_checkpoint=PATH")
+    AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    return do_test(cfg, model)
+
+
+def main(args) -> dict:
+    cfg = LazyConfig.load(args.config_file)
+    check_overrides(cfg, args.opts)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    check_datasets(cfg)
+    default_setup(cfg, args)
+    results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
+    write_final_metrics(cfg, results)
+    if comm.get_world_size() > 1:
+        # Leave the process group together: a process that exits while its peer still has gloo
+        # connections open can make the peer abort.
+        comm.synchronize()
+        dist.destroy_process_group()
+    return results
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
