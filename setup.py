@@ -57,7 +57,7 @@ def make_extension():
 setup(
     name="sparse_detr",
     version="0.1.0",
-    description="Sparse DETR (ICLR 2022) as a Detectron2 plugin, with multi-scale deformable attention kernels",
+    description="Sparse DETR (ICLR 2022) as a Detectron2 plugin, with deformable attention kernels",
     python_requires=">=3.10",
     packages=find_packages(include=["sparse_detr", "sparse_detr.*"]),
     ext_modules=[make_extension()],

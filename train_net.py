@@ -5,11 +5,12 @@
     python train_net.py --config-file configs/sparse_detr_r50_rho0.1_50ep.py --num-gpus 8
     python train_net.py --config-file CONFIG --eval-only train.init_checkpoint=output/x/model_final.pth
     python train_net.py --config-file CONFIG --resume           # continue from output_dir/last_checkpoint
-    python train_net.py --config-file CONFIG train.device=cpu train.max_iter=100 dataloader.train.total_batch_size=4
+    python train_net.py --config-file CONFIG train.device=cpu train.max_iter=100 \
+        dataloader.train.total_batch_size=4
 
 ``key=value`` overrides must name existing config keys (or arguments of the object a LazyCall node builds);
-``+key=value`` adds a new key on purpose. Multi-process training uses Detectron2's ``launch`` (DDP: NCCL on GPUs,
-gloo on CPU); ``--num-machines/--machine-rank/--dist-url`` scale it out.
+``+key=value`` adds a new key on purpose. Multi-process training uses Detectron2's ``launch`` (DDP: NCCL on
+GPUs, gloo on CPU); ``--num-machines/--machine-rank/--dist-url`` scale it out.
 
 The config provides ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``, ``lr_multiplier`` and
 ``train`` (see ``configs/common/train.py``); optional ``datasets.coco_json`` registers COCO-format json files
@@ -31,13 +32,13 @@ from detectron2.engine import (
     SimpleTrainer,
     default_argument_parser,
     default_setup,
-    default_writers,
     hooks,
     launch,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,7 +83,7 @@ def check_overrides(cfg, overrides: list[str]) -> None:
         if parent is not None and _lazy_target_accepts(parent, leaf):
             continue
         if isinstance(parent, DictConfig):
-            known = ", ".join(sorted(str(k) for k in parent.keys() if k != "_target_"))
+            known = ", ".join(sorted(str(k) for k in parent if k != "_target_"))
             where = f"Keys under {parent_key or 'the config root'!r}: {known}."
         else:
             where = f"{parent_key!r} does not exist either." if parent_key else ""
@@ -104,7 +105,8 @@ def check_datasets(cfg) -> None:
     catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
     for split in ("train", "test"):
         if split in cfg.dataloader:
-            catalog.check_dataset_names(_dataset_names(cfg.dataloader[split]), f"dataloader.{split}.dataset.names")
+            names = _dataset_names(cfg.dataloader[split])
+            catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
 
 
 def resolve_device(cfg) -> torch.device:
@@ -151,6 +153,16 @@ def build_train_loader(cfg, start_iter: int):
     return instantiate(loader_cfg)
 
 
+def build_writers(cfg) -> list:
+    """Console (20-iteration medians, ETA); ``metrics.json`` and TensorBoard (raw values of the iteration)."""
+    output_dir = cfg.train.output_dir
+    return [
+        CommonMetricPrinter(cfg.train.max_iter),
+        JSONWriter(os.path.join(output_dir, "metrics.json"), window_size=1),
+        TensorboardXWriter(output_dir, window_size=1),
+    ]
+
+
 def do_train(args, cfg) -> dict:
     device = resolve_device(cfg)
     model = instantiate(cfg.model).to(device)
@@ -175,18 +187,16 @@ def do_train(args, cfg) -> dict:
         return final_results
 
     clip = cfg.train.get("clip_grad", {"enabled": False})
+    is_main = comm.is_main_process()
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             IterationSeeder(cfg.train.seed),
             GradientClipper(clip.max_norm, clip.get("norm_type", 2.0)) if clip.enabled else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
-            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                                 period=cfg.train.log_period)
-            if comm.is_main_process()
-            else None,
+            hooks.PeriodicWriter(build_writers(cfg), period=cfg.train.log_period) if is_main else None,
         ]
     )
 

@@ -9,7 +9,9 @@ rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run).
 Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
   * time = median wall time of ``--repeats`` calls after ``--warmup`` calls;
   * peak memory = growth of the process's peak RSS (``ru_maxrss``) over the model and input already
-    in memory, i.e. what inference allocates at its peak (activations, temporaries).
+    in memory, i.e. what inference allocates at its peak (activations, temporaries);
+  * backbone alone = median time of the ResNet-50 on the same image, a yardstick for the machine's load
+    (the issue measured ~0.9 s on an idle machine of this kind).
 
     .venv/bin/python benchmarks/bench_model.py [--threads 2] [--repeats 5] [--warmup 2]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -61,11 +64,17 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
                 times.append(time.perf_counter() - start)
         images, padding_mask = model.preprocess_image(inputs)
         kept = model.predict(images.tensor, padding_mask)["num_kept"]
+        backbone_times = []
+        for _ in range(repeats):  # calibration: the ResNet-50 alone (~0.9 s on an idle machine of this kind)
+            start = time.perf_counter()
+            model.backbone(images.tensor)
+            backbone_times.append(time.perf_counter() - start)
     assert len(results[0]["instances"]) == 100
     return {
         "keep_ratio": keep_ratio,
         "median_s": statistics.median(times),
         "min_s": min(times),
+        "backbone_s": statistics.median(backbone_times),
         "peak_mib": peak_rss_mib() - baseline,
         "tokens_refined": int(kept[0]),
         "extension": extension_available(),
@@ -73,7 +82,9 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -85,8 +96,18 @@ def main() -> None:
 
     rows = []
     for keep_ratio in KEEP_RATIOS:
-        command = [sys.executable, __file__, "--worker", str(keep_ratio), "--threads", str(args.threads),
-                   "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            str(keep_ratio),
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+            "--warmup",
+            str(args.warmup),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
         if result.returncode != 0:
             sys.exit(f"worker for rho={keep_ratio} failed:\n{result.stderr[-3000:]}")
@@ -94,16 +115,25 @@ def main() -> None:
         print(f"rho={keep_ratio}: {rows[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)
 
     dense = rows[0]
-    print(f"Sparse DETR R-50 6+6, 300 queries, one {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image, CPU, "
-          f"{args.threads} threads, median of {args.repeats} after {args.warmup} warm-up, "
-          f"MSDA extension: {dense['extension']}")
-    print("| rho | tokens refined | median latency (s) | speed-up vs dense | peak memory (MiB) | memory vs dense |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"Sparse DETR R-50 6+6, 300 queries, one {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image, CPU, "
+        f"{args.threads} threads, median of {args.repeats} after {args.warmup} warm-up, "
+        f"MSDA extension: {dense['extension']}"
+    )
+    print(
+        "| rho | tokens refined | median latency (s) | speed-up vs dense | peak memory (MiB) "
+        "| memory vs dense | backbone alone (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         label = "1.0 (dense)" if row["keep_ratio"] >= 1.0 else f"{row['keep_ratio']}"
-        print(f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | "
-              f"{dense['median_s'] / row['median_s']:.2f}x | {row['peak_mib']:.0f} | "
-              f"{row['peak_mib'] / dense['peak_mib']:.2f} |")
+        print(
+            f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | "
+            f"{dense['median_s'] / row['median_s']:.2f}x | {row['peak_mib']:.0f} | "
+            f"{row['peak_mib'] / dense['peak_mib']:.2f} | {row['backbone_s']:.3f} |"
+        )
+    load = os.getloadavg()
+    print(f"load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The "no encoder" lower bound (rho = 0, paper Table 3: 42.2 AP): backbone tokens go to the decoder unrefined."""
+"""The "no encoder" lower bound (rho = 0, paper Table 3: 42.2 AP): backbone tokens go to the decoder
+unrefined."""
 from .common.coco_r50_50ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 model.token_scorer = None

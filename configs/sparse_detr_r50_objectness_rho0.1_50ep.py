@@ -6,5 +6,7 @@ from sparse_detr.modeling import ObjectnessScorer
 
 from .common.coco_r50_50ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.token_scorer = L(ObjectnessScorer)(dim="${..neck.hidden_dim}", num_classes="${..heads.num_classes}", keep_ratio=0.1)
+model.token_scorer = L(ObjectnessScorer)(
+    dim="${..neck.hidden_dim}", num_classes="${..heads.num_classes}", keep_ratio=0.1
+)
 train.output_dir = "./output/sparse_detr_r50_objectness_rho0.1_50ep"

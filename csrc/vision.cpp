@@ -49,6 +49,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "Sparse DETR kernels; the ops live in torch.ops.sparse_detr";
   module.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled");
   module.def("cuda_arch_list", &cuda_arch_list,
-             "TORCH_CUDA_ARCH_LIST used at build time ('' = torch's default or a CPU-only build)");
+             "TORCH_CUDA_ARCH_LIST used at build time ('default' = unset, '' = CPU-only build)");
   module.def("compiled_with_torch", &compiled_with_torch, "torch version the extension was built against");
 }

@@ -39,7 +39,8 @@ def extension_info() -> dict:
 
     Returns:
         dict with ``built`` (bool), ``with_cuda`` (bool), ``cuda_arch_list`` (str: the
-        ``TORCH_CUDA_ARCH_LIST`` used at build time, "" for torch's default or a CPU-only build),
+        ``TORCH_CUDA_ARCH_LIST`` used at build time, "default" when it was unset so torch chose,
+        "" for a CPU-only build),
         ``compiled_with_torch`` (str), and ``import_error`` (str, only when not built).
     """
     if _C is None:

@@ -166,11 +166,9 @@ def test_top100_detections_match(fixture, eval_outputs):
 
 def test_detectron2_inference_from_pixels_matches(fixture, converted):
     """Detectron2 interface: raw RGB pixels in, Instances at the requested size out (clipped)."""
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    batched_inputs = []
-    for image, size in zip(fixture["inputs"]["images"], fixture["postprocess"]["target_sizes"].tolist()):
-        batched_inputs.append({"image": (image * std + mean) * 255, "height": size[0], "width": size[1]})
+    batched_inputs = _pixel_inputs(fixture)
+    for item, (height, width) in zip(batched_inputs, fixture["postprocess"]["target_sizes"].tolist()):
+        item["height"], item["width"] = height, width
     with torch.no_grad():
         results = converted(batched_inputs)
     for i, (result, official) in enumerate(zip(results, fixture["postprocess"]["results"])):
@@ -275,3 +273,21 @@ def test_converter_files_roundtrip(fixture, tmp_path):
         outputs = model.predict(inputs["padded_images"], inputs["padded_mask"])
     _close(outputs["pred_logits"], fixture["outputs"]["pred_logits"], "pred_logits after roundtrip")
     _close(outputs["pred_boxes"], fixture["outputs"]["pred_boxes"], "pred_boxes after roundtrip")
+
+
+def _pixel_inputs(fixture):
+    """The fixture images as raw RGB pixels (the model normalises them itself)."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return [{"image": (image * std + mean) * 255} for image in fixture["inputs"]["images"]]
+
+
+def test_analysis_internals_match_the_official_dam(fixture, converted):
+    analysis = converted.analyze(_pixel_inputs(fixture))
+    dam = fixture["train"]["dam"]
+    reference = dam["decoder_attn_map"]
+    scale = reference.abs().max().item()
+    assert (analysis["decoder_attention_map"] - reference).abs().max().item() <= 1e-4 * scale
+    assert torch.equal(analysis["dam_target"], dam["target"].bool())
+    corr = analysis["corr"]
+    assert corr.shape == (2, 5) and ((corr[:, 0] > 0) & (corr[:, 0] <= 1)).all()

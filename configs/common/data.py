@@ -29,6 +29,7 @@ dataloader.train = L(build_resumable_train_loader)(
             max_size=1333,
             crop_resize_sizes=[400, 500, 600],
             crop_size=[384, 600],
+            crop_probability=0.5,
         ),
         image_format="${model.input_format}",
         skip_unreadable_images=False,

@@ -8,13 +8,14 @@
 //
 // Speed: the channel loops are specialised for the common head dims (16, 32, 64; accumulators then
 // live in registers), and on x86-64 the kernels are compiled a second time for AVX2 + FMA and
-// chosen at run time (the extension is built for the baseline ISA, like ATen's CPU kernels).
+// chosen at run time (the build targets the baseline ISA; ATen dispatches its kernels the same way).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "ms_deform_attn.h"
@@ -155,75 +156,81 @@ struct BackwardHeads {
     const int64_t token_stride = pb.num_heads * head_dim;
     const int64_t samples_per_head = num_levels * pb.num_points;
     BilinearCorners<scalar_t> corners;
-    for (int64_t nm = begin; nm < end; ++nm) {
-      const int64_t n = nm / pb.num_heads;
-      const int64_t m = nm % pb.num_heads;
-      const int64_t head_offset = n * pb.num_tokens * token_stride + m * head_dim;
+    // the task's heads of one image are visited together per query: their value rows are adjacent
+    for (int64_t n = begin / pb.num_heads; n * pb.num_heads < end; ++n) {
+      const int64_t first_head = std::max(begin - n * pb.num_heads, int64_t{0});
+      const int64_t last_head = std::min(end - n * pb.num_heads, pb.num_heads);
       for (int64_t q = 0; q < pb.num_queries; ++q) {
-        const int64_t nqm = (n * pb.num_queries + q) * pb.num_heads + m;
-        const scalar_t* grad_out = pb.grad_output + nqm * head_dim;
-        for (int64_t l = 0; l < num_levels; ++l) {
-          const int64_t level_offset = head_offset + levels.start[l] * token_stride;
-          const scalar_t* level_value = pb.value + level_offset;
-          scalar_t* level_grad = pb.grad_value + level_offset;
-          for (int64_t p = 0; p < pb.num_points; ++p) {
-            const int64_t sample = nqm * samples_per_head + l * pb.num_points + p;
-            if (!bilinear_corners(pb.locations[2 * sample], pb.locations[2 * sample + 1],
-                                  levels.height[l], levels.width[l], corners)) {
-              continue;  // gradients stay zero
-            }
-            const scalar_t weight = pb.weights[sample];
-            // sums over channels of grad_out * (sampled value, d sample / dx, d sample / dy)
-            scalar_t dot_sample = 0, dot_dx = 0, dot_dy = 0;
-            if (corners.all_valid) {
-              const scalar_t* v0 = level_value + corners.token[0] * token_stride;
-              const scalar_t* v1 = level_value + corners.token[1] * token_stride;
-              const scalar_t* v2 = level_value + corners.token[2] * token_stride;
-              const scalar_t* v3 = level_value + corners.token[3] * token_stride;
-              scalar_t* g0 = level_grad + corners.token[0] * token_stride;
-              scalar_t* g1 = level_grad + corners.token[1] * token_stride;
-              scalar_t* g2 = level_grad + corners.token[2] * token_stride;
-              scalar_t* g3 = level_grad + corners.token[3] * token_stride;
-              const scalar_t c0 = corners.weight[0], c1 = corners.weight[1];
-              const scalar_t c2 = corners.weight[2], c3 = corners.weight[3];
-              const scalar_t x0 = corners.d_dx[0], x1 = corners.d_dx[1];
-              const scalar_t x2 = corners.d_dx[2], x3 = corners.d_dx[3];
-              const scalar_t y0 = corners.d_dy[0], y1 = corners.d_dy[1];
-              const scalar_t y2 = corners.d_dy[2], y3 = corners.d_dy[3];
-              const scalar_t w0 = weight * c0, w1 = weight * c1, w2 = weight * c2, w3 = weight * c3;
-#pragma omp simd reduction(+ : dot_sample, dot_dx, dot_dy)
-              for (int64_t d = 0; d < head_dim; ++d) {
-                const scalar_t g = grad_out[d];
-                const scalar_t a = v0[d], b = v1[d], c = v2[d], e = v3[d];
-                dot_sample += g * (c0 * a + c1 * b + c2 * c + c3 * e);
-                dot_dx += g * (x0 * a + x1 * b + x2 * c + x3 * e);
-                dot_dy += g * (y0 * a + y1 * b + y2 * c + y3 * e);
-                g0[d] += w0 * g;
-                g1[d] += w1 * g;
-                g2[d] += w2 * g;
-                g3[d] += w3 * g;
+        for (int64_t m = first_head; m < last_head; ++m) {
+          const int64_t head_offset = n * pb.num_tokens * token_stride + m * head_dim;
+          const int64_t nqm = (n * pb.num_queries + q) * pb.num_heads + m;
+          const scalar_t* grad_out = pb.grad_output + nqm * head_dim;
+          for (int64_t l = 0; l < num_levels; ++l) {
+            const int64_t level_offset = head_offset + levels.start[l] * token_stride;
+            const scalar_t* level_value = pb.value + level_offset;
+            scalar_t* level_grad = pb.grad_value + level_offset;
+            for (int64_t p = 0; p < pb.num_points; ++p) {
+              const int64_t sample = nqm * samples_per_head + l * pb.num_points + p;
+              if (!bilinear_corners(pb.locations[2 * sample], pb.locations[2 * sample + 1],
+                                    levels.height[l], levels.width[l], corners)) {
+                continue;  // gradients stay zero
               }
-            } else {
-              for (int k = 0; k < 4; ++k) {
-                if (corners.weight[k] == 0 && corners.d_dx[k] == 0 && corners.d_dy[k] == 0) continue;
-                const scalar_t* v = level_value + corners.token[k] * token_stride;
-                scalar_t* gv = level_grad + corners.token[k] * token_stride;
-                const scalar_t w = weight * corners.weight[k];
-                scalar_t dot_value = 0;
-#pragma omp simd reduction(+ : dot_value)
+              const scalar_t weight = pb.weights[sample];
+              // sums over channels of grad_out * (sampled value, d sample / dx, d sample / dy)
+              scalar_t dot_sample = 0, dot_dx = 0, dot_dy = 0;
+              if (corners.all_valid) {
+                const scalar_t* v0 = level_value + corners.token[0] * token_stride;
+                const scalar_t* v1 = level_value + corners.token[1] * token_stride;
+                const scalar_t* v2 = level_value + corners.token[2] * token_stride;
+                const scalar_t* v3 = level_value + corners.token[3] * token_stride;
+                scalar_t* g0 = level_grad + corners.token[0] * token_stride;
+                scalar_t* g1 = level_grad + corners.token[1] * token_stride;
+                scalar_t* g2 = level_grad + corners.token[2] * token_stride;
+                scalar_t* g3 = level_grad + corners.token[3] * token_stride;
+                const scalar_t w0 = weight * corners.weight[0], w1 = weight * corners.weight[1];
+                const scalar_t w2 = weight * corners.weight[2], w3 = weight * corners.weight[3];
+                // grad_out . value of each corner; the three sums follow as 4-term combinations
+                scalar_t r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+#pragma omp simd reduction(+ : r0, r1, r2, r3)
                 for (int64_t d = 0; d < head_dim; ++d) {
-                  dot_value += grad_out[d] * v[d];
-                  gv[d] += w * grad_out[d];
+                  const scalar_t g = grad_out[d];
+                  r0 += g * v0[d];
+                  r1 += g * v1[d];
+                  r2 += g * v2[d];
+                  r3 += g * v3[d];
+                  g0[d] += w0 * g;
+                  g1[d] += w1 * g;
+                  g2[d] += w2 * g;
+                  g3[d] += w3 * g;
                 }
-                dot_sample += corners.weight[k] * dot_value;
-                dot_dx += corners.d_dx[k] * dot_value;
-                dot_dy += corners.d_dy[k] * dot_value;
+                const scalar_t r[4] = {r0, r1, r2, r3};
+                for (int k = 0; k < 4; ++k) {
+                  dot_sample += corners.weight[k] * r[k];
+                  dot_dx += corners.d_dx[k] * r[k];
+                  dot_dy += corners.d_dy[k] * r[k];
+                }
+              } else {
+                for (int k = 0; k < 4; ++k) {
+                  if (corners.weight[k] == 0 && corners.d_dx[k] == 0 && corners.d_dy[k] == 0) continue;
+                  const scalar_t* v = level_value + corners.token[k] * token_stride;
+                  scalar_t* gv = level_grad + corners.token[k] * token_stride;
+                  const scalar_t w = weight * corners.weight[k];
+                  scalar_t dot_value = 0;
+#pragma omp simd reduction(+ : dot_value)
+                  for (int64_t d = 0; d < head_dim; ++d) {
+                    dot_value += grad_out[d] * v[d];
+                    gv[d] += w * grad_out[d];
+                  }
+                  dot_sample += corners.weight[k] * dot_value;
+                  dot_dx += corners.d_dx[k] * dot_value;
+                  dot_dy += corners.d_dy[k] * dot_value;
+                }
               }
+              pb.grad_weights[sample] = dot_sample;
+              // x = loc_x * W - 0.5, so d/d loc_x = W * d/dx (same for y with H)
+              pb.grad_locations[2 * sample] = weight * dot_dx * static_cast<scalar_t>(levels.width[l]);
+              pb.grad_locations[2 * sample + 1] = weight * dot_dy * static_cast<scalar_t>(levels.height[l]);
             }
-            pb.grad_weights[sample] = dot_sample;
-            // x = loc_x * W - 0.5, so d/d loc_x = W * d/dx (same for y with H)
-            pb.grad_locations[2 * sample] = weight * dot_dx * static_cast<scalar_t>(levels.width[l]);
-            pb.grad_locations[2 * sample + 1] = weight * dot_dy * static_cast<scalar_t>(levels.height[l]);
           }
         }
       }

@@ -198,5 +198,6 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
         input_format="RGB",
         size_divisibility=0,
         max_detections=100,
+        aux_loss=bool(a.get("aux_loss", True)),
     )
     return model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
+from sparse_detr.modeling.backbone.swin import add_swin_config
+
 __all__ = ["add_sparse_detr_config"]
 
 
@@ -11,8 +13,8 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     """Add the Sparse DETR keys (defaults = paper R-50, rho 0.1) and set the model-level Detectron2 keys.
 
     Sets ``MODEL.META_ARCHITECTURE = "SparseDETR"``, a torchvision-style frozen ResNet-50 returning res3-res5,
-    RGB input with the ImageNet mean/std of the official code, and 100 detections per image.
-    Returns ``cfg`` for chaining.
+    RGB input with the ImageNet mean/std of the official code, and 100 detections per image; also adds
+    ``MODEL.SWIN`` so ``MODEL.BACKBONE.NAME = "SwinBackbone"`` works. Returns ``cfg`` for chaining.
     """
     cfg.MODEL.META_ARCHITECTURE = "SparseDETR"
     cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
@@ -25,6 +27,7 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
     cfg.INPUT.FORMAT = "RGB"
     cfg.TEST.DETECTIONS_PER_IMAGE = 100
+    add_swin_config(cfg)
 
     sd = cfg.MODEL.SPARSE_DETR = CN()
     sd.IN_FEATURES = ["res3", "res4", "res5"]
@@ -46,6 +49,7 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     sd.BOX_REFINE = True
     sd.SHARE_HEADS = False
     sd.ENCODER_AUX_LOSS = True
+    sd.AUX_LOSS = True  # losses on every decoder layer
     # token scorer: "dam", "objectness", "random", or "" for the dense encoder
     sd.TOKEN_SCORER = "dam"
     sd.KEEP_RATIO = 0.1  # rho in (0, 1]; 1.0 = dense

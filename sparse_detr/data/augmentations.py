@@ -2,7 +2,7 @@
 
 Training (Deformable DETR's ``make_coco_transforms("train")``)::
 
-    horizontal flip (p = 0.5), then with p = 0.5 one of
+    horizontal flip (p = 0.5), then one of (b with probability ``crop_probability``, default 0.5)
       a) resize the shorter side to a random choice of ``min_sizes`` (longer side <= ``max_size``)
       b) resize the shorter side to a random choice of ``crop_resize_sizes``, crop a random
          (h, w) with h, w uniform in ``crop_size`` (clipped to the image), then as a)
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from detectron2.data import transforms as T
 
-__all__ = ["RandomChoice", "build_detr_test_augmentations", "build_detr_train_augmentations", "COCO_MIN_SIZES"]
+__all__ = [
+    "COCO_MIN_SIZES", "RandomChoice", "build_detr_test_augmentations", "build_detr_train_augmentations"
+]
 
 COCO_MIN_SIZES = tuple(range(480, 801, 32))
 
@@ -29,13 +31,13 @@ class RandomChoice(T.Augmentation):
     def __init__(self, choices: Sequence[T.Augmentation], probabilities: Sequence[float] | None = None):
         """
         Args:
-            choices: the alternatives; a list inside ``choices`` is turned into an ``AugmentationList``.
+            choices: the alternatives: augmentations, transforms, or lists of them (applied in order).
             probabilities: one per choice, summing to 1 (default: uniform).
         """
         super().__init__()
         if len(choices) == 0:
             raise ValueError("RandomChoice needs at least one choice")
-        self.choices = [T.AugmentationList(c) if isinstance(c, (list, tuple)) else c for c in choices]
+        self.choices = [T.AugmentationList(list(c) if isinstance(c, (list, tuple)) else [c]) for c in choices]
         if probabilities is None:
             probabilities = [1.0 / len(choices)] * len(choices)
         if len(probabilities) != len(choices) or not np.isclose(sum(probabilities), 1.0):
@@ -65,6 +67,7 @@ def build_detr_train_augmentations(
     crop_resize_sizes: Sequence[int] = (400, 500, 600),
     crop_size: tuple[int, int] = (384, 600),
     horizontal_flip: bool = True,
+    crop_probability: float = 0.5,
 ) -> list[T.Augmentation]:
     """The training augmentations (see the module docstring); defaults are the paper's COCO values."""
     min_sizes = _check_sizes("min_sizes", min_sizes)
@@ -78,7 +81,11 @@ def build_detr_train_augmentations(
         T.ResizeShortestEdge(min_sizes, max_size=max_size, sample_style="choice"),
     ]
     augmentations: list[T.Augmentation] = [T.RandomFlip(horizontal=True)] if horizontal_flip else []
-    augmentations.append(RandomChoice([multi_scale, resize_crop_resize]))
+    if not 0.0 <= crop_probability <= 1.0:
+        raise ValueError(f"crop_probability must be in [0, 1], got {crop_probability}")
+    augmentations.append(
+        RandomChoice([multi_scale, resize_crop_resize], probabilities=[1.0 - crop_probability, crop_probability])
+    )
     return augmentations
 
 

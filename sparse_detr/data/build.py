@@ -42,7 +42,7 @@ def _numpy_global_seed(seed: list[int]) -> Iterator[None]:
 
 
 class IterationBatches(torchdata.Dataset):
-    """Map-style dataset whose item ``i`` is the list of mapped dataset dicts of iteration ``i`` on one rank."""
+    """Map-style dataset: item ``i`` is the list of mapped dataset dicts of iteration ``i`` on one rank."""
 
     def __init__(
         self,
@@ -56,7 +56,8 @@ class IterationBatches(torchdata.Dataset):
     ):
         if total_batch_size % world_size != 0:
             raise ValueError(
-                f"total_batch_size ({total_batch_size}) must be divisible by the number of processes ({world_size})"
+                f"total_batch_size ({total_batch_size}) must be divisible by the number of processes "
+                f"({world_size})"
             )
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty")

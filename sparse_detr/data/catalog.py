@@ -33,7 +33,8 @@ def register_coco_json_datasets(entries: Iterable[Mapping]) -> None:
             if MetadataCatalog.get(name).get("json_file") == entry["json_file"]:
                 continue
             raise ValueError(f"datasets.coco_json[{position}]: dataset name {name!r} is already registered")
-        register_coco_instances(name, dict(entry.get("metadata", {})), entry["json_file"], entry["image_root"])
+        metadata = dict(entry.get("metadata", {}))
+        register_coco_instances(name, metadata, entry["json_file"], entry["image_root"])
 
 
 def check_dataset_names(names: str | Iterable[str], config_key: str) -> None:
@@ -44,16 +45,18 @@ def check_dataset_names(names: str | Iterable[str], config_key: str) -> None:
         if name not in registered:
             suggestions = sorted(n for n in registered if n.startswith(("shapes_", "coco_2017")))
             raise KeyError(
-                f"Unknown dataset {name!r} in {config_key}. Known here: {', '.join(suggestions)} (and the other "
-                "Detectron2 builtins). Register a COCO-format json in the config's datasets.coco_json "
-                "(see sparse_detr.data.catalog) or with detectron2.data.datasets.register_coco_instances."
+                f"Unknown dataset {name!r} in {config_key}. Known here: {', '.join(suggestions)} "
+                "(and the other Detectron2 builtins). Register a COCO-format json in the config's "
+                "datasets.coco_json (see sparse_detr.data.catalog) or with "
+                "detectron2.data.datasets.register_coco_instances."
             )
         if name in SHAPES_PRESETS:
             continue  # generated on first use
         json_file = MetadataCatalog.get(name).get("json_file")
         if json_file and "://" not in str(json_file) and not os.path.isfile(json_file):
             raise FileNotFoundError(
-                f"Dataset {name!r} ({config_key}) is registered, but its annotation file {json_file!r} does not "
-                f"exist. Builtin datasets live under DETECTRON2_DATASETS (now {default_datasets_root()!r}), "
-                "e.g. coco/annotations/instances_train2017.json and coco/train2017/ for coco_2017_train."
+                f"Dataset {name!r} ({config_key}) is registered, but its annotation file {json_file!r} "
+                "does not exist. Builtin datasets live under DETECTRON2_DATASETS "
+                f"(now {default_datasets_root()!r}), e.g. coco/annotations/instances_train2017.json and "
+                "coco/train2017/ for coco_2017_train."
             )

@@ -1,4 +1,4 @@
-"""Command line: generate the synthetic shapes sets, e.g. ``python -m sparse_detr.data.generate_shapes shapes_val``."""
+"""Generates synthetic shapes sets: ``python -m sparse_detr.data.generate_shapes [--root DIR] [NAME ...]``."""
 import argparse
 import logging
 import time
@@ -10,7 +10,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate the synthetic shapes detection sets.")
     parser.add_argument("names", nargs="*", default=["shapes_train", "shapes_val"],
                         help=f"sets to generate, among {sorted(SHAPES_PRESETS)}")
-    parser.add_argument("--root", default=None, help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument("--root", default=None,
+                        help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.names:

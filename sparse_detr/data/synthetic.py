@@ -79,7 +79,9 @@ class ShapesSpec:
                 f"{self.min_object_size}, {self.max_object_size}, {self.image_size}"
             )
         if not 0.0 <= self.empty_image_fraction <= 1.0:
-            raise ValueError(f"ShapesSpec.empty_image_fraction must be in [0, 1], got {self.empty_image_fraction}")
+            raise ValueError(
+                f"ShapesSpec.empty_image_fraction must be in [0, 1], got {self.empty_image_fraction}"
+            )
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "generator_version": GENERATOR_VERSION, "classes": SHAPE_CLASSES}
@@ -123,14 +125,15 @@ def _unit_polygon(shape: str) -> np.ndarray:
     if shape == "cross":
         t = 0.34  # half thickness of an arm
         return np.array(
-            [[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t], [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]],
+            [[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t],
+             [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]],
             dtype=np.float64,
         )
     raise ValueError(f"unknown shape {shape!r}; known: {SHAPE_CLASSES}")
 
 
 def _textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A (size, size, 3) float background: a colour gradient plus one of blotches, stripes or a checkerboard."""
+    """A (size, size, 3) float background: a colour gradient plus blotches, stripes or a checkerboard."""
     base = rng.uniform(40, 215, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     angle = rng.uniform(0, 2 * math.pi)
@@ -321,7 +324,7 @@ def _load_shapes(name: str, spec: ShapesSpec, root: str) -> list[dict]:
 
 
 def register_shapes_dataset(name: str, spec: ShapesSpec, root: str | None = None) -> None:
-    """Register ``name`` in Detectron2's catalogs; the images are generated on the first ``DatasetCatalog.get``."""
+    """Register ``name`` in Detectron2's catalogs; the first ``DatasetCatalog.get`` generates the images."""
     root = default_datasets_root() if root is None else root
     json_file, image_root, _ = _paths(root, spec)
     DatasetCatalog.register(name, partial(_load_shapes, name, spec, root))

@@ -46,7 +46,8 @@ class IterationSeeder(HookBase):
         self.seed = seed
 
     def before_step(self):
-        step_seed = int(np.random.SeedSequence([self.seed, self.trainer.iter, comm.get_rank()]).generate_state(1)[0])
+        sequence = np.random.SeedSequence([self.seed, self.trainer.iter, comm.get_rank()])
+        step_seed = int(sequence.generate_state(1)[0])
         torch.manual_seed(step_seed)
         np.random.seed(step_seed)
         random.seed(step_seed)

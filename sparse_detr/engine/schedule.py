@@ -16,7 +16,9 @@ COCO_TRAIN2017_IMAGES = 118287
 def iterations_per_epoch(dataset_size: int, total_batch_size: int) -> int:
     """Iterations of one pass over ``dataset_size`` images with ``total_batch_size`` images per iteration."""
     if dataset_size < 1 or total_batch_size < 1:
-        raise ValueError(f"dataset_size ({dataset_size}) and total_batch_size ({total_batch_size}) must be >= 1")
+        raise ValueError(
+            f"dataset_size ({dataset_size}) and total_batch_size ({total_batch_size}) must be >= 1"
+        )
     return math.ceil(dataset_size / total_batch_size)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation beside Detectron2's ``COCOEvaluator``: token statistics (Corr, refined tokens) of sparse models."""
+"""Evaluation beside Detectron2's ``COCOEvaluator``: token statistics (Corr, refined tokens) of sparse
+models."""
 from .token_statistics import (
     TokenStatisticsEvaluator,
     TokenStatisticsModel,

@@ -53,7 +53,7 @@ def token_statistics(outputs: dict) -> list[dict]:
 
 
 class TokenStatisticsModel(nn.Module):
-    """Evaluation wrapper of a ``SparseDETR``: its outputs gain ``"token_stats"`` (see :func:`token_statistics`)."""
+    """Evaluation wrapper of a ``SparseDETR``: outputs gain ``"token_stats"`` (:func:`token_statistics`)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -120,5 +120,6 @@ class TokenStatisticsEvaluator(DatasetEvaluator):
             return {}
         keys = sorted({k for s in stats for k in s})
         means = {k: float(np.nanmean([s[k] for s in stats if k in s])) for k in keys}
-        means["refined_ratio"] = float(np.mean([s["refined_tokens"] / max(s["valid_tokens"], 1) for s in stats]))
+        ratios = [s["refined_tokens"] / max(s["valid_tokens"], 1) for s in stats]
+        means["refined_ratio"] = float(np.mean(ratios))
         return {"tokens": means}

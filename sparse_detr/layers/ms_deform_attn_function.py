@@ -161,5 +161,19 @@ def _backward(ctx, grad_output):
     return grad_value, None, None, grad_locations, grad_weights
 
 
+def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Output metadata without computing (meta/fake tensors: torch.compile, torch.export)."""
+    batch, _, heads, head_dim = value.shape
+    return value.new_empty(batch, sampling_locations.shape[1], heads * head_dim)
+
+
+def _backward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                   grad_output):
+    return value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape), \
+        attention_weights.new_empty(attention_weights.shape)
+
+
 if _ext.extension_available():
     torch.library.register_autograd(EXTENSION_OP_NAME, _backward, setup_context=_setup_context)
+    torch.library.register_fake(EXTENSION_OP_NAME)(_forward_fake)
+    torch.library.register_fake(EXTENSION_OP_NAME + "_backward")(_backward_fake)

@@ -166,8 +166,8 @@ class SparseDeformableEncoder(nn.Module):
             reference_points = _gather_tokens(reference_points, selected_indices)
             query_pos = _gather_tokens(tokens.pos, selected_indices)
             queries = _gather_tokens(memory, selected_indices)
-            write_back = None
-            if num_kept is not None:
+            write_back = None  # Bool[B, k, 1] which queries update the memory; None = all of them
+            if num_kept is not None and bool((num_kept < selected_indices.shape[1]).any()):
                 positions = torch.arange(selected_indices.shape[1], device=selected_indices.device)
                 write_back = (positions[None] < num_kept[:, None]).unsqueeze(-1)
             scatter_index = selected_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1])

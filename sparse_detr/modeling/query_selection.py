@@ -65,21 +65,23 @@ class TwoStageQueryInit(nn.Module):
         self.pos_proj = nn.Linear(2 * dim, out_dim)
         self.pos_norm = nn.LayerNorm(out_dim)
 
-    def forward(
-        self, memory: Tensor, proposal_logits: Tensor, proposal_boxes_unactivated: Tensor
-    ) -> DecoderQueries:
+    def select(self, proposal_logits: Tensor) -> Tensor:
+        """Long[B, Q]: the top-Q tokens by two-stage score (Q capped at N), descending.
+
+        Args:
+            proposal_logits: Float[B, N, K] two-stage class logits.
+        """
+        scores = proposal_logits.max(-1).values if self.class_specific else proposal_logits[..., 0]
+        return torch.topk(scores, min(self.num_queries, scores.shape[1]), dim=1).indices
+
+    def forward(self, memory: Tensor, token_indices: Tensor, boxes_unactivated: Tensor) -> DecoderQueries:
         """
         Args:
             memory: Float[B, N, C] encoder output.
-            proposal_logits: Float[B, N, K] two-stage class logits.
-            proposal_boxes_unactivated: Float[B, N, 4] two-stage boxes in logit space.
+            token_indices: Long[B, Q] from :meth:`select`.
+            boxes_unactivated: Float[B, Q, 4] the two-stage boxes of those tokens, in logit space.
         """
-        scores = proposal_logits.max(-1).values if self.class_specific else proposal_logits[..., 0]
-        num_queries = min(self.num_queries, scores.shape[1])
-        token_indices = torch.topk(scores, num_queries, dim=1).indices
-        boxes = torch.gather(
-            proposal_boxes_unactivated, 1, token_indices.unsqueeze(-1).expand(-1, -1, 4)
-        ).detach()
+        boxes = boxes_unactivated.detach()
         pos = self.pos_norm(self.pos_proj(box_sine_embedding(boxes, self.dim // 2)))
         if self.from_memory:
             queries = torch.gather(memory, 1, token_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1]))

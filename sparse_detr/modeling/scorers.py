@@ -87,10 +87,12 @@ def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float) -> To
 class TokenScorer(nn.Module):
     """Base class: holds the training and inference keep ratios and turns scores into a selection.
 
-    Subclasses implement :meth:`score`; ``uses_token_features`` says whether it needs the projected tokens.
+    Subclasses implement :meth:`score`; ``uses_token_features`` says whether it needs the projected tokens,
+    ``learned`` whether its scores are trained logits (reported as ``token_scores`` for the DAM loss).
     """
 
     uses_token_features = True
+    learned = True
 
     def __init__(self, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None):
         super().__init__()
@@ -221,6 +223,7 @@ class RandomScorer(TokenScorer):
     """Uniformly random scores (the paper's random-selection baseline); no parameters, no loss."""
 
     uses_token_features = False
+    learned = False
 
     def score(self, token_features, proposals, padding_mask, with_loss_outputs):
         return torch.rand(padding_mask.shape, device=padding_mask.device), {}

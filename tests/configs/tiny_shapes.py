@@ -1,4 +1,4 @@
-"""A tiny Sparse DETR on the tiny synthetic shapes sets, for end-to-end tests of train_net.py (seconds on CPU)."""
+"""A tiny Sparse DETR on the tiny synthetic shapes sets: end-to-end tests of train_net.py in seconds."""
 from detectron2.config import LazyConfig
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(

@@ -10,8 +10,10 @@ from sparse_detr.layers import MSDeformAttn, multi_scale_deform_attn
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-    pytest.mark.skipif(not _ext.extension_info()["with_cuda"],
-                       reason="sparse_detr._C was built without CUDA kernels (rebuild with a GPU or FORCE_CUDA=1)"),
+    pytest.mark.skipif(
+        not _ext.extension_info()["with_cuda"],
+        reason="sparse_detr._C was built without CUDA kernels (rebuild with a GPU or FORCE_CUDA=1)",
+    ),
 ]
 
 
@@ -56,8 +58,10 @@ def test_cuda_handles_zero_queries():
 def test_gradcheck_cuda_kernel(argument):
     inputs = [tensor.cuda() for tensor in make_inputs(queries=4)]
     inputs[argument].requires_grad_()
+    # atomicAdd makes the order of the grad_value sums, hence their last bits, vary between runs
     assert torch.autograd.gradcheck(
-        lambda *args: multi_scale_deform_attn(*args, backend="extension"), tuple(inputs), eps=1e-6, atol=1e-5
+        lambda *args: multi_scale_deform_attn(*args, backend="extension"), tuple(inputs), eps=1e-6, atol=1e-5,
+        nondet_tol=1e-12,
     )
 
 

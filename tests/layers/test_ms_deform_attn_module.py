@@ -117,7 +117,8 @@ def test_bad_arguments():
         MSDeformAttn(backend="triton")
     module = make_module()
     inputs = make_inputs()
-    with pytest.raises(ValueError, match=r"reference_points must have shape \(N, Q, L, 2\) or \(N, Q, L, 4\)"):
+    reference_message = r"reference_points must have shape \(N, Q, L, 2\) or \(N, Q, L, 4\)"
+    with pytest.raises(ValueError, match=reference_message):
         module(**dict(inputs, reference_points=torch.rand(2, 5, 2, 2)))
     with pytest.raises(ValueError, match=r"query must have shape \(N, Q, C=16\)"):
         module(**dict(inputs, query=torch.rand(2, 5, 8)))

@@ -73,12 +73,14 @@ def test_points_on_and_beyond_the_borders(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs(backend):
-    value, spatial_shapes, level_start, locations, weights = make_inputs([(4, 3), (2, 2)], heads=3, channels=4)
+    inputs = make_inputs([(4, 3), (2, 2)], heads=3, channels=4)
+    value, spatial_shapes, level_start, locations, weights = inputs
     # same values, non-contiguous memory
     value_nc = value.transpose(2, 3).contiguous().transpose(2, 3)
-    locations_nc = locations.flip(-1).contiguous().flip(-1)[..., [0, 1]].transpose(0, 1).contiguous().transpose(0, 1)
+    locations_nc = locations.transpose(0, 1).contiguous().transpose(0, 1)
     weights_nc = weights.transpose(1, 2).contiguous().transpose(1, 2)
-    assert not value_nc.is_contiguous() and not locations_nc.is_contiguous() and not weights_nc.is_contiguous()
+    for tensor in (value_nc, locations_nc, weights_nc):
+        assert not tensor.is_contiguous()
     output = multi_scale_deform_attn(value_nc, spatial_shapes, level_start, locations_nc, weights_nc,
                                      backend=backend)
     torch.testing.assert_close(output, ms_deform_attn_reference(value, spatial_shapes, locations, weights))
@@ -122,14 +124,42 @@ def test_extension_gradients_match_pytorch_path():
         torch.testing.assert_close(ours, theirs, msg=name)
 
 
+@requires_extension
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [16, 32, 64, 33])
+def test_specialised_head_dims_forward_and_backward(channels, dtype):
+    """The CPU kernel has compile-time variants for D = 16, 32, 64 (and a generic one)."""
+    inputs = list(make_inputs([(7, 9), (3, 4), (1, 1)], queries=11, heads=2, channels=channels, points=3,
+                              dtype=dtype, seed=channels))
+    for index in (0, 3, 4):
+        inputs[index].requires_grad_()
+    grad_output = torch.randn(2, 11, 2 * channels, dtype=dtype)
+    results = {}
+    for backend in ("pytorch", "extension"):
+        output = multi_scale_deform_attn(*inputs, backend=backend)
+        grads = torch.autograd.grad(output, [inputs[0], inputs[3], inputs[4]], grad_output)
+        results[backend] = (output, *grads)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else {}
+    for ours, theirs in zip(results["extension"], results["pytorch"]):
+        torch.testing.assert_close(ours, theirs, **tolerance)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reduced_precision_is_computed_in_float32(backend):
     inputs = list(make_inputs([(3, 3)], dtype=torch.float32))
     half = [tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor for tensor in inputs]
     output = multi_scale_deform_attn(*half, backend=backend)
     assert output.dtype == torch.bfloat16
-    expected = ms_deform_attn_reference(*[half[i].float() for i in (0,)], inputs[1], half[3].float(), half[4].float())
+    expected = ms_deform_attn_reference(half[0], inputs[1], half[3], half[4])
     torch.testing.assert_close(output.double(), expected, rtol=1e-2, atol=1e-2)
+
+
+@requires_extension
+def test_opcheck_schema_autograd_and_fake_registrations():
+    inputs = list(make_inputs([(3, 4), (1, 1)], queries=4))
+    for index in (0, 3, 4):
+        inputs[index].requires_grad_()
+    torch.library.opcheck(torch.ops.sparse_detr.ms_deform_attn, tuple(inputs))
 
 
 @requires_extension
@@ -140,8 +170,8 @@ def test_kernel_errors_surface():
 
 
 def _bad(**changes):
-    inputs = dict(zip(("value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"),
-                      make_inputs([(2, 3), (1, 2)])))
+    names = ("value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights")
+    inputs = dict(zip(names, make_inputs([(2, 3), (1, 2)])))
     inputs.update(changes)
     return inputs
 
@@ -150,15 +180,19 @@ def _bad(**changes):
     "inputs, message",
     [
         (_bad(value=torch.zeros(2, 8, 6)), r"value must have shape \(N, S, M, D\)"),
-        (_bad(value=torch.zeros(2, 9, 2, 3, dtype=torch.float64)), r"value must have shape .* = 8 for spatial_shapes"),
+        (_bad(value=torch.zeros(2, 9, 2, 3, dtype=torch.float64)),
+         r"value must have shape .* = 8 for spatial_shapes"),
         (_bad(value=torch.zeros(2, 8, 2, 3, dtype=torch.int64)), "value must be a floating point"),
-        (_bad(spatial_shapes=torch.tensor([[2, 3], [1, 2]], dtype=torch.int32)), "spatial_shapes must have dtype"),
+        (_bad(spatial_shapes=torch.tensor([[2, 3], [1, 2]], dtype=torch.int32)),
+         "spatial_shapes must have dtype"),
         (_bad(spatial_shapes=torch.tensor([2, 3, 1, 2])), r"spatial_shapes must have shape \(L, 2\)"),
         (_bad(level_start_index=torch.tensor([0])), r"level_start_index must have shape \(L,\) = \(2,\)"),
         (_bad(level_start_index=torch.tensor([0, 5])), r"level_start_index must be \[0, 6\]"),
         (_bad(sampling_locations=torch.zeros(2, 5, 2, 2, 2)), r"sampling_locations must have shape"),
-        (_bad(sampling_locations=torch.zeros(2, 5, 3, 2, 2, 2)), r"sampling_locations must have shape .*\(2, 5, 2"),
-        (_bad(attention_weights=torch.zeros(2, 5, 2, 2, 3)), r"attention_weights must have shape .*\(2, 5, 2, 2, 2\)"),
+        (_bad(sampling_locations=torch.zeros(2, 5, 3, 2, 2, 2)),
+         r"sampling_locations must have shape .*\(2, 5, 2"),
+        (_bad(attention_weights=torch.zeros(2, 5, 2, 2, 3)),
+         r"attention_weights must have shape .*\(2, 5, 2, 2, 2\)"),
     ],
 )
 def test_bad_inputs_raise_value_error(inputs, message):
@@ -185,3 +219,11 @@ def test_auto_falls_back_with_one_warning_when_not_built(monkeypatch):
     torch.testing.assert_close(first, multi_scale_deform_attn(*inputs, backend="pytorch"))
     with pytest.raises(ImportError, match="pip install --no-build-isolation -e ."):
         multi_scale_deform_attn(*inputs, backend="extension")
+
+
+@requires_extension
+def test_extension_reports_how_it_was_built():
+    info = _ext.extension_info()
+    assert info["built"] and info["compiled_with_torch"] == torch.__version__
+    assert isinstance(info["with_cuda"], bool) and isinstance(info["cuda_arch_list"], str)
+    assert info["with_cuda"] or info["cuda_arch_list"] == ""

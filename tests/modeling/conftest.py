@@ -72,7 +72,7 @@ def build_tiny_model(seed: int = 0, **kwargs) -> SparseDETR:
 
 
 def tiny_batch(
-    with_targets: bool = True, empty_second: bool = False, sizes=((96, 128), (64, 80))
+    with_targets: bool = True, empty_second: bool = False, sizes=((64, 96), (48, 64))
 ) -> list[dict]:
     """Two RGB images of different sizes (so the second is padded), with Detectron2 instances."""
     generator = torch.Generator().manual_seed(1)

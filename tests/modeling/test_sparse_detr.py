@@ -59,7 +59,7 @@ def test_inference_skips_loss_only_work_and_returns_instances():
         out = model.predict(images.tensor, mask)
         results = model(tiny_batch(with_targets=False))
     assert out["aux_outputs"] == [] and out["enc_aux_outputs"] == []
-    for result, (height, width) in zip(results, [(96, 128), (64, 80)]):
+    for result, (height, width) in zip(results, [(64, 96), (48, 64)]):
         instances = result["instances"]
         assert instances.image_size == (height, width)
         assert len(instances) <= 100

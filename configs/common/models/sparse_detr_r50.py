@@ -81,4 +81,5 @@ model = L(SparseDETR)(
     input_format="RGB",
     size_divisibility=0,
     max_detections=100,
+    aux_loss=True,  # losses on every decoder layer
 )

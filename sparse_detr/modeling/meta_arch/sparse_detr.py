@@ -16,15 +16,16 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ..decoder import DeformableDecoder
-from ..encoder import build_sparse_encoder
+from ..dam import attention_correlation, dam_target, decoder_attention_map, selected_token_mask
+from ..decoder import DecoderOutput, DeformableDecoder
+from ..encoder import EncoderOutput, build_sparse_encoder
 from ..heads import PredictionHeads
 from ..neck import MultiScaleNeck
 from ..postprocess import detections_to_instances, top_detections
-from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit
+from ..query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
 from ..registry import CRITERION_REGISTRY
-from ..scorers import KEEP_RATIO_KEY, TokenScorer, build_token_scorer, validate_keep_ratio
-from ..tokens import grid_proposals
+from ..scorers import KEEP_RATIO_KEY, TokenScorer, TokenSelection, build_token_scorer, validate_keep_ratio
+from ..tokens import TokenBatch, grid_proposals
 
 __all__ = ["SparseDETR"]
 
@@ -61,6 +62,7 @@ class SparseDETR(nn.Module):
         input_format: str = "RGB",
         size_divisibility: int = 0,
         max_detections: int = 100,
+        aux_loss: bool = True,
     ):
         """
         Args:
@@ -78,6 +80,7 @@ class SparseDETR(nn.Module):
             input_format: channel order of ``batched_inputs[i]["image"]`` ("RGB" or "BGR").
             size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
             max_detections: detections returned per image at inference.
+            aux_loss: return the decoder auxiliary layers' predictions in training (their losses).
         """
         super().__init__()
         self.backbone = backbone
@@ -94,6 +97,7 @@ class SparseDETR(nn.Module):
         self.input_format = input_format
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
+        self.aux_loss = aux_loss
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         self.register_buffer(
@@ -194,6 +198,7 @@ class SparseDETR(nn.Module):
             "input_format": cfg.INPUT.FORMAT,
             "size_divisibility": sd.SIZE_DIVISIBILITY,
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "aux_loss": sd.AUX_LOSS,
         }
 
     @property
@@ -234,6 +239,44 @@ class SparseDETR(nn.Module):
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask)
         return self.postprocess(outputs, batched_inputs, images.image_sizes)
+
+    @torch.no_grad()
+    def analyze(self, batched_inputs: list[dict]) -> dict:
+        """Inference plus the paper's analysis internals (nothing here feeds a loss).
+
+        Returns a dict with ``results`` (as :meth:`inference`), ``selected_indices`` Long[B, k] and
+        ``num_kept`` Long[B] (None / all valid tokens when dense), ``token_scores`` Float[B, N],
+        ``decoder_attention_map`` Float[B, N] (the DAM), ``dam_target`` Bool[B, N] (its binarisation at the
+        current keep counts), ``corr`` Float[B, 1 + L] (share of the decoder attention on the refined
+        tokens: overall, then per level), ``padding_mask``, ``spatial_shapes``, ``level_start_index``.
+        """
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        outputs = self.predict(images.tensor, padding_mask)
+        attention_map = decoder_attention_map(
+            outputs["dec_sampling_locations"],
+            outputs["dec_attention_weights"],
+            outputs["spatial_shapes"],
+            outputs["level_start_index"],
+        )
+        tokens_padding = outputs["padding_mask"]
+        if outputs["selected_indices"] is None:
+            refined = ~tokens_padding
+        else:
+            refined = selected_token_mask(
+                outputs["selected_indices"], tokens_padding.shape[1], outputs["num_kept"]
+            )
+        return {
+            "results": self.postprocess(outputs, batched_inputs, images.image_sizes),
+            "selected_indices": outputs["selected_indices"],
+            "num_kept": outputs["num_kept"],
+            "token_scores": outputs["token_scores"],
+            "decoder_attention_map": attention_map,
+            "dam_target": dam_target(attention_map, tokens_padding, outputs["num_kept"]),
+            "corr": attention_correlation(attention_map, refined, outputs["level_start_index"]),
+            "padding_mask": tokens_padding,
+            "spatial_shapes": outputs["spatial_shapes"],
+            "level_start_index": outputs["level_start_index"],
+        }
 
     def preprocess_image(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
         """Normalise and pad with 0 to the largest image -> (ImageList, Bool[B, H, W] padding mask)."""
@@ -302,13 +345,7 @@ class SparseDETR(nn.Module):
         features = self.backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)
-
-        selection = None
-        if self.is_sparse:
-            token_features = None
-            if self.token_scorer.uses_token_features:
-                token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
-            selection = self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
+        selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs)
         encoded = self.encoder(
             tokens,
             selection.selected_indices if selection is not None else None,
@@ -316,18 +353,15 @@ class SparseDETR(nn.Module):
             return_sampling=with_internals,
         )
         memory = encoded.memory
-
         outputs: dict = {}
         if self.two_stage:
-            projected = self.token_projection(memory, proposal_valid)
-            site = self.heads.two_stage_site()
-            proposal_logits = self.heads.class_heads[site](projected)
-            proposal_boxes = self.heads.box_heads[site](projected) + proposals
-            queries = self.query_init(memory, proposal_logits, proposal_boxes)
-            outputs["enc_outputs"] = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
+            queries, enc_outputs = self._two_stage_queries(
+                memory, proposals, proposal_valid, with_enc_outputs=with_loss_outputs or with_internals
+            )
+            if enc_outputs is not None:
+                outputs["enc_outputs"] = enc_outputs
         else:
             queries = self.query_init(images.shape[0])
-
         decoded = self.decoder(
             queries.queries,
             queries.query_pos,
@@ -336,33 +370,13 @@ class SparseDETR(nn.Module):
             tokens,
             box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
         )
-        num_dec = self.decoder.num_layers
-        layers = range(num_dec) if with_loss_outputs else [num_dec - 1]
-        predictions = {
-            layer: self.heads.predict_from_reference(
-                self.heads.decoder_site(layer), decoded.hidden_states[layer], decoded.references[layer]
-            )
-            for layer in layers
-        }
-        outputs.update(predictions[num_dec - 1])
-        outputs["aux_outputs"] = [predictions[layer] for layer in range(num_dec - 1) if layer in predictions]
-
+        outputs.update(self._decoder_predictions(decoded, with_aux=with_loss_outputs and self.aux_loss))
         outputs["enc_aux_outputs"] = []
         if with_loss_outputs and self.heads.num_encoder_aux:
-            aux_proposals = (
-                proposals if selection is None else _gather_tokens(proposals, selection.selected_indices)
-            )
-            outputs["enc_aux_outputs"] = [
-                self.heads.predict(
-                    self.heads.encoder_aux_site(layer), encoded.layer_queries[layer], aux_proposals
-                )
-                for layer in range(self.heads.num_encoder_aux)
-            ]
+            outputs["enc_aux_outputs"] = self._encoder_aux_predictions(encoded, proposals, selection)
 
-        random_scores = (
-            isinstance(self.token_scorer, TokenScorer) and not self.token_scorer.uses_token_features
-        )
-        outputs["token_scores"] = None if selection is None or random_scores else selection.scores
+        learned_scores = selection is not None and self.token_scorer.learned
+        outputs["token_scores"] = selection.scores if learned_scores else None
         if selection is not None:
             outputs.update(selection.loss_outputs)
         outputs["num_kept"] = selection.num_kept if selection is not None else tokens.valid_counts
@@ -386,3 +400,56 @@ class SparseDETR(nn.Module):
                 "proposal_valid": proposal_valid,
             }
         return outputs
+
+    def _select_tokens(
+        self, tokens: TokenBatch, proposals: Tensor, proposal_valid: Tensor, with_loss_outputs: bool
+    ) -> TokenSelection | None:
+        """Run the scorer when the encoder is sparse (None = dense)."""
+        if not self.is_sparse:
+            return None
+        token_features = None
+        if self.token_scorer.uses_token_features:
+            # the scoring network sees the projected backbone tokens, like the two-stage head
+            token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
+        return self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
+
+    def _two_stage_queries(
+        self, memory: Tensor, proposals: Tensor, proposal_valid: Tensor, with_enc_outputs: bool
+    ) -> tuple[DecoderQueries, dict | None]:
+        """Top-Q tokens of the two-stage head -> decoder queries (+ the head's outputs on all N tokens)."""
+        projected = self.token_projection(memory, proposal_valid)
+        site = self.heads.two_stage_site()
+        proposal_logits = self.heads.class_heads[site](projected)
+        token_indices = self.query_init.select(proposal_logits)
+        enc_outputs = None
+        if with_enc_outputs:
+            proposal_boxes = self.heads.box_heads[site](projected) + proposals
+            enc_outputs = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
+            query_boxes = _gather_tokens(proposal_boxes, token_indices)
+        else:  # inference: regress the boxes of the Q chosen tokens only
+            query_boxes = self.heads.box_heads[site](_gather_tokens(projected, token_indices))
+            query_boxes = query_boxes + _gather_tokens(proposals, token_indices)
+        return self.query_init(memory, token_indices, query_boxes), enc_outputs
+
+    def _decoder_predictions(self, decoded: DecoderOutput, with_aux: bool) -> dict:
+        """Last-layer ``pred_logits`` / ``pred_boxes`` and, with ``with_aux``, the ``aux_outputs`` list."""
+        last = self.decoder.num_layers - 1
+        layers = range(last + 1) if with_aux else [last]
+        predictions = [
+            self.heads.predict_from_reference(
+                self.heads.decoder_site(layer), decoded.hidden_states[layer], decoded.references[layer]
+            )
+            for layer in layers
+        ]
+        return {**predictions[-1], "aux_outputs": predictions[:-1]}
+
+    def _encoder_aux_predictions(
+        self, encoded: EncoderOutput, proposals: Tensor, selection: TokenSelection | None
+    ) -> list[dict]:
+        """Heads on the refined queries of encoder layers 0..E-2, boxes relative to their grid proposals."""
+        if selection is not None:
+            proposals = _gather_tokens(proposals, selection.selected_indices)
+        return [
+            self.heads.predict(self.heads.encoder_aux_site(layer), encoded.layer_queries[layer], proposals)
+            for layer in range(self.heads.num_encoder_aux)
+        ]
