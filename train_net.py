@@ -42,8 +42,8 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-import sparse_detr  # noqa: F401  (registers the model, the synthetic datasets, ...)
-from sparse_detr.data import catalog
+import sparse_detr.modeling  # noqa: F401  (registers the model components)
+from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
 from sparse_detr.engine.checkpoint import AtomicDetectionCheckpointer
 from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
 from sparse_detr.engine.loss_guard import FiniteLossGuard

@@ -7,7 +7,8 @@ normalisation, backbone, neck, scorer, encoder, two-stage selection, decoder, to
 rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run).
 
 Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
-  * time = median wall time of ``--repeats`` calls after ``--warmup`` calls;
+  * time = median (and min) wall time of ``--repeats`` calls after ``--warmup`` calls, and the median
+    process CPU time (all threads), steadier than wall time when other jobs share the cores;
   * peak memory = growth of the process's peak RSS (``ru_maxrss``) over the model and input already
     in memory, i.e. what inference allocates at its peak (activations, temporaries);
   * backbone alone = median time of the ResNet-50 on the same image, a yardstick for the machine's load
@@ -55,13 +56,14 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
     image = torch.randint(0, 256, (3, *IMAGE_SIZE), generator=torch.Generator().manual_seed(0)).float()
     inputs = [{"image": image}]
     baseline = peak_rss_mib()
-    times = []
+    times, cpu_times = [], []
     with torch.no_grad():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             results = model(inputs)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
         images, padding_mask = model.preprocess_image(inputs)
         kept = model.predict(images.tensor, padding_mask)["num_kept"]
         backbone_times = []
@@ -74,6 +76,7 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
         "keep_ratio": keep_ratio,
         "median_s": statistics.median(times),
         "min_s": min(times),
+        "cpu_s": statistics.median(cpu_times),
         "backbone_s": statistics.median(backbone_times),
         "peak_mib": peak_rss_mib() - baseline,
         "tokens_refined": int(kept[0]),
@@ -121,15 +124,16 @@ def main() -> None:
         f"MSDA extension: {dense['extension']}"
     )
     print(
-        "| rho | tokens refined | median latency (s) | speed-up vs dense | peak memory (MiB) "
-        "| memory vs dense | backbone alone (s) |"
+        "| rho | tokens refined | median latency (s) | min latency (s) | speed-up vs dense | CPU time (s) "
+        "| CPU speed-up | peak memory (MiB) | memory vs dense | backbone alone (s) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         label = "1.0 (dense)" if row["keep_ratio"] >= 1.0 else f"{row['keep_ratio']}"
         print(
-            f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | "
-            f"{dense['median_s'] / row['median_s']:.2f}x | {row['peak_mib']:.0f} | "
+            f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
+            f"{dense['median_s'] / row['median_s']:.2f}x | {row['cpu_s']:.3f} | "
+            f"{dense['cpu_s'] / row['cpu_s']:.2f}x | {row['peak_mib']:.0f} | "
             f"{row['peak_mib'] / dense['peak_mib']:.2f} | {row['backbone_s']:.3f} |"
         )
     load = os.getloadavg()

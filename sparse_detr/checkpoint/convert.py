@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,14 @@ def load_official_checkpoint(path: str) -> OfficialCheckpoint:
     """Load ``{"model": state_dict, "args": Namespace, ...}`` safely (weights_only + Namespace allow-list)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"official checkpoint not found: {path}")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(
+            f"{path}: refused to load (weights-only loading allows tensors, containers and "
+            f"argparse.Namespace only): {error}"
+        ) from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{path}: expected an official checkpoint with 'model' and 'args', got {keys}")

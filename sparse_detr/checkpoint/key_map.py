@@ -1,8 +1,9 @@
 """Official (kakaobrain/sparse-detr) state_dict names -> this project's names, in one table.
 
-Each rule is ``(pattern, replacement)``; the replacement is a format string over the match groups,
-where ``{layer+1}`` style arithmetic is expressed with the helper fields ``stage`` (ResNet layer N ->
-Detectron2 stage ``res{N+1}``). Alias keys (the official model registers the shared class/box heads
+Each rule is ``(pattern, replacement, extra)``: the replacement is a format string over the named match
+groups plus the fields ``extra(match)`` adds (``stage``: torchvision ResNet ``layerN`` is Detectron2's
+``res{N+1}``). Class/box heads are mapped by site (``class_embed.i`` -> ``heads.class_heads.i``).
+Alias keys (the official model registers the shared class/box heads
 a second time under ``transformer.decoder`` / ``transformer.encoder``) are checked to equal their
 canonical tensor and dropped.
 """

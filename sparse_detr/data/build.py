@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import torch
 import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
@@ -143,4 +144,7 @@ def build_resumable_train_loader(
         sampler=_IterationsFrom(start_iter),
         num_workers=num_workers,
         collate_fn=_as_list,
+        # a private generator: creating the iterator must not consume the global torch RNG, whose state at
+        # each iteration is set by the trainer (IterationSeeder) and drives dropout
+        generator=torch.Generator().manual_seed(seed),
     )

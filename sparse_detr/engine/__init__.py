@@ -1,8 +1,9 @@
-"""Training helpers: optimiser parameter groups, schedules, hooks, an atomic checkpointer, a loss guard."""
+"""Training helpers (parameter groups, schedules, hooks, atomic checkpoints, a loss guard) and a predictor."""
 from .checkpoint import AtomicDetectionCheckpointer, atomic_torch_save
 from .hooks import GradientClipper, IterationSeeder
 from .loss_guard import FiniteLossGuard, NonFiniteLossError
 from .optim import detr_param_groups
+from .predictor import LazyConfigPredictor
 from .schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "FiniteLossGuard",
     "GradientClipper",
     "IterationSeeder",
+    "LazyConfigPredictor",
     "NonFiniteLossError",
     "atomic_torch_save",
     "detr_param_groups",

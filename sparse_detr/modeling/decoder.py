@@ -69,7 +69,7 @@ class DeformableDecoderLayer(nn.Module):
             memory,
             tokens.spatial_shapes,
             tokens.level_start_index,
-            value_padding_mask=tokens.padding_mask,
+            value_padding_mask=tokens.value_padding_mask,
             return_sampling=True,
         )
         queries = self.cross_attn_norm(queries + self.cross_attn_dropout(attn))

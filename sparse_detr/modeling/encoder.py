@@ -78,7 +78,7 @@ class SparseEncoderLayer(nn.Module):
             tokens,
             token_batch.spatial_shapes,
             token_batch.level_start_index,
-            value_padding_mask=token_batch.padding_mask,
+            value_padding_mask=token_batch.value_padding_mask,
             return_sampling=return_sampling,
         )
         locations = weights = None
@@ -171,6 +171,9 @@ class SparseDeformableEncoder(nn.Module):
                 positions = torch.arange(selected_indices.shape[1], device=selected_indices.device)
                 write_back = (positions[None] < num_kept[:, None]).unsqueeze(-1)
             scatter_index = selected_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1])
+            in_place = not torch.is_grad_enabled()
+            if in_place:  # inference: write back into one private copy instead of a new memory per layer
+                memory = memory.clone()
 
         layer_queries, locations, weights = [], [], []
         for layer in self.layers:
@@ -184,7 +187,11 @@ class SparseDeformableEncoder(nn.Module):
                 if write_back is not None:
                     # queries beyond num_kept[i] keep being refined but leave the memory unchanged
                     update = torch.where(write_back, queries, torch.gather(memory, 1, scatter_index))
-                memory = memory.scatter(1, scatter_index, update)
+                memory = (
+                    memory.scatter_(1, scatter_index, update)
+                    if in_place
+                    else memory.scatter(1, scatter_index, update)
+                )
             locations.append(loc)
             weights.append(w)
         if self.final_norm is not None:

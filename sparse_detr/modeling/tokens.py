@@ -39,6 +39,14 @@ class TokenBatch:
         return self.features.shape[1]
 
     @property
+    def value_padding_mask(self) -> Tensor | None:
+        """The padding mask for deformable attention values, or None when no token is padding.
+
+        (Masking nothing is the identity; skipping it saves a copy of the values per attention layer.)
+        """
+        return self.padding_mask if bool(self.padding_mask.any()) else None
+
+    @property
     def valid_counts(self) -> Tensor:
         """Long[B]: number of non-padding tokens per image."""
         return (~self.padding_mask).sum(dim=1)

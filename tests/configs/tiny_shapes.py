@@ -12,6 +12,8 @@ model.decoder.num_layers = 2
 model.decoder.num_heads = 4
 model.decoder.ffn_dim = 64
 model.query_init.num_queries = 20
+model.encoder.dropout = 0.1  # randomness in training: resume must reproduce it
+model.decoder.dropout = 0.1
 
 dataloader.train.dataset.names = "shapes_tiny_train"
 dataloader.train.mapper.augmentations.min_sizes = [80, 96]

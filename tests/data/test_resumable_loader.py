@@ -68,3 +68,11 @@ def test_global_numpy_state_is_restored():
     np.random.seed(123)
     batches[0]
     assert np.random.uniform() == expected
+
+
+def test_creating_the_loader_iterator_leaves_the_global_torch_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(build_resumable_train_loader(DATASET, noisy_mapper, total_batch_size=2, seed=1)))
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -134,3 +134,15 @@ def test_decoder_refines_boxes_and_detaches_references():
     assert out.sampling_locations.shape == (2, 3, 7, 2, 4, 2, 2)
     unrefined = decoder(queries, pos, reference, tokens.features, tokens)
     assert all(torch.equal(r, reference) for r in unrefined.references)
+
+
+def test_inference_write_back_equals_training_write_back_and_keeps_inputs():
+    tokens, encoder = _tokens(), _encoder()
+    features = tokens.features.clone()
+    selected = torch.stack([torch.randperm(300)[:12], torch.randperm(300)[:12]])
+    num_kept = torch.tensor([12, 5])
+    with_grad = encoder(tokens, selected, num_kept).memory
+    with torch.no_grad():
+        in_place = encoder(tokens, selected, num_kept).memory
+    assert torch.equal(with_grad.detach(), in_place)
+    assert torch.equal(tokens.features, features), "the encoder must not modify its input tokens"

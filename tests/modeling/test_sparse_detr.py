@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import NUM_CLASSES, build_tiny_model, tiny_batch
+from tiny_sparse_detr import NUM_CLASSES, build_tiny_model, tiny_batch
 
 
 def _train_step(model, batch):
@@ -180,8 +180,8 @@ def test_bad_inputs_are_reported():
 
 
 def test_components_must_agree():
-    from conftest import tiny_model_config
     from detectron2.config import instantiate
+    from tiny_sparse_detr import tiny_model_config
 
     cfg = tiny_model_config()
     cfg.heads.num_decoder_layers = 3
@@ -190,4 +190,12 @@ def test_components_must_agree():
     cfg = tiny_model_config()
     cfg.in_features = ["res2", "res3", "res4"]
     with pytest.raises(ValueError, match="in_features"):
+        instantiate(cfg)
+    cfg = tiny_model_config()
+    cfg.criterion.num_classes = 7
+    with pytest.raises(ValueError, match="num_classes"):
+        instantiate(cfg)
+    cfg = tiny_model_config()
+    cfg.criterion.two_stage_class_agnostic = True
+    with pytest.raises(ValueError, match="two_stage_class_agnostic"):
         instantiate(cfg)

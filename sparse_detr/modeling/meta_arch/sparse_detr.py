@@ -127,6 +127,16 @@ class SparseDETR(nn.Module):
                 f"heads.num_encoder_aux={self.heads.num_encoder_aux} must be 0 or encoder.num_layers - 1 "
                 f"= {self.encoder.num_layers - 1}"
             )
+        num_classes = self.heads.class_heads[0].out_features
+        criterion_classes = getattr(self.criterion, "num_classes", num_classes)
+        if criterion_classes != num_classes:
+            raise ValueError(f"criterion.num_classes={criterion_classes} != heads.num_classes={num_classes}")
+        agnostic = getattr(self.criterion, "two_stage_class_agnostic", None)
+        if self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific:
+            raise ValueError(
+                f"criterion.two_stage_class_agnostic={agnostic} must be the opposite of "
+                f"query_init.class_specific={self.query_init.class_specific}"
+            )
         for name, module in (("encoder", self.encoder), ("decoder", self.decoder)):
             if module.num_levels != self.neck.num_levels:
                 raise ValueError(
@@ -234,17 +244,11 @@ class SparseDETR(nn.Module):
         outputs = self.predict(images.tensor, padding_mask)
         return self.postprocess(outputs, batched_inputs, images.image_sizes)
 
-    def inference(self, batched_inputs: list[dict]) -> list[dict]:
-        """Inference regardless of the module's mode (no loss-only computation)."""
-        images, padding_mask = self.preprocess_image(batched_inputs)
-        outputs = self.predict(images.tensor, padding_mask)
-        return self.postprocess(outputs, batched_inputs, images.image_sizes)
-
     @torch.no_grad()
     def analyze(self, batched_inputs: list[dict]) -> dict:
         """Inference plus the paper's analysis internals (nothing here feeds a loss).
 
-        Returns a dict with ``results`` (as :meth:`inference`), ``selected_indices`` Long[B, k] and
+        Returns a dict with ``results`` (as the eval-mode forward), ``selected_indices`` Long[B, k] and
         ``num_kept`` Long[B] (None / all valid tokens when dense), ``token_scores`` Float[B, N],
         ``decoder_attention_map`` Float[B, N] (the DAM), ``dam_target`` Bool[B, N] (its binarisation at the
         current keep counts), ``corr`` Float[B, 1 + L] (share of the decoder attention on the refined

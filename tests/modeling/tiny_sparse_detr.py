@@ -1,8 +1,7 @@
-"""Tiny Sparse DETR models and batches for fast component tests (ResNet-18, 32-d tokens, small images)."""
+"""Helpers for the model tests: tiny Sparse DETR models and batches (ResNet-18, 32-d tokens, small images)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
@@ -96,13 +95,3 @@ def tiny_batch(
             item["instances"] = instances
         batch.append(item)
     return batch
-
-
-@pytest.fixture
-def tiny_model():
-    return build_tiny_model
-
-
-@pytest.fixture
-def batch():
-    return tiny_batch

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Run a Sparse DETR model on images or a video and draw its detections with Detectron2's Visualizer.
+
+    python projects/SparseDETR/demo.py --config-file converted/config.yaml \\
+        --weights converted/model_final.pth --input photos/ "more/*.jpg" --output out/demo \\
+        --confidence-threshold 0.5 --rho 0.3 --show-tokens
+    python projects/SparseDETR/demo.py --config-file configs/quickstart_shapes.py \\
+        --video-input clip.mp4 --output out/demo train.init_checkpoint=output/quickstart/model_final.pth
+
+The config is a LazyConfig (``.py`` or a ``.yaml`` saved by ``LazyConfig.save``, e.g. by
+``convert_official.py``) or a yacs ``.yaml`` (merged on ``add_sparse_detr_config``), or a model-zoo name.
+yacs configs run through Detectron2's ``DefaultPredictor``, LazyConfigs through its LazyConfig counterpart
+(same resize, channel order and output). ``--rho`` sets the inference keeping ratio (dynamic
+sparsification); ``--show-tokens`` also writes ``<name>_tokens.png``, the tokens the encoder refined on
+each feature level. Inputs that cannot be read are reported by name and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.data import Metadata
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from tqdm import tqdm
+
+from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.model_zoo import config_label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from visualize_tokens import (  # noqa: E402  (a sibling script)
+    analyze_image,
+    build_predictor,
+    class_names,
+    draw_figure,
+    expand_inputs,
+    load_config_with_overrides,
+    num_model_classes,
+    prepare_input,
+    read_image_or_none,
+    set_inference_keep_ratio,
+)
+
+logger = logging.getLogger("sparse_detr.demo")
+
+
+class Demo:
+    """A predictor plus drawing: detections above a threshold, optionally the refined-token figure."""
+
+    def __init__(self, cfg, confidence_threshold: float, rho: float | None, label: str):
+        self.predictor = build_predictor(cfg)
+        self.model = self.predictor.model
+        if rho is not None:
+            set_inference_keep_ratio(self.model, rho)
+        names = class_names(cfg, num_model_classes(self.model))
+        self.metadata = Metadata(name=f"{label}_demo", thing_classes=names)
+        self.confidence_threshold = confidence_threshold
+        self.label = label
+
+    def detections(self, image_bgr: np.ndarray):
+        """The predictor's ``Instances`` (original-image pixels) at or above the confidence threshold."""
+        if isinstance(self.predictor, LazyConfigPredictor):
+            outputs = self.predictor(image_bgr, image_format="BGR")
+        else:  # DefaultPredictor takes BGR images
+            outputs = self.predictor(image_bgr)
+        instances = outputs["instances"].to("cpu")
+        return instances[instances.scores >= self.confidence_threshold]
+
+    def draw(self, image_bgr: np.ndarray, instances) -> np.ndarray:
+        """RGB uint8 image with the detections drawn."""
+        visualizer = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
+        return visualizer.draw_instance_predictions(instances).get_image()
+
+    def run_image(self, image_bgr: np.ndarray, output_stem: Path, show_tokens: bool) -> list[Path]:
+        """Detect, draw, and write ``<stem>.png`` (and ``<stem>_tokens.png``); returns the written files."""
+        written = [output_stem.with_suffix(".png")]
+        if show_tokens:
+            # one pass gives both the detections and the token internals
+            view = analyze_image(self.model, prepare_input(self.predictor, image_bgr))
+            instances = view.detections[view.detections.scores >= self.confidence_threshold]
+            tokens_path = output_stem.with_name(output_stem.name + "_tokens.png")
+            draw_figure(
+                image_bgr[:, :, ::-1],
+                [(self.label, view)],
+                str(tokens_path),
+                100,
+                [list(self.metadata.thing_classes)],
+                self.confidence_threshold,
+            )
+            written.append(tokens_path)
+        else:
+            instances = self.detections(image_bgr)
+        _write_rgb(self.draw(image_bgr, instances), written[0])
+        return written
+
+
+def _write_rgb(image_rgb: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_rgb).save(path)
+
+
+def run_images(
+    demo: Demo, patterns: list[str], output: Path, show_tokens: bool
+) -> tuple[list[Path], list[str]]:
+    """Every input image through the demo; returns (written files, skipped inputs)."""
+    files = expand_inputs(patterns)
+    if not files:
+        raise SystemExit(f"--input {' '.join(patterns)}: no files found")
+    written, skipped = [], []
+    for path in tqdm(files, desc="images"):
+        image = read_image_or_none(path)
+        if image is None:
+            skipped.append(path)
+            continue
+        written += demo.run_image(image, output / Path(path).stem, show_tokens)
+    return written, skipped
+
+
+def run_video(demo: Demo, video_path: str, output: Path) -> Path:
+    """Detections on every frame of a video, written to ``OUTPUT/<name>.mp4``."""
+    import cv2
+
+    video = cv2.VideoCapture(video_path)
+    if not video.isOpened():
+        raise SystemExit(f"--video-input {video_path}: cannot open it as a video")
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    output.mkdir(parents=True, exist_ok=True)
+    out_path = output / (Path(video_path).stem + ".mp4")
+    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    visualizer = VideoVisualizer(demo.metadata, ColorMode.IMAGE)
+    try:
+        with tqdm(total=num_frames, desc="frames") as progress:
+            while True:
+                ok, frame_bgr = video.read()
+                if not ok:
+                    break
+                drawn = visualizer.draw_instance_predictions(
+                    frame_bgr[:, :, ::-1], demo.detections(frame_bgr)
+                )
+                writer.write(drawn.get_image()[:, :, ::-1])
+                progress.update()
+    finally:
+        video.release()
+        writer.release()
+    return out_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file", required=True, metavar="CONFIG", help="config file or model-zoo name"
+    )
+    parser.add_argument(
+        "--weights", help="checkpoint (default: the config's MODEL.WEIGHTS / train.init_checkpoint)"
+    )
+    parser.add_argument("--input", nargs="+", help="images, directories or glob patterns")
+    parser.add_argument("--video-input", help="a video file")
+    parser.add_argument("--output", required=True, help="directory for the drawn images / video")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn")
+    parser.add_argument("--rho", type=float, help="inference keeping ratio (dynamic sparsification)")
+    parser.add_argument("--show-tokens", action="store_true", help="also write the refined-token figure")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda")
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: key=value (LazyConfig) or KEY VALUE"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if not args.input and not args.video_input:
+        raise SystemExit("give --input and/or --video-input")
+    if args.rho is not None and not 0.0 < args.rho <= 1.0:
+        raise SystemExit(f"--rho must be in (0, 1], got {args.rho}")
+    cfg = load_config_with_overrides(args.config_file, args.opts, args.weights, args.device)
+    label = config_label(args.config_file)
+    demo = Demo(cfg, args.confidence_threshold, args.rho, label)
+    output = Path(args.output)
+    if args.input:
+        written, skipped = run_images(demo, args.input, output, args.show_tokens)
+        print(f"wrote {len(written)} file(s) to {output}")
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable input(s): {', '.join(skipped)}")
+        if not written:
+            return 1
+    if args.video_input:
+        print(f"wrote {run_video(demo, args.video_input, output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

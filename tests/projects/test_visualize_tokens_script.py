@@ -1,0 +1,78 @@
+"""projects/SparseDETR/visualize_tokens.py: the token / DAM / Corr figure of one or several models."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = str(ROOT / "tests/configs/tiny_shapes.py")
+
+
+def load_script(name: str):
+    path = ROOT / "projects/SparseDETR" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sparse_detr_project_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+visualize = load_script("visualize_tokens")
+
+
+@pytest.fixture
+def image_path(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_path, tmp_path):
+    output = tmp_path / "figures"
+    written = visualize.main(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            TINY_CONFIG,
+            "--input",
+            str(image_path),
+            "--output",
+            str(output),
+            "--top-k",
+            "10",
+            "--rho",
+            "0.2",
+        ]
+    )
+    assert written == [str(output / "photo_tokens.png")]
+    with Image.open(written[0]) as figure:
+        assert figure.size[0] > figure.size[1] > 0
+
+
+def test_token_view_matches_the_selection(image_path):
+    cfg = visualize.load_config_with_overrides(
+        TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], None, "cpu"
+    )
+    predictor = visualize.build_predictor(cfg)
+    image = np.asarray(Image.open(image_path))[:, :, ::-1]
+    model_input = visualize.prepare_input(predictor, image)
+    view = visualize.analyze_image(predictor.model, model_input)
+    assert len(view.refined) == len(view.attention) == 4
+    num_valid = sum(level.size for level in view.refined)
+    assert sum(int(level.sum()) for level in view.refined) == int(num_valid * 0.25) + 1
+    assert view.corr.shape == (5,) and 0.0 <= view.corr[0] <= 1.0
+    assert sum(float(level.sum()) for level in view.attention) > 0
+    assert view.queries.shape[1] == 2 and (view.query_levels >= 0).all()
+    assert view.keep_ratio == pytest.approx(0.25)
+
+
+def test_level_map_to_image_follows_the_stride_grid():
+    level = np.array([[0, 1], [2, 3]], dtype=np.float32)  # stride 64 on a 100x100 input
+    upsampled = visualize.level_map_to_image(level, (100, 100), (100, 100))
+    assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
