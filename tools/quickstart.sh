@@ -4,6 +4,7 @@
 # predictions on validation images. Writes output/quickstart/: model_final.pth, config.yaml,
 # final_metrics.json, predictions_val.png, log.txt, metrics.json, TensorBoard events.
 # Environment: PYTHON (default .venv/bin/python), DETECTRON2_DATASETS (default ./datasets).
+# Arguments are passed to train_net.py as config overrides (e.g. a smoke test: train.max_iter=2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -15,12 +16,13 @@ echo "[quickstart] generating the synthetic shapes set (skipped when already the
 echo "[quickstart] training + evaluation on the CPU (configs/quickstart_shapes.py)"
 rm -rf "$OUT"
 start=$(date +%s)
-"$PYTHON" train_net.py --config-file configs/quickstart_shapes.py train.output_dir="$OUT"
+"$PYTHON" train_net.py --config-file configs/quickstart_shapes.py train.output_dir="$OUT" "$@"
 elapsed=$(( $(date +%s) - start ))
 
 echo "[quickstart] drawing predictions on validation images"
 "$PYTHON" -m sparse_detr.engine.draw_predictions --config-file "$OUT/config.yaml" \
-    --weights "$OUT/model_final.pth" --dataset shapes_val --num-images 8 --output "$OUT/predictions_val.png"
+    --weights "$OUT/model_final.pth" --dataset shapes_val --num-images 8 --score-threshold 0.3 \
+    --output "$OUT/predictions_val.png"
 
 "$PYTHON" - "$OUT/final_metrics.json" "$elapsed" <<'PY'
 import json

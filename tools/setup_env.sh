@@ -22,7 +22,7 @@ $PIP install -q $TORCH_PAIR
 echo "[setup] installing Detectron2 dependencies"
 $PIP install -q "setuptools<81" wheel ninja fvcore iopath pycocotools scipy timm "omegaconf>=2.1,<2.4" \
     hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib black packaging Pillow \
-    scikit-image
+    scikit-image opencv-python-headless
 
 if [ -n "${D2_SOURCE:-}" ]; then
   echo "[setup] installing Detectron2 from D2_SOURCE=$D2_SOURCE"

@@ -34,7 +34,7 @@ import re
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,21 +52,19 @@ logger = logging.getLogger("sparse_detr.benchmark")
 # the image the official benchmark counts FLOPs on (``compute_gflops(approximated=True)``)
 OFFICIAL_IMAGE_SIZE = (850, 1040)
 
-# paper Table 1 GFLOPs at 3x850x1040: (backbone, rho) -> GFLOPs; rho 1.0 = Deformable DETR+ (dense)
+# paper GFLOPs at 3x850x1040 (Table 1; Table 3 for the R-50 scorer ablations), for 6-layer encoders:
+# (backbone, scorer, rho) -> GFLOPs. "dense" = Deformable DETR+ (rho = 1), "no_encoder" = rho 0.
 PAPER_GFLOPS = {
-    ("r50", 1.0): 177.0,
-    ("r50", 0.1): 105.0,
-    ("r50", 0.2): 113.0,
-    ("r50", 0.3): 121.0,
-    ("r50", 0.4): 128.0,
-    ("r50", 0.5): 136.0,
-    ("swint", 1.0): 185.0,
-    ("swint", 0.1): 113.0,
-    ("swint", 0.2): 121.0,
-    ("swint", 0.3): 129.0,
-    ("swint", 0.4): 136.0,
-    ("swint", 0.5): 144.0,
+    ("r50", "dense", 1.0): 177.0,
+    ("r50", "no_encoder", 0.0): 91.0,
+    **{("r50", "dam", rho): g for rho, g in zip((0.1, 0.2, 0.3, 0.4, 0.5), (105, 113, 121, 128, 136))},
+    **{("r50", "objectness", rho): g for rho, g in zip((0.1, 0.2, 0.3, 0.4, 0.5), (106, 114, 121, 129, 136))},
+    **{("r50", "random", rho): g for rho, g in zip((0.1, 0.2, 0.3, 0.4, 0.5), (102, 110, 117, 125, 133))},
+    ("swint", "dense", 1.0): 185.0,
+    **{("swint", "dam", rho): g for rho, g in zip((0.1, 0.2, 0.3, 0.4, 0.5), (113, 121, 129, 136, 144))},
 }
+PAPER_ENCODER_LAYERS = 6
+SCORER_KINDS = {"DAMScorer": "dam", "ObjectnessScorer": "objectness", "RandomScorer": "random"}
 
 # top-level child of SparseDETR -> row of the by-module table
 MODULE_GROUPS = {
@@ -271,6 +269,10 @@ class BenchmarkRow:
     gflops_by_module: dict[str, float] | None
     latency_s_median: float | None
     params_m: float
+    paper_gflops: float | None = field(default=None, repr=False)  # printed, not part of the JSON schema
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "paper_gflops"}
 
 
 def apply_inference_keep_ratio(model: torch.nn.Module, rho: float | None) -> float:
@@ -348,6 +350,7 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
             gflops_by_module=by_module,
             latency_s_median=latency.median if latency else None,
             params_m=trainable_params_m(model),
+            paper_gflops=paper_gflops(model, label, effective_rho, image_size),
         )
         rows.append(row)
         print_row(row, latency)
@@ -360,11 +363,18 @@ def backbone_key(config: str) -> str | None:
     return match.group(1) if match else None
 
 
-def paper_gflops(row: BenchmarkRow) -> float | None:
-    """The paper's Table 1 GFLOPs for this row (same backbone and rho, official image size), else None."""
-    if tuple(row.image_size) != OFFICIAL_IMAGE_SIZE:
+def paper_gflops(model: torch.nn.Module, config: str, rho: float, image_size: list[int]) -> float | None:
+    """The paper's GFLOPs for this model at this rho (same backbone, scorer, 6 encoder layers), else None."""
+    num_layers = getattr(getattr(model, "encoder", None), "num_layers", None)
+    if tuple(image_size) != OFFICIAL_IMAGE_SIZE or num_layers not in (0, PAPER_ENCODER_LAYERS):
         return None
-    return PAPER_GFLOPS.get((backbone_key(row.config), round(row.rho, 3)))
+    if num_layers == 0:
+        kind = "no_encoder"
+    elif math.isclose(rho, 1.0):
+        kind = "dense"
+    else:
+        kind = SCORER_KINDS.get(type(getattr(model, "token_scorer", None)).__name__)
+    return PAPER_GFLOPS.get((backbone_key(config), kind, round(rho, 3)))
 
 
 def _fmt(value: float | None, spec: str | None = None) -> str:
@@ -379,7 +389,7 @@ def print_row(row: BenchmarkRow, latency: LatencyStats | None) -> None:
     if row.gflops_total is not None:
         modules = ", ".join(f"{k} {v:.2f}" for k, v in row.gflops_by_module.items())
         parts.append(f"GFLOPs {row.gflops_total:.2f} ({modules})")
-        paper = paper_gflops(row)
+        paper = row.paper_gflops
         if paper:
             parts.append(f"paper {paper:.0f} G ({100 * (row.gflops_total / paper - 1):+.1f}%)")
     if latency is not None:
@@ -406,7 +416,7 @@ def markdown_table(rows: list[BenchmarkRow]) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         m = r.gflops_by_module or {}
-        paper = paper_gflops(r)
+        paper = r.paper_gflops
         diff = f"{100 * (r.gflops_total / paper - 1):+.1f}%" if paper and r.gflops_total else "-"
         dense = dense_encoder.get(backbone_key(r.config))
         reduction = "-"
@@ -440,7 +450,11 @@ def plot_rows(rows: list[BenchmarkRow], path: str) -> None:
             ax.plot(*zip(*points), marker="o", label=config)
         if key == "gflops_total":
             for backbone in dict.fromkeys(backbone_key(r.config) for r in rows):
-                paper = sorted((rho, g) for (b, rho), g in PAPER_GFLOPS.items() if b == backbone)
+                paper = sorted(
+                    (rho, g)
+                    for (b, kind, rho), g in PAPER_GFLOPS.items()
+                    if b == backbone and kind in ("dense", "dam")
+                )
                 if paper and all(tuple(r.image_size) == OFFICIAL_IMAGE_SIZE for r in rows):
                     ax.plot(*zip(*paper), "k--", marker="x", alpha=0.5, label=f"paper ({backbone})")
         ax.set_xlabel("keeping ratio rho (inference)")
@@ -501,7 +515,7 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     print(markdown_table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
         plot_rows(rows, args.plot)

@@ -11,8 +11,8 @@
 For each image one PNG (``OUTPUT/<name>_tokens.png``), laid out like the paper's appendix figures: per model
 a row with the image and its top-k decoder queries (dots coloured by feature level) and confident
 detections, the refined (selected) tokens of each of the 4 levels, the decoder attention map (DAM) as
-an attention density, and the scorer's output; titles give Corr (share of the decoder's attention
-on the refined tokens) overall and per level.
+an attention density, and the scorer's output on the finest level; titles give Corr (share of the
+decoder's attention on the refined tokens) overall and per level.
 """
 
 from __future__ import annotations
@@ -329,11 +329,11 @@ def draw_figure(
             ax.text(0.5, 0.5, "no learned scorer", ha="center", va="center", fontsize=8)
             ax.set_title("scorer output", fontsize=8)
         else:
-            scores = np.max([level_map_to_image(s, view.input_size, image_size) for s in view.scores], axis=0)
-            # min-max colour range: only the ranking of the scores decides the selection
+            # the finest level has the most tokens; min-max colours: only the ranking decides the selection
+            scores = level_map_to_image(view.scores[0], view.input_size, image_size)
             ax.imshow(scores, cmap="viridis", vmin=float(scores.min()), vmax=float(scores.max()))
             ax.set_title(
-                f"scorer output, max over levels\n(sigmoid {scores.min():.2f}-{scores.max():.2f})", fontsize=8
+                f"scorer output, level 1\n(sigmoid {scores.min():.2f}-{scores.max():.2f})", fontsize=8
             )
         axes[row, 0].set_ylabel(label, fontsize=8)
         for ax in axes[row]:
@@ -372,7 +372,7 @@ def read_image_or_none(path: str) -> np.ndarray | None:
         return None
 
 
-def dataset_entries(cfg, dataset: str, count: int) -> list[tuple[str, np.ndarray]]:
+def dataset_entries(dataset: str, count: int) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the first ``count`` entries of a registered dataset."""
     from detectron2.data import DatasetCatalog
 
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> list[str]:
             )
         )
     if args.dataset:
-        images = dataset_entries(None, args.dataset, args.num_images)
+        images = dataset_entries(args.dataset, args.num_images)
     else:
         images = [(Path(p).stem, read_image_or_none(p)) for p in expand_inputs(args.input)]
         images = [(name, image) for name, image in images if image is not None]

@@ -83,9 +83,8 @@ def build_detr_train_augmentations(
     augmentations: list[T.Augmentation] = [T.RandomFlip(horizontal=True)] if horizontal_flip else []
     if not 0.0 <= crop_probability <= 1.0:
         raise ValueError(f"crop_probability must be in [0, 1], got {crop_probability}")
-    augmentations.append(
-        RandomChoice([multi_scale, resize_crop_resize], probabilities=[1.0 - crop_probability, crop_probability])
-    )
+    probabilities = [1.0 - crop_probability, crop_probability]
+    augmentations.append(RandomChoice([multi_scale, resize_crop_resize], probabilities=probabilities))
     return augmentations
 
 

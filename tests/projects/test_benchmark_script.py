@@ -48,39 +48,54 @@ def test_sdpa_handle_counts_both_matrix_products():
     assert analysis.total() == 2 * 3 * 5 * 7 * (8 + 4)
 
 
+@pytest.fixture(scope="module")
+def tiny_counts():
+    """count_gflops of the tiny model: sparse (rho 0.1) with and without encoder aux heads, and dense."""
+    images = benchmark.random_images(64, 96, count=1)
+    counts = {}
+    for name, rho, encoder_aux in (
+        ("sparse", 0.1, True),
+        ("sparse_no_aux", 0.1, False),
+        ("dense", 1.0, True),
+    ):
+        model = tiny_model(**{"model.heads.encoder_aux": encoder_aux})
+        assert benchmark.apply_inference_keep_ratio(model, rho) == rho
+        counts[name] = benchmark.count_gflops(model, images)
+    return counts
+
+
 def test_counts_like_the_official_benchmark():
-    model = tiny_model()
-    images = benchmark.random_images(96, 128, count=1)
-    analysis = benchmark.official_flop_analysis(model, images)
+    analysis = benchmark.official_flop_analysis(tiny_model(), benchmark.random_images(64, 96, count=1))
     by_operator = analysis.by_operator()
     assert by_operator["ms_deform_attn"] > 0  # the MSDA handle of sparse_detr.layers is registered
     assert by_operator.get("batch_norm", 0) == 0  # the official FrozenBN is not counted by fvcore
     assert by_operator["scaled_dot_product_attention"] > 0  # decoder self-attention
 
 
-def test_by_module_sums_to_the_total_and_rho_shrinks_only_the_encoder():
-    model = tiny_model()
-    images = benchmark.random_images(96, 128, count=1)
-    rows = {}
-    for rho in (0.1, 1.0):
-        assert benchmark.apply_inference_keep_ratio(model, rho) == rho
-        rows[rho] = benchmark.count_gflops(model, images)
-    for total, by_module in rows.values():
+def test_by_module_sums_to_the_total_and_rho_shrinks_only_the_encoder(tiny_counts):
+    for total, by_module in tiny_counts.values():
         assert set(benchmark.GROUP_NAMES) <= set(by_module)
         assert sum(by_module.values()) == pytest.approx(total, rel=1e-9)
-    sparse, dense = rows[0.1][1], rows[1.0][1]
+    sparse, dense = tiny_counts["sparse"][1], tiny_counts["dense"][1]
     assert sparse["encoder"] < dense["encoder"]
     assert sparse["scorer"] > 0 and dense["scorer"] == 0  # the dense path runs no scorer
     for group in ("backbone", "input_projection", "decoder", "heads"):
         assert sparse[group] == pytest.approx(dense[group])
 
 
-def test_inference_runs_no_loss_only_heads():
+def test_inference_runs_no_loss_only_heads(tiny_counts):
     """Encoder auxiliary heads serve only the loss: with or without them, inference costs the same."""
-    images = benchmark.random_images(96, 128, count=1)
-    with_aux = benchmark.count_gflops(tiny_model(**{"model.heads.encoder_aux": True}), images)
-    without_aux = benchmark.count_gflops(tiny_model(**{"model.heads.encoder_aux": False}), images)
-    assert with_aux[0] == pytest.approx(without_aux[0])
+    assert tiny_counts["sparse"][0] == pytest.approx(tiny_counts["sparse_no_aux"][0])
+
+
+def test_latency_statistics():
+    model = tiny_model()
+    stats = benchmark.measure_latency(model, [benchmark.random_images(64, 96, count=1)], num_runs=2, warmup=0)
+    assert stats.runs == 2
+    assert 0 < stats.minimum <= stats.p25 <= stats.median <= stats.p75 <= stats.maximum
+    assert stats.cpu_median > 0
+    with pytest.raises(ValueError, match="--num-runs"):
+        benchmark.measure_latency(model, [benchmark.random_images(64, 96, count=1)], num_runs=0, warmup=1)
 
 
 def test_rho_on_a_dense_model_is_refused():
@@ -90,16 +105,11 @@ def test_rho_on_a_dense_model_is_refused():
         benchmark.apply_inference_keep_ratio(model, 0.3)
 
 
-def test_cli_flops_latency_json_and_plot(tmp_path, capsys):
+def test_cli_flops_json_and_plot(tmp_path, capsys):
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     rows = benchmark.main(
         [
             "--flops",
-            "--latency",
-            "--num-runs",
-            "2",
-            "--warmup",
-            "1",
             "--config-file",
             TINY_CONFIG,
             "--rho",
@@ -122,20 +132,37 @@ def test_cli_flops_latency_json_and_plot(tmp_path, capsys):
         assert row["config"] == "tiny_shapes"
         assert row["rho"] == pytest.approx(rho)
         assert row["image_size"] == [64, 96]
-        assert row["gflops_total"] > 0 and row["latency_s_median"] > 0 and row["params_m"] > 0
+        assert row["gflops_total"] > 0 and row["params_m"] > 0
+        assert row["latency_s_median"] is None  # not measured: null
         assert set(benchmark.GROUP_NAMES) <= set(row["gflops_by_module"])
     assert payload["rows"][0]["gflops_total"] < payload["rows"][1]["gflops_total"]
     assert plot_path.stat().st_size > 0
     assert "| tiny_shapes | 0.2 |" in capsys.readouterr().out
 
 
-def test_cli_absent_measurements_are_null(tmp_path):
+def test_cli_latency_only(tmp_path):
     json_path = tmp_path / "bench.json"
     benchmark.main(
-        ["--flops", "--config-file", TINY_CONFIG, "--image-size", "64", "96", "--json", str(json_path)]
+        [
+            "--latency",
+            "--num-runs",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "2",
+            "--config-file",
+            TINY_CONFIG,
+            "--image-size",
+            "64",
+            "96",
+            "--json",
+            str(json_path),
+        ]
     )
     (row,) = json.loads(json_path.read_text())["rows"]
-    assert row["latency_s_median"] is None and row["gflops_total"] > 0
+    assert row["latency_s_median"] > 0
+    assert row["gflops_total"] is None and row["gflops_by_module"] is None
 
 
 def test_cli_rejects_bad_arguments():
@@ -143,3 +170,22 @@ def test_cli_rejects_bad_arguments():
         benchmark.main(["--config-file", TINY_CONFIG])
     with pytest.raises(SystemExit, match="--rho"):
         benchmark.main(["--flops", "--config-file", TINY_CONFIG, "--rho", "1.5"])
+
+
+def test_paper_gflops_lookup_matches_backbone_scorer_and_depth():
+    from types import SimpleNamespace
+
+    from sparse_detr.modeling.scorers import DAMScorer, RandomScorer
+
+    def fake(scorer, layers=6):
+        return SimpleNamespace(encoder=SimpleNamespace(num_layers=layers), token_scorer=scorer)
+
+    size = list(benchmark.OFFICIAL_IMAGE_SIZE)
+    dam = DAMScorer(dim=8)
+    assert benchmark.paper_gflops(fake(dam), "sparse_detr_r50_rho0.1_50ep", 0.3, size) == 121
+    assert benchmark.paper_gflops(fake(dam), "sparse_detr_swint_rho0.1_50ep", 1.0, size) == 185
+    random_scorer = fake(RandomScorer())
+    assert benchmark.paper_gflops(random_scorer, "sparse_detr_r50_random_rho0.1_50ep", 0.1, size) == 102
+    assert benchmark.paper_gflops(fake(None, 0), "deformable_detr_plus_r50_no_encoder_50ep", 0.0, size) == 91
+    assert benchmark.paper_gflops(fake(dam, 12), "sparse_detr_r50_rho0.1_12enc_50ep", 0.1, size) is None
+    assert benchmark.paper_gflops(fake(dam), "sparse_detr_r50_rho0.1_50ep", 0.1, [800, 1216]) is None

@@ -33,13 +33,27 @@ def image_path(tmp_path):
     return path
 
 
+OBJECTNESS_VARIANT = """\
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig
+
+from sparse_detr.modeling.scorers import ObjectnessScorer
+
+_tiny = LazyConfig.load({tiny!r})
+model, dataloader, train = _tiny.model, _tiny.dataloader, _tiny.train
+model.token_scorer = L(ObjectnessScorer)(dim=32, num_classes=5, keep_ratio=0.3)
+"""
+
+
 def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_path, tmp_path):
+    objectness = tmp_path / "tiny_objectness.py"
+    objectness.write_text(OBJECTNESS_VARIANT.format(tiny=TINY_CONFIG))
     output = tmp_path / "figures"
     written = visualize.main(
         [
             "--config-file",
             TINY_CONFIG,
-            TINY_CONFIG,
+            str(objectness),
             "--input",
             str(image_path),
             "--output",
