@@ -212,7 +212,7 @@ def measure_latency(
             if step >= warmup:
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return LatencyStats(
         median=statistics.median(times),
         p25=quartiles[0],

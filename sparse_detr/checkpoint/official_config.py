@@ -1,6 +1,7 @@
 """Official Sparse DETR / Deformable DETR arguments -> a LazyConfig of the same architecture.
 
-Everything comes from the checkpoint's ``args`` (argparse values of kakaobrain/sparse-detr ``main.py``);
+Everything comes from the checkpoint's ``args`` (argparse values of kakaobrain/sparse-detr or
+fundamentalvision/Deformable-DETR ``main.py``, told apart by the Sparse DETR-only keys);
 arguments the model cannot express are refused with :class:`UnsupportedOfficialArgs`.
 """
 
@@ -40,6 +41,8 @@ OFFICIAL_PIXEL_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 # COCO category ids of the 80 thing classes, in Detectron2's contiguous order
 COCO_CONTIGUOUS_CATEGORY_IDS = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
 RESNET_DEPTHS = {"resnet50": 50, "resnet101": 101}
+# argparse keys only kakaobrain/sparse-detr has (absent from fundamentalvision/Deformable-DETR checkpoints)
+SPARSE_DETR_ONLY_ARGS = ("rho", "use_enc_aux_loss", "eff_query_init", "eff_specific_head")
 
 
 class UnsupportedOfficialArgs(ValueError):
@@ -98,6 +101,22 @@ def _check_supported(a: dict, coco_contiguous: bool) -> None:
             "two-stage "
             "head scores proposals with logit 0, which is not a COCO category)",
         )
+
+
+def _is_sparse_detr(a: dict) -> bool:
+    """Args of kakaobrain/sparse-detr (vs fundamentalvision/Deformable-DETR, which lacks these keys)."""
+    return any(key in a for key in SPARSE_DETR_ONLY_ARGS)
+
+
+def _decoder_refines_boxes(a: dict) -> bool:
+    """Whether the official decoder refines its boxes layer by layer.
+
+    Deformable DETR hooks the box heads into the decoder iff ``--with_box_refine``; Sparse DETR's code
+    hooks them iff ``--two_stage`` (shared heads when ``--with_box_refine`` is off).
+    """
+    if _is_sparse_detr(a):
+        return bool(a.get("two_stage", False))
+    return bool(a.get("with_box_refine", False))
 
 
 def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
@@ -182,7 +201,7 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
                 cost_class=float(a.get("set_cost_class", 2)),
                 cost_bbox=float(a.get("set_cost_bbox", 5)),
                 cost_giou=float(a.get("set_cost_giou", 2)),
-                focal_alpha=float(a.get("focal_alpha", 0.25)),
+                focal_alpha=0.25,  # hard-coded in the official matcher (args.focal_alpha: loss only)
             ),
             class_weight=float(a.get("cls_loss_coef", 2)),
             bbox_weight=float(a.get("bbox_loss_coef", 5)),
@@ -191,8 +210,7 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
             focal_alpha=float(a.get("focal_alpha", 0.25)),
             two_stage_class_agnostic=not a.get("eff_specific_head", False),
         ),
-        # the official decoder refines boxes only in the two-stage variant (its decoder.bbox_embed hook)
-        box_refine=two_stage,
+        box_refine=_decoder_refines_boxes(a),
         pixel_mean=list(OFFICIAL_PIXEL_MEAN),
         pixel_std=list(OFFICIAL_PIXEL_STD),
         input_format="RGB",

@@ -189,3 +189,16 @@ def test_paper_gflops_lookup_matches_backbone_scorer_and_depth():
     assert benchmark.paper_gflops(fake(None, 0), "deformable_detr_plus_r50_no_encoder_50ep", 0.0, size) == 91
     assert benchmark.paper_gflops(fake(dam, 12), "sparse_detr_r50_rho0.1_12enc_50ep", 0.1, size) is None
     assert benchmark.paper_gflops(fake(dam), "sparse_detr_r50_rho0.1_50ep", 0.1, [800, 1216]) is None
+
+
+def test_cli_dataset_images_through_the_test_loader(tmp_path):
+    json_path = tmp_path / "bench.json"
+    benchmark.main(
+        [
+            "--flops", "--config-file", TINY_CONFIG, "--dataset", "shapes_tiny_val", "--num-images", "1",
+            "--json", str(json_path),
+        ]
+    )  # fmt: skip
+    (row,) = json.loads(json_path.read_text())["rows"]
+    assert max(row["image_size"]) <= 128  # resized by the config's test augmentations (max size 128)
+    assert row["gflops_total"] > 0
