@@ -1,5 +1,3 @@
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +9,6 @@ from sparse_detr.modeling import criterion as criterion_module
 from sparse_detr.modeling.criterion import SparseDETRCriterion
 from sparse_detr.modeling.matcher import HungarianMatcher
 from sparse_detr.modeling.registry import CRITERION_REGISTRY
-
-REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-
-
-@pytest.fixture(scope="module")
-def official():
-    """The official Sparse DETR fixture (skipped when ../shared/reference is absent)."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"official fixture directory {REFERENCE_DIR} not present")
-    spec = importlib.util.spec_from_file_location("load_fixture", REFERENCE_DIR / "load_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_official_fixture(REFERENCE_DIR / "official_sparse_detr_fixture_a.pt")
 
 
 def official_outputs(fx):

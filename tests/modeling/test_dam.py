@@ -1,6 +1,4 @@
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +9,6 @@ from sparse_detr.modeling.dam import (
     decoder_attention_map,
     selected_token_mask,
 )
-
-REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-
-
-@pytest.fixture(scope="module")
-def official():
-    """The official Sparse DETR fixture (skipped when ../shared/reference is absent)."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"official fixture directory {REFERENCE_DIR} not present")
-    spec = importlib.util.spec_from_file_location("load_fixture", REFERENCE_DIR / "load_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_official_fixture(REFERENCE_DIR / "official_sparse_detr_fixture_a.pt")
 
 
 def level_layout(shapes):

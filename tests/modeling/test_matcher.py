@@ -1,25 +1,10 @@
-import importlib.util
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
 from sparse_detr.modeling.matcher import HungarianMatcher, focal_class_cost
-
-REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-
-
-@pytest.fixture(scope="module")
-def official():
-    """The official Sparse DETR fixture (skipped when ../shared/reference is absent)."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"official fixture directory {REFERENCE_DIR} not present")
-    spec = importlib.util.spec_from_file_location("load_fixture", REFERENCE_DIR / "load_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_official_fixture(REFERENCE_DIR / "official_sparse_detr_fixture_a.pt")
 
 
 def random_boxes(generator, n):
