@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 from fvcore.nn import FlopCountAnalysis
+from project_scripts import TINY_CONFIG, load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = str(ROOT / "tests/configs/tiny_shapes.py")
 ROW_KEYS = {"config", "rho", "image_size", "gflops_total", "gflops_by_module", "latency_s_median", "params_m"}
-
-
-def load_script(name: str):
-    path = ROOT / "projects/SparseDETR" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"sparse_detr_project_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 benchmark = load_script("benchmark")

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = str(ROOT / "tests/configs/tiny_shapes.py")
-
-
-def load_script(name: str):
-    path = ROOT / "projects/SparseDETR" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"sparse_detr_project_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from project_scripts import TINY_CONFIG, load_script
 
 visualize = load_script("visualize_tokens")
 

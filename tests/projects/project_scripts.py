@@ -1,0 +1,17 @@
+"""Loads the command-line scripts of projects/SparseDETR as modules for the tests."""
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = str(ROOT / "tests/configs/tiny_shapes.py")
+
+
+def load_script(name: str):
+    """Import ``projects/SparseDETR/<name>.py`` (a script, not a package module) and return it."""
+    path = ROOT / "projects/SparseDETR" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sparse_detr_project_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
