@@ -55,6 +55,10 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     sd.KEEP_RATIO = 0.1  # rho in (0, 1]; 1.0 = dense
     sd.TEST_KEEP_RATIO = None  # rho at inference; None = KEEP_RATIO
     sd.SIZE_DIVISIBILITY = 0  # pad to the largest image only, as the official batching
+    # speed: backbone + neck on channels-last maps, FrozenBN folded into the convs (same function,
+    # different rounding from the official model; set both False to match official outputs bit-closely)
+    sd.CHANNELS_LAST = True
+    sd.FOLD_FROZEN_BN = True
     # criterion (SparseDETRCriterion.from_config)
     sd.CRITERION_NAME = "SparseDETRCriterion"
     sd.MATCHER_COST_CLASS = 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,14 @@ class EncoderOutput:
 
 
 class SparseEncoderLayer(nn.Module):
-    """Deformable self-attention of the queries over all tokens, then FFN (Post-LN or Pre-LN)."""
+    """Deformable self-attention of the queries over all tokens, then FFN (Post-LN or Pre-LN).
+
+    At inference (no autograd) many queries are refined in chunks of ``inference_chunk_size`` against
+    values projected once: the same result, with every temporary (the FFN's hidden layer above all)
+    small enough to stay in cache and in the allocator's reused memory.
+    """
+
+    inference_chunk_size = 2048
 
     def __init__(
         self,
@@ -71,16 +79,45 @@ class SparseEncoderLayer(nn.Module):
         Returns:
             (refined queries Float[B, k, C], sampling locations or None, attention weights or None).
         """
-        attn_in = self.attn_norm(queries) if self.pre_norm else queries
-        attn = self.self_attn(
-            attn_in + query_pos,
-            reference_points,
-            tokens,
-            token_batch.spatial_shapes,
-            token_batch.level_start_index,
-            value_padding_mask=token_batch.value_padding_mask,
+        num_queries = queries.shape[1]
+        chunked = (
+            not torch.is_grad_enabled()
+            and num_queries > self.inference_chunk_size
+            and not self.self_attn.projects_after_sampling(num_queries, tokens.shape[1])
+        )
+        if not chunked:
+            attend = partial(
+                self.self_attn,
+                value=tokens,
+                spatial_shapes=token_batch.spatial_shapes,
+                level_start_index=token_batch.level_start_index,
+                value_padding_mask=token_batch.value_padding_mask,
+                return_sampling=return_sampling,
+            )
+            return self._refine(attend, queries, query_pos, reference_points, return_sampling)
+        attend = partial(
+            self.self_attn.attend,
+            projected_value=self.self_attn.project_values(tokens, token_batch.value_padding_mask),
+            spatial_shapes=token_batch.spatial_shapes,
+            level_start_index=token_batch.level_start_index,
             return_sampling=return_sampling,
         )
+        chunks = [
+            self._refine(attend, *chunk, return_sampling)
+            for chunk in zip(*(x.split(self.inference_chunk_size, 1) for x in (queries, query_pos,
+                                                                              reference_points)))
+        ]
+        refined, locations, weights = zip(*chunks)
+        if not return_sampling:
+            return torch.cat(refined, 1), None, None
+        return torch.cat(refined, 1), torch.cat(locations, 1), torch.cat(weights, 1)
+
+    def _refine(
+        self, attend, queries: Tensor, query_pos: Tensor, reference_points: Tensor, return_sampling: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Attention (``attend(query, reference_points)``) + FFN on one set of queries."""
+        attn_in = self.attn_norm(queries) if self.pre_norm else queries
+        attn = attend(attn_in + query_pos, reference_points)
         locations = weights = None
         if return_sampling:
             attn, locations, weights = attn

@@ -100,6 +100,39 @@ def test_padding_mask_zeroes_padded_values():
     assert not torch.allclose(module(**changed), output)
 
 
+@pytest.mark.parametrize("backend", ["pytorch", pytest.param("extension", marks=requires_extension)])
+@pytest.mark.parametrize("box_references", [False, True])
+def test_projecting_after_sampling_is_the_same_function(backend, box_references, monkeypatch):
+    module = make_module(backend).double()
+    with torch.no_grad():
+        module.value_proj.bias.normal_()  # the bias must reach exactly the in-map, non-padding samples
+    inputs = make_inputs(box_references=box_references)
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    inputs["reference_points"] = inputs["reference_points"] * 1.6 - 0.3  # some samples leave the map
+    padding = torch.zeros(2, inputs["value"].shape[1], dtype=torch.bool)
+    padding[1, 20:] = True
+    results = []
+    for after in (False, True):
+        monkeypatch.setattr(module, "projects_after_sampling", lambda q, s, after=after: after)
+        query = inputs["query"].clone().requires_grad_()
+        value = inputs["value"].clone().requires_grad_()
+        output, locations, weights = module(
+            **dict(inputs, query=query, value=value), value_padding_mask=padding, return_sampling=True
+        )
+        grads = torch.autograd.grad(output.square().sum(), [query, value, *module.parameters()])
+        results.append((output, locations, weights, *grads))
+    for before, after in zip(*results):
+        torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-10)
+
+
+def test_projection_after_sampling_is_chosen_for_few_queries_only():
+    module = MSDeformAttn(256, 4, 8, 4)
+    assert module.projects_after_sampling(num_queries=300, num_tokens=20000)  # decoder cross-attention
+    assert not module.projects_after_sampling(num_queries=2000, num_tokens=20000)  # encoder, rho = 0.1
+    assert not module.projects_after_sampling(num_queries=20000, num_tokens=20000)  # dense encoder
+    assert not module.projects_after_sampling(num_queries=300, num_tokens=600)  # tiny images
+
+
 @requires_extension
 @pytest.mark.parametrize("box_references", [False, True])
 def test_extension_and_pytorch_backends_agree(box_references):

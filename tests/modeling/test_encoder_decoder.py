@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparse_detr.modeling import DeformableDecoder, MultiScaleNeck, SparseDeformableEncoder
+from sparse_detr.modeling.encoder import SparseEncoderLayer
 from sparse_detr.modeling.position_encoding import mask_sine_embedding
 from sparse_detr.modeling.registry import SPARSE_ENCODER_REGISTRY
 from sparse_detr.modeling.tokens import encoder_reference_points, grid_proposals
@@ -146,3 +147,17 @@ def test_inference_write_back_equals_training_write_back_and_keeps_inputs():
         in_place = encoder(tokens, selected, num_kept).memory
     assert torch.equal(with_grad.detach(), in_place)
     assert torch.equal(tokens.features, features), "the encoder must not modify its input tokens"
+
+
+def test_chunked_inference_equals_the_whole_batch_of_queries(monkeypatch):
+    tokens = _tokens()
+    everything = torch.arange(426).view(1, -1).repeat(2, 1)
+    for pre_norm in (False, True):
+        encoder = _encoder(pre_norm=pre_norm)
+        for selected in (None, everything):
+            whole = encoder(tokens, selected, return_sampling=True)  # autograd on: never chunked
+            with torch.no_grad(), monkeypatch.context() as patch:
+                patch.setattr(SparseEncoderLayer, "inference_chunk_size", 100)  # 426 queries -> 5 chunks
+                chunked = encoder(tokens, selected, return_sampling=True)
+            for name in ("memory", "sampling_locations", "attention_weights"):
+                torch.testing.assert_close(getattr(chunked, name), getattr(whole, name).detach())

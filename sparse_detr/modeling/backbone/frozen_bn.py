@@ -1,11 +1,23 @@
-"""FrozenBatchNorm evaluated as the official (torchvision-style) affine map, for bit-compatible features."""
+"""Two evaluations of Detectron2's FrozenBatchNorm2d: the official affine form and folded into the conv.
+
+* :func:`frozen_bn_as_affine` reproduces the official (torchvision-style) features to the last bits; the
+  converted official configs use it so outputs match the official model to 1e-4.
+* :func:`fold_frozen_batchnorm` evaluates conv + frozen BN as one convolution: the same function with one
+  pass less over every activation map (faster, different rounding); the project's own configs use it.
+"""
 
 from __future__ import annotations
 
-from detectron2.layers import FrozenBatchNorm2d
+import torch.nn.functional as F
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import Tensor, nn
 
-__all__ = ["AffineFrozenBatchNorm2d", "frozen_bn_as_affine"]
+__all__ = [
+    "AffineFrozenBatchNorm2d",
+    "FrozenBNFoldedConv2d",
+    "fold_frozen_batchnorm",
+    "frozen_bn_as_affine",
+]
 
 
 class AffineFrozenBatchNorm2d(FrozenBatchNorm2d):
@@ -27,9 +39,40 @@ def frozen_bn_as_affine(module: nn.Module) -> nn.Module:
     Buffers and state_dict names are unchanged. Returns ``module``, so it composes in a LazyConfig:
     ``L(frozen_bn_as_affine)(module=L(ResNet)(...))``.
     """
-    for child in module.children():
-        if type(child) is FrozenBatchNorm2d:
-            child.__class__ = AffineFrozenBatchNorm2d
-        else:
-            frozen_bn_as_affine(child)
+    for submodule in module.modules():
+        if type(submodule) is FrozenBatchNorm2d:
+            submodule.__class__ = AffineFrozenBatchNorm2d
+    return module
+
+
+class FrozenBNFoldedConv2d(Conv2d):
+    """Detectron2's ``Conv2d`` with a ``FrozenBatchNorm2d`` norm, evaluated as one convolution.
+
+    A frozen batch norm is the per-channel affine map ``y * scale + shift``; folding it into the
+    convolution (``weight * scale``, ``bias * scale + shift``) gives the same function without a separate
+    pass over the output map. The folded weights are recomputed at every call (a pass over the weights,
+    far smaller than over the activations), so parameters, buffers, state_dict names and gradients with
+    respect to the conv weight are those of the unfolded module.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm: FrozenBatchNorm2d = self.norm  # its forward is never called
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        shift = norm.bias - norm.running_mean * scale
+        bias = shift if self.bias is None else self.bias * scale + shift
+        weight = self.weight * scale.view(-1, 1, 1, 1)
+        x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.activation(x) if self.activation is not None else x
+
+
+def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every ``FrozenBatchNorm2d`` that follows a Detectron2 ``Conv2d`` inside ``module`` (in place).
+
+    Only the class of those convolutions changes (to :class:`FrozenBNFoldedConv2d`): parameters, buffers
+    and state_dict names stay as they are, so checkpoints load and save unchanged. Returns ``module``, so it
+    composes in a LazyConfig: ``L(fold_frozen_batchnorm)(module=L(ResNet)(...))``.
+    """
+    for submodule in module.modules():
+        if type(submodule) is Conv2d and isinstance(submodule.norm, FrozenBatchNorm2d):
+            submodule.__class__ = FrozenBNFoldedConv2d
     return module

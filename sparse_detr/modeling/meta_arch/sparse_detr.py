@@ -16,6 +16,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from ..backbone import fold_frozen_batchnorm
 from ..dam import attention_correlation, dam_target, decoder_attention_map, selected_token_mask
 from ..decoder import DecoderOutput, DeformableDecoder
 from ..encoder import EncoderOutput, build_sparse_encoder
@@ -63,6 +64,7 @@ class SparseDETR(nn.Module):
         size_divisibility: int = 0,
         max_detections: int = 100,
         aux_loss: bool = True,
+        channels_last: bool = False,
     ):
         """
         Args:
@@ -81,6 +83,9 @@ class SparseDETR(nn.Module):
             size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
             max_detections: detections returned per image at inference.
             aux_loss: return the decoder auxiliary layers' predictions in training (their losses).
+            channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
+                faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
+                keep NCHW to match the official outputs to the last bits).
         """
         super().__init__()
         self.backbone = backbone
@@ -98,6 +103,7 @@ class SparseDETR(nn.Module):
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
         self.aux_loss = aux_loss
+        self.channels_last = channels_last
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         self.register_buffer(
@@ -147,6 +153,8 @@ class SparseDETR(nn.Module):
     def from_config(cls, cfg):
         sd = cfg.MODEL.SPARSE_DETR
         backbone = build_backbone(cfg)
+        if sd.FOLD_FROZEN_BN:
+            backbone = fold_frozen_batchnorm(backbone)
         shapes = backbone.output_shape()
         in_features = list(sd.IN_FEATURES)
         attn = dict(
@@ -209,6 +217,7 @@ class SparseDETR(nn.Module):
             "size_divisibility": sd.SIZE_DIVISIBILITY,
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
             "aux_loss": sd.AUX_LOSS,
+            "channels_last": sd.CHANNELS_LAST,
         }
 
     @property
@@ -346,6 +355,8 @@ class SparseDETR(nn.Module):
                 f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W]; got {tuple(images.shape)} "
                 f"and {tuple(padding_mask.shape)}"
             )
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)

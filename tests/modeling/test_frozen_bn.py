@@ -1,0 +1,79 @@
+"""FrozenBN folded into the convolutions, the official affine FrozenBN form, and channels-last inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling.backbone import BasicStem, ResNet
+from tiny_sparse_detr import build_tiny_model, tiny_batch
+
+from sparse_detr.modeling.backbone import (
+    AffineFrozenBatchNorm2d,
+    FrozenBNFoldedConv2d,
+    fold_frozen_batchnorm,
+    frozen_bn_as_affine,
+)
+
+
+def _resnet18(seed: int = 0) -> ResNet:
+    torch.manual_seed(seed)
+    net = ResNet(
+        BasicStem(in_channels=3, out_channels=64, norm="FrozenBN"),
+        ResNet.make_default_stages(depth=18, norm="FrozenBN"),
+        out_features=["res3", "res5"],
+    )
+    for module in net.modules():  # statistics far from the identity, as in a trained network
+        if isinstance(module, FrozenBatchNorm2d):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_()
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+@pytest.mark.parametrize("convert", [fold_frozen_batchnorm, frozen_bn_as_affine])
+def test_frozen_bn_forms_are_the_same_function_with_the_same_checkpoint(convert):
+    reference, converted = _resnet18(), convert(_resnet18())
+    assert list(converted.state_dict()) == list(reference.state_dict())
+    new_class = FrozenBNFoldedConv2d if convert is fold_frozen_batchnorm else AffineFrozenBatchNorm2d
+    assert sum(type(m) is new_class for m in converted.modules()) == 20  # stem + 8 blocks x 2 + 3 shortcuts
+    x = torch.randn(2, 3, 64, 96)
+    expected, actual = reference(x), converted(x)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4)
+    # the conv weights get the gradients of the unfolded network
+    expected["res5"].square().mean().backward()
+    actual["res5"].square().mean().backward()
+    for (name, p_ref), p_new in zip(reference.named_parameters(), converted.parameters()):
+        torch.testing.assert_close(p_new.grad, p_ref.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_folding_leaves_convolutions_without_frozen_bn_alone():
+    net = ResNet(
+        BasicStem(in_channels=3, out_channels=64, norm="BN"),
+        ResNet.make_default_stages(depth=18, norm="BN"),
+        out_features=["res5"],
+    )
+    fold_frozen_batchnorm(net)
+    assert not any(isinstance(m, FrozenBNFoldedConv2d) for m in net.modules())
+
+
+def test_channels_last_model_gives_the_same_detections():
+    batch = tiny_batch(with_targets=False)
+    nchw, nhwc = build_tiny_model().eval(), build_tiny_model().eval()
+    nhwc.channels_last = True
+    with torch.no_grad():
+        expected, actual = nchw.predict(*_inputs(nchw, batch)), nhwc.predict(*_inputs(nhwc, batch))
+    torch.testing.assert_close(actual["pred_logits"], expected["pred_logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(actual["pred_boxes"], expected["pred_boxes"], rtol=1e-4, atol=1e-4)
+    # and it trains: every used parameter gets a gradient
+    nhwc.train()
+    losses = nhwc(tiny_batch())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in nhwc.backbone.parameters() if p.requires_grad)
+
+
+def _inputs(model, batch):
+    images, padding_mask = model.preprocess_image(batch)
+    return images.tensor, padding_mask
