@@ -4,17 +4,20 @@ One 800x1216 RGB image, ResNet-50, 6 encoder + 6 decoder layers, 300 queries, th
 (``configs/common/models/sparse_detr_r50.py``, random weights: the work done does not depend on them),
 called through the Detectron2 interface ``model([{"image": ...}])`` in eval mode under ``no_grad``:
 normalisation, backbone, neck, scorer, encoder, two-stage selection, decoder, top-100 post-processing.
-rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run).
+rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run). The model runs as configured: FrozenBN
+folded into the convolutions, channels-last backbone; ``--backbone-dtypes`` adds rows with the backbone under
+bfloat16 autocast (``model.backbone_dtype``; everything from the neck on stays float32).
 
 Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
   * time = median (and min) wall time of ``--repeats`` calls after ``--warmup`` calls, and the median
     process CPU time (all threads), steadier than wall time when other jobs share the cores;
   * peak memory = growth of the process's peak RSS (``ru_maxrss``) over the model and input already
     in memory, i.e. what inference allocates at its peak (activations, temporaries);
-  * backbone alone = median time of the ResNet-50 on the same image, a yardstick for the machine's load
-    (the issue measured ~0.9 s on an idle machine of this kind).
+  * backbone = median time of the ResNet-50 stage alone, as the model runs it (same precision and memory
+    format), on the same image; also a yardstick for the machine's load.
 
-    .venv/bin/python benchmarks/bench_model.py [--threads 2] [--repeats 5] [--warmup 2]
+    .venv/bin/python benchmarks/bench_model.py [--threads 2] [--repeats 5] [--warmup 2] \
+        [--backbone-dtypes float32 bfloat16]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> dict:
+def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: int, warmup: int) -> dict:
     import torch
     from detectron2.config import LazyConfig, instantiate
 
@@ -52,6 +55,7 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
         cfg.model.token_scorer = None  # dense Deformable DETR+
     else:
         cfg.model.token_scorer.keep_ratio = keep_ratio
+    cfg.model.backbone_dtype = backbone_dtype
     model = instantiate(cfg.model).eval()
     image = torch.randint(0, 256, (3, *IMAGE_SIZE), generator=torch.Generator().manual_seed(0)).float()
     inputs = [{"image": image}]
@@ -66,14 +70,18 @@ def run_worker(keep_ratio: float, threads: int, repeats: int, warmup: int) -> di
                 cpu_times.append(time.process_time() - cpu_start)
         images, padding_mask = model.preprocess_image(inputs)
         kept = model.predict(images.tensor, padding_mask)["num_kept"]
+        pixels = images.tensor
+        if model.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         backbone_times = []
-        for _ in range(repeats):  # calibration: the ResNet-50 alone (~0.9 s on an idle machine of this kind)
+        for _ in range(repeats):
             start = time.perf_counter()
-            model.backbone(images.tensor)
+            model._run_backbone(pixels)
             backbone_times.append(time.perf_counter() - start)
     assert len(results[0]["instances"]) == 100
     return {
         "keep_ratio": keep_ratio,
+        "backbone_dtype": backbone_dtype,
         "median_s": statistics.median(times),
         "min_s": min(times),
         "cpu_s": statistics.median(cpu_times),
@@ -91,53 +99,69 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--backbone-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+    )
     parser.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        print(json.dumps(run_worker(args.worker, args.threads, args.repeats, args.warmup)))
+        print(json.dumps(run_worker(args.worker, args.worker_dtype, args.threads, args.repeats, args.warmup)))
         return
 
-    rows = []
-    for keep_ratio in KEEP_RATIOS:
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            str(keep_ratio),
-            "--threads",
-            str(args.threads),
-            "--repeats",
-            str(args.repeats),
-            "--warmup",
-            str(args.warmup),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        if result.returncode != 0:
-            sys.exit(f"worker for rho={keep_ratio} failed:\n{result.stderr[-3000:]}")
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        print(f"rho={keep_ratio}: {rows[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)
-
-    dense = rows[0]
+    tables = {dtype: [run_subprocess(args, keep_ratio, dtype) for keep_ratio in KEEP_RATIOS]
+              for dtype in args.backbone_dtypes}
     print(
         f"Sparse DETR R-50 6+6, 300 queries, one {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image, CPU, "
         f"{args.threads} threads, median of {args.repeats} after {args.warmup} warm-up, "
-        f"MSDA extension: {dense['extension']}"
+        f"MSDA extension: {tables[args.backbone_dtypes[0]][0]['extension']}"
     )
+    for dtype, rows in tables.items():
+        print_table(dtype, rows)
+    load = os.getloadavg()
+    print(f"load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+
+
+def run_subprocess(args, keep_ratio: float, backbone_dtype: str) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(keep_ratio),
+        "--worker-dtype",
+        backbone_dtype,
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(f"worker for rho={keep_ratio}, backbone {backbone_dtype} failed:\n{result.stderr[-3000:]}")
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"rho={keep_ratio} backbone {backbone_dtype}: {row['median_s']:.3f} s", file=sys.stderr, flush=True)
+    return row
+
+
+def print_table(backbone_dtype: str, rows: list[dict]) -> None:
+    dense = rows[0]
+    print(f"\nbackbone in {backbone_dtype}:\n")
     print(
         "| rho | tokens refined | median latency (s) | min latency (s) | speed-up vs dense | CPU time (s) "
-        "| CPU speed-up | peak memory (MiB) | memory vs dense | backbone alone (s) |"
+        "| CPU speed-up | peak memory (MiB) | memory vs dense | backbone (s) | rest (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         label = "1.0 (dense)" if row["keep_ratio"] >= 1.0 else f"{row['keep_ratio']}"
         print(
             f"| {label} | {row['tokens_refined']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
             f"{dense['median_s'] / row['median_s']:.2f}x | {row['cpu_s']:.3f} | "
             f"{dense['cpu_s'] / row['cpu_s']:.2f}x | {row['peak_mib']:.0f} | "
-            f"{row['peak_mib'] / dense['peak_mib']:.2f} | {row['backbone_s']:.3f} |"
+            f"{row['peak_mib'] / dense['peak_mib']:.2f} | {row['backbone_s']:.3f} | "
+            f"{row['median_s'] - row['backbone_s']:.3f} |"
         )
-    load = os.getloadavg()
-    print(f"load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
 if __name__ == "__main__":

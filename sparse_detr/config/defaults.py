@@ -59,6 +59,8 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     # different rounding from the official model; set both False to match official outputs bit-closely)
     sd.CHANNELS_LAST = True
     sd.FOLD_FROZEN_BN = True
+    # "float32", or "bfloat16"/"float16": the backbone under torch.autocast (the neck on stays float32)
+    sd.BACKBONE_DTYPE = "float32"
     # criterion (SparseDETRCriterion.from_config)
     sd.CRITERION_NAME = "SparseDETRCriterion"
     sd.MATCHER_COST_CLASS = 2.0

@@ -29,6 +29,7 @@ def tiny_model_config(
     dec_layers: int = 2,
     num_queries: int = 10,
     pre_norm: bool = False,
+    backbone_dtype: str = "float32",
 ):
     """LazyConfig of a small model: ResNet-18 (res3-res5), 32-d tokens, 2 heads, 2 points, 5 classes."""
     scorer_cfg = None
@@ -62,6 +63,7 @@ def tiny_model_config(
         criterion=L(SparseDETRCriterion)(num_classes=NUM_CLASSES),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
+        backbone_dtype=backbone_dtype,
     )
 
 

@@ -30,6 +30,8 @@ from ..tokens import TokenBatch, grid_proposals
 
 __all__ = ["SparseDETR"]
 
+BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
     """x: [B, N, D], indices: Long[B, k] -> [B, k, D]."""
@@ -65,6 +67,7 @@ class SparseDETR(nn.Module):
         max_detections: int = 100,
         aux_loss: bool = True,
         channels_last: bool = False,
+        backbone_dtype: str = "float32",
     ):
         """
         Args:
@@ -86,6 +89,10 @@ class SparseDETR(nn.Module):
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
                 keep NCHW to match the official outputs to the last bits).
+            backbone_dtype: "float32", or "bfloat16" / "float16" to run the backbone under
+                ``torch.autocast`` (its convolutions in that precision, the bulk of the CPU inference time);
+                its maps return to float32, so everything from the neck on (token geometry, sampling
+                locations, boxes) keeps full precision.
         """
         super().__init__()
         self.backbone = backbone
@@ -104,6 +111,12 @@ class SparseDETR(nn.Module):
         self.max_detections = max_detections
         self.aux_loss = aux_loss
         self.channels_last = channels_last
+        if backbone_dtype not in BACKBONE_DTYPES:
+            raise ValueError(
+                "backbone_dtype (MODEL.SPARSE_DETR.BACKBONE_DTYPE) must be one of "
+                f"{sorted(BACKBONE_DTYPES)}, got {backbone_dtype!r}"
+            )
+        self.backbone_dtype = backbone_dtype
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         self.register_buffer(
@@ -218,6 +231,7 @@ class SparseDETR(nn.Module):
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
             "aux_loss": sd.AUX_LOSS,
             "channels_last": sd.CHANNELS_LAST,
+            "backbone_dtype": sd.BACKBONE_DTYPE,
         }
 
     @property
@@ -357,7 +371,7 @@ class SparseDETR(nn.Module):
             )
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(images)
+        features = self._run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)
         selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs)
@@ -415,6 +429,14 @@ class SparseDETR(nn.Module):
                 "proposal_valid": proposal_valid,
             }
         return outputs
+
+    def _run_backbone(self, images: Tensor) -> dict[str, Tensor]:
+        dtype = BACKBONE_DTYPES[self.backbone_dtype]
+        if dtype is torch.float32:
+            return self.backbone(images)
+        with torch.autocast(images.device.type, dtype=dtype):
+            features = self.backbone(images)
+        return {name: feature.float() for name, feature in features.items()}
 
     def _select_tokens(
         self, tokens: TokenBatch, proposals: Tensor, proposal_valid: Tensor, with_loss_outputs: bool

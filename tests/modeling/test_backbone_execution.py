@@ -1,4 +1,4 @@
-"""FrozenBN folded into the convolutions, the official affine FrozenBN form, and channels-last inference."""
+"""How the backbone runs: FrozenBN folded or in the official affine form, channels-last, reduced precision."""
 
 from __future__ import annotations
 
@@ -72,6 +72,28 @@ def test_channels_last_model_gives_the_same_detections():
     losses = nhwc(tiny_batch())
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in nhwc.backbone.parameters() if p.requires_grad)
+
+
+def test_bfloat16_backbone_keeps_the_rest_in_float32():
+    batch = tiny_batch(with_targets=False)
+    full, reduced = build_tiny_model().eval(), build_tiny_model(backbone_dtype="bfloat16").eval()
+    images, padding_mask = _inputs(full, batch)
+    with torch.no_grad():
+        expected, actual = full._run_backbone(images), reduced._run_backbone(images)
+        outputs = reduced.predict(images, padding_mask)
+    for name in expected:  # bfloat16 keeps ~3 significant digits of the maps: close, not equal
+        assert actual[name].dtype == torch.float32 and not torch.equal(actual[name], expected[name])
+        error = (actual[name] - expected[name]).norm() / expected[name].norm()
+        assert error < 0.02, f"{name}: relative error {error:.4f}"
+    assert outputs["pred_boxes"].dtype == torch.float32 and outputs["pred_logits"].dtype == torch.float32
+    reduced.train()
+    sum(reduced(tiny_batch()).values()).backward()
+    assert all(p.grad is not None for p in reduced.backbone.parameters() if p.requires_grad)
+
+
+def test_unknown_backbone_dtype_is_refused_by_config_key():
+    with pytest.raises(ValueError, match="MODEL.SPARSE_DETR.BACKBONE_DTYPE"):
+        build_tiny_model(backbone_dtype="int8")
 
 
 def _inputs(model, batch):
