@@ -108,8 +108,12 @@ class MSDeformAttn(nn.Module):
         so they commute: projecting the Q * M sampled vectors instead of the S tokens gives the same
         output. Sampling the full C channels per head costs ~L * P * 4 / Dh times more than sampling
         the projected head slice, so it only pays when the queries are few against the tokens, as in
-        the decoder's cross-attention (300 queries, ~20k tokens).
+        the decoder's cross-attention (300 queries, ~20k tokens). Only at inference (autograd off): the
+        backward of that layout (all heads folded into one) parallelises worse on CPU and needs more
+        atomics on CUDA, so training keeps the usual order.
         """
+        if torch.is_grad_enabled():
+            return False
         sampling_cost = self.num_levels * self.num_points * 4 * _SAMPLING_COST_PER_MAC
         projected_cost = num_queries * self.num_heads * (sampling_cost + self.embed_dim // self.num_heads)
         return projected_cost * (self.embed_dim + 1) < num_tokens * self.embed_dim * self.embed_dim

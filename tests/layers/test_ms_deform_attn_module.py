@@ -125,12 +125,15 @@ def test_projecting_after_sampling_is_the_same_function(backend, box_references,
         torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-10)
 
 
+@torch.no_grad()
 def test_projection_after_sampling_is_chosen_for_few_queries_only():
     module = MSDeformAttn(256, 4, 8, 4)
     assert module.projects_after_sampling(num_queries=300, num_tokens=20000)  # decoder cross-attention
     assert not module.projects_after_sampling(num_queries=2000, num_tokens=20000)  # encoder, rho = 0.1
     assert not module.projects_after_sampling(num_queries=20000, num_tokens=20000)  # dense encoder
     assert not module.projects_after_sampling(num_queries=300, num_tokens=600)  # tiny images
+    with torch.enable_grad():  # training keeps the usual order
+        assert not module.projects_after_sampling(num_queries=300, num_tokens=20000)
 
 
 @requires_extension
