@@ -6,6 +6,14 @@ groups plus the fields ``extra(match)`` adds (``stage``: torchvision ResNet ``la
 Alias keys (the official model registers the shared class/box heads
 a second time under ``transformer.decoder`` / ``transformer.encoder``) are checked to equal their
 canonical tensor and dropped.
+
+Swin backbones (official detection Swin -> :class:`~sparse_detr.modeling.backbone.SwinBackbone`, a timm
+``features_only`` Swin): stage ``layers.i`` is timm's ``layers_i``, but the patch merging the official
+code runs at the *end* of stage ``i`` (``layers.i.downsample``) is timm's ``layers_{i+1}.downsample`` (start
+of the next stage; both concatenate the 2x2 neighbours in the same order, so its weights map unchanged);
+the official per-output LayerNorm ``norm{i}`` (stride ``2 ** (i + 2)``) is ``output_norms.res{i+2}``. The
+official ``relative_position_index`` buffers are not learned (timm rebuilds them): they are checked to be
+the standard index of their window and dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import re
 from collections.abc import Callable
 
 import torch
+from timm.models.swin_transformer import get_relative_position_index
 from torch import Tensor
 
 __all__ = ["UnknownOfficialKeys", "KEY_RULES", "map_official_key", "convert_official_state_dict"]
@@ -25,6 +34,14 @@ class UnknownOfficialKeys(KeyError):
 
 def _resnet_stage(match: re.Match) -> dict:
     return {"stage": int(match.group("layer")) + 1}
+
+
+def _next_swin_stage(match: re.Match) -> dict:
+    return {"next": int(match.group("stage")) + 1}
+
+
+def _swin_output_level(match: re.Match) -> dict:
+    return {"level": int(match.group("stage")) + 2}
 
 
 # (pattern, replacement, extra-fields function or None)
@@ -51,6 +68,28 @@ KEY_RULES: list[tuple[str, str, Callable[[re.Match], dict] | None]] = [
         r"backbone\.0\.body\.layer(?P<layer>\d)\.(?P<b>\d+)\.downsample\.1\.(?P<p>\w+)",
         "backbone.res{stage}.{b}.shortcut.norm.{p}",
         _resnet_stage,
+    ),
+    # Swin body (official detection Swin) -> timm features_only Swin (SwinBackbone.body)
+    (
+        r"backbone\.0\.body\.patch_embed\.(?P<p>(proj|norm)\.(weight|bias))",
+        "backbone.body.patch_embed.{p}",
+        None,
+    ),
+    (
+        r"backbone\.0\.body\.layers\.(?P<stage>\d)\.blocks\.(?P<b>\d+)\."
+        r"(?P<p>(norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(weight|bias)|attn\.relative_position_bias_table)",
+        "backbone.body.layers_{stage}.blocks.{b}.{p}",
+        None,
+    ),
+    (
+        r"backbone\.0\.body\.layers\.(?P<stage>\d)\.downsample\.(?P<p>norm\.(weight|bias)|reduction\.weight)",
+        "backbone.body.layers_{next}.downsample.{p}",
+        _next_swin_stage,
+    ),
+    (
+        r"backbone\.0\.body\.norm(?P<stage>\d)\.(?P<p>weight|bias)",
+        "backbone.output_norms.res{level}.{p}",
+        _swin_output_level,
     ),
     # multi-scale input projections and level embedding
     (r"input_proj\.(?P<l>\d+)\.(?P<i>[01])\.(?P<p>\w+)", "neck.level_projections.{l}.{i}.{p}", None),
@@ -116,6 +155,9 @@ ALIAS_PATTERN = re.compile(
     r"transformer\.(?P<owner>decoder|encoder)\.(?P<kind>class_embed|bbox_embed)\.(?P<site>\d+)\.(?P<rest>.+)"
 )
 IGNORED_SUFFIXES = ("num_batches_tracked",)
+SWIN_POSITION_INDEX_PATTERN = re.compile(
+    r"backbone\.0\.body\.layers\.\d\.blocks\.\d+\.attn\.relative_position_index"
+)
 
 
 def map_official_key(key: str) -> str | None:
@@ -128,6 +170,17 @@ def map_official_key(key: str) -> str | None:
                 fields.update(extra(match))
             return replacement.format(**fields)
     return None
+
+
+def _check_swin_position_index(key: str, index: Tensor) -> None:
+    """The official buffer must be the standard relative position index of a square window (timm's)."""
+    side = round(index.shape[0] ** 0.5) if index.dim() == 2 else 0
+    expected = get_relative_position_index(side, side)
+    if index.shape != expected.shape or not torch.equal(index.to(expected.dtype), expected):
+        raise ValueError(
+            f"official {key} (shape {tuple(index.shape)}) is not the relative position index of a square "
+            "Swin window, which the converted (timm) Swin rebuilds"
+        )
 
 
 def _head_key(kind: str, site: int, rest: str, share: bool) -> str:
@@ -158,6 +211,9 @@ def convert_official_state_dict(
     aliases: list[tuple[str, str]] = []
     for key, value in state_dict.items():
         if key.endswith(IGNORED_SUFFIXES):
+            continue
+        if SWIN_POSITION_INDEX_PATTERN.fullmatch(key):
+            _check_swin_position_index(key, value)
             continue
         if m := ALIAS_PATTERN.fullmatch(key):
             site = int(m["site"])

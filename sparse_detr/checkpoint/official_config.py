@@ -15,7 +15,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.modeling.backbone import BasicStem, ResNet
 from omegaconf import DictConfig
 
-from sparse_detr.modeling.backbone import frozen_bn_as_affine
+from sparse_detr.modeling.backbone import SwinBackbone, frozen_bn_as_affine
 from sparse_detr.modeling.criterion import SparseDETRCriterion
 from sparse_detr.modeling.decoder import DeformableDecoder
 from sparse_detr.modeling.encoder import SparseDeformableEncoder
@@ -41,6 +41,9 @@ OFFICIAL_PIXEL_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 # COCO category ids of the 80 thing classes, in Detectron2's contiguous order
 COCO_CONTIGUOUS_CATEGORY_IDS = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
 RESNET_DEPTHS = {"resnet50": 50, "resnet101": 101}
+# official --backbone -> (SwinBackbone variant, embedding dim, stochastic depth rate of its official yaml);
+# the official swin-l has no SwinBackbone variant
+SWIN_BACKBONES = {"swin-t": ("T", 96, 0.2), "swin-s": ("S", 96, 0.3), "swin-b": ("B", 128, 0.5)}
 # argparse keys only kakaobrain/sparse-detr has (absent from fundamentalvision/Deformable-DETR checkpoints)
 SPARSE_DETR_ONLY_ARGS = ("rho", "use_enc_aux_loss", "eff_query_init", "eff_specific_head")
 
@@ -69,10 +72,9 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _check_supported(a: dict, coco_contiguous: bool) -> None:
-    _require(
-        a.get("backbone") in RESNET_DEPTHS,
-        f"args.backbone={a.get('backbone')!r} is not supported (supported: {sorted(RESNET_DEPTHS)})",
-    )
+    backbone = a.get("backbone")
+    supported = sorted(RESNET_DEPTHS) + sorted(SWIN_BACKBONES)
+    _require(backbone in supported, f"args.backbone={backbone!r} is not supported (supported: {supported})")
     _require(not a.get("dilation", False), "args.dilation=True (DC5 ResNet) is not supported")
     _require(not a.get("masks", False), "args.masks=True (segmentation head) is not supported")
     _require(
@@ -81,8 +83,19 @@ def _check_supported(a: dict, coco_contiguous: bool) -> None:
     )
     levels = a.get("num_feature_levels", 4)
     _require(levels == 1 or levels >= 3, f"args.num_feature_levels={levels} is not supported (1 or >= 3)")
+    _require(
+        levels != 1 or backbone not in SWIN_BACKBONES,
+        f"args.num_feature_levels=1 with args.backbone={backbone!r} is not supported (the official Swin "
+        "backbone fails on a single level)",
+    )
     rho = float(a.get("rho", 0.0) or 0.0)
     _require(0.0 <= rho <= 1.0, f"args.rho={rho} is outside [0, 1]")
+    _require(
+        rho < 1.0,
+        "args.rho=1.0 is not supported: the official code then still runs its scorer and sparse encoder "
+        "path and refines valid + 1 tokens per image (one padding token among them), which no model here "
+        "reproduces, and no official checkpoint uses it (rho = 0 is its dense Deformable DETR)",
+    )
     _require(
         rho == 0.0 or a.get("two_stage", False),
         "args.rho > 0 needs args.two_stage=True (as the official code)",
@@ -119,6 +132,43 @@ def _decoder_refines_boxes(a: dict) -> bool:
     return bool(a.get("with_box_refine", False))
 
 
+def _backbone_config(a: dict, in_features: list[str]) -> tuple[DictConfig, list[int]]:
+    """LazyConfig of the official backbone and the channels of its ``in_features`` maps."""
+    # official: the early layers are frozen unless trained from scratch / fine-tuned early layers
+    train_early_layers = a.get("backbone_from_scratch", False) or a.get("finetune_early_layers", False)
+    if a["backbone"] in SWIN_BACKBONES:
+        variant, embed_dim, drop_path_rate = SWIN_BACKBONES[a["backbone"]]
+        # official frozen_stages=2 (patch embedding, stage 1, its patch merging) or -1; args.lr_backbone
+        # freezes nothing in the official Swin
+        backbone = L(SwinBackbone)(
+            variant=variant,
+            out_features=in_features,
+            drop_path_rate=drop_path_rate,
+            norm_outputs=True,
+            freeze_at=0 if train_early_layers else 2,
+            pretrained_path=None,
+            pad_before_shift=True,
+        )
+        channels = {"res3": 2 * embed_dim, "res4": 4 * embed_dim, "res5": 8 * embed_dim}
+        return backbone, [channels[f] for f in in_features]
+    freeze_at = 0 if train_early_layers else 2  # conv1 + layer1
+    if a.get("lr_backbone", 1.0) <= 0:
+        freeze_at = 5
+    # FrozenBN in the official affine form so features match the official model to the last bits
+    backbone = L(frozen_bn_as_affine)(
+        module=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(
+                depth=RESNET_DEPTHS[a["backbone"]], stride_in_1x1=False, norm="FrozenBN"
+            ),
+            out_features=in_features,
+            freeze_at=freeze_at,
+        )
+    )
+    channels = {"res3": 512, "res4": 1024, "res5": 2048}
+    return backbone, [channels[f] for f in in_features]
+
+
 def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
     """LazyConfig ``model`` node of the architecture described by the official ``args``.
 
@@ -136,12 +186,8 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
     rho = float(a.get("rho", 0.0) or 0.0)
     enc_aux = bool(a.get("use_enc_aux_loss", False))
     in_features = ["res5"] if levels == 1 else ["res3", "res4", "res5"]
-    depth = RESNET_DEPTHS[a["backbone"]]
+    backbone, in_channels = _backbone_config(a, in_features)
     num_classes = len(COCO_CONTIGUOUS_CATEGORY_IDS) if coco_contiguous else official_num_classes(a)
-    # official: the conv1 + layer1 are frozen unless trained from scratch / fine-tuned early layers
-    freeze_at = 0 if a.get("backbone_from_scratch", False) or a.get("finetune_early_layers", False) else 2
-    if a.get("lr_backbone", 1.0) <= 0:
-        freeze_at = 5
     layer_args = dict(
         dim="${..neck.hidden_dim}",
         ffn_dim=a.get("dim_feedforward", 1024),
@@ -159,22 +205,14 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
     else:
         query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=a.get("num_queries", 300))
     model = L(SparseDETR)(
-        # FrozenBN in the official affine form so features match the official model to the last bits
-        backbone=L(frozen_bn_as_affine)(
-            module=L(ResNet)(
-                stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-                stages=L(ResNet.make_default_stages)(depth=depth, stride_in_1x1=False, norm="FrozenBN"),
-                out_features=in_features,
-                freeze_at=freeze_at,
-            )
-        ),
+        backbone=backbone,
         in_features=in_features,
         neck=L(MultiScaleNeck)(
-            in_channels=[{"res3": 512, "res4": 1024, "res5": 2048}[f] for f in in_features],
+            in_channels=in_channels,
             hidden_dim=hidden_dim,
             num_levels=levels,
         ),
-        # rho = 0 is the dense Deformable DETR; rho = 1 keeps every token (also dense)
+        # rho = 0 is the dense Deformable DETR
         token_scorer=L(DAMScorer)(dim="${..neck.hidden_dim}", keep_ratio=rho) if rho > 0 else None,
         encoder=L(SparseDeformableEncoder)(
             num_layers=a.get("enc_layers", 6),

@@ -129,12 +129,13 @@ def test_coco_contiguous_keeps_the_80_category_rows():
 @pytest.mark.parametrize(
     "change,message",
     [
-        (dict(backbone="swin-t"), "backbone"),
+        (dict(backbone="swin-l"), "backbone"),
         (dict(dilation=True), "dilation"),
         (dict(masks=True), "masks"),
         (dict(position_embedding="learned"), "position_embedding"),
         (dict(num_feature_levels=2), "num_feature_levels"),
         (dict(rho=1.5), "rho"),
+        (dict(rho=1.0), "rho=1.0"),
         (dict(rho=0.2, two_stage=False), "two_stage"),
     ],
 )
