@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -169,30 +170,34 @@ class MSDeformAttn(nn.Module):
                             value_padding_mask, return_sampling):
         """:meth:`forward` sampling the raw (N, S, C) values per head, then projecting each head's sum.
 
-        A constant channel (1 on tokens, 0 on padding) rides along, so its sampled sum carries the
-        projection bias exactly as far as the projected values would (zero outside the map and on
-        padding).
+        The projection bias reaches a sample only as far as the projected values would (not outside the
+        map, not on padding): its factor per (query, head) is the attention-weighted bilinear coverage,
+        the same sampling applied to a one-channel map of ones (zero on padding).
         """
         batch, num_queries, _ = query.shape
         num_tokens = value.shape[1]
         heads, channels = self.num_heads, self.embed_dim
         locations, weights = self.sampling(query, reference_points, spatial_shapes)
         if value_padding_mask is None:
-            ones = value.new_ones(batch, num_tokens, 1)
+            coverage_map = value.new_ones(batch, num_tokens, 1, 1)
         else:
             value = value.masked_fill(value_padding_mask[..., None], 0.0)
-            ones = (~value_padding_mask)[..., None].to(value.dtype)
-        augmented = torch.cat([value, ones], -1)[:, :, None]  # (N, S, 1, C + 1): one head sees all
-        sampled = multi_scale_deform_attn(
-            augmented, spatial_shapes, level_start_index,
-            locations.reshape(batch, num_queries * heads, 1, *locations.shape[3:]),
-            weights.reshape(batch, num_queries * heads, 1, *weights.shape[3:]),
+            coverage_map = (~value_padding_mask).to(value.dtype)[:, :, None, None]
+        # every head samples all C channels: the heads become extra queries of one head
+        sample = partial(
+            multi_scale_deform_attn,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            sampling_locations=locations.reshape(batch, num_queries * heads, 1, *locations.shape[3:]),
+            attention_weights=weights.reshape(batch, num_queries * heads, 1, *weights.shape[3:]),
             backend=self.backend,
-        ).view(batch, num_queries, heads, channels + 1)
-        projection = torch.cat([self.value_proj.weight, self.value_proj.bias[:, None]], 1)
-        projection = projection.view(heads, channels // heads, channels + 1)  # (M, C / M, C + 1)
-        output = torch.einsum("nqmc,mdc->nqmd", sampled, projection).reshape(batch, num_queries, channels)
-        output = self.output_proj(output)
+        )
+        sampled = sample(value[:, :, None]).view(batch, num_queries, heads, channels)
+        coverage = sample(coverage_map).view(batch, num_queries, heads, 1)
+        projection = self.value_proj.weight.view(heads, channels // heads, channels)  # (M, C / M, C)
+        output = torch.einsum("nqmc,mdc->nqmd", sampled, projection)
+        output = output + coverage * self.value_proj.bias.view(heads, channels // heads)
+        output = self.output_proj(output.reshape(batch, num_queries, channels))
         if return_sampling:
             return output, locations, weights
         return output
