@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import instantiate
+from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint import (
     COCO_CONTIGUOUS_CATEGORY_IDS,
@@ -30,30 +31,6 @@ needs_fixture = pytest.mark.skipif(
     not FIXTURE_FILE.is_file(), reason=f"official fixture not found at {FIXTURE_DIR}"
 )
 
-SPARSE_ARGS = dict(
-    backbone="resnet50",
-    dilation=False,
-    masks=False,
-    position_embedding="sine",
-    num_feature_levels=4,
-    hidden_dim=256,
-    nheads=8,
-    enc_layers=2,
-    dec_layers=2,
-    dim_feedforward=128,
-    dropout=0.1,
-    num_queries=30,
-    enc_n_points=4,
-    dec_n_points=4,
-    two_stage=True,
-    with_box_refine=True,
-    eff_query_init=True,
-    eff_specific_head=True,
-    use_enc_aux_loss=True,
-    rho=0.1,
-    dataset_file="coco",
-    lr_backbone=2e-5,
-)
 
 
 class ArbitraryObject:

@@ -16,6 +16,7 @@ import re
 import pytest
 import torch
 from detectron2.config import instantiate
+from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint import (
     CheckpointMismatch,
@@ -29,32 +30,12 @@ from sparse_detr.checkpoint import (
 from sparse_detr.modeling.backbone import SwinBackbone
 
 WINDOW = 7
-SWIN_T_ARGS = dict(
-    backbone="swin-t",
-    dilation=False,
-    masks=False,
-    position_embedding="sine",
-    num_feature_levels=4,
-    hidden_dim=256,
-    nheads=8,
-    enc_layers=2,
-    dec_layers=2,
-    dim_feedforward=128,
-    dropout=0.1,
-    num_queries=30,
-    enc_n_points=4,
-    dec_n_points=4,
-    two_stage=True,
-    with_box_refine=True,
-    eff_query_init=True,
-    eff_specific_head=True,
-    use_enc_aux_loss=True,
-    rho=0.1,
-    dataset_file="coco",
-    lr_backbone=2e-5,
-    backbone_from_scratch=False,
-    finetune_early_layers=False,
-)
+SWIN_T_ARGS = {
+    **SPARSE_ARGS,
+    "backbone": "swin-t",
+    "backbone_from_scratch": False,
+    "finetune_early_layers": False,
+}
 
 
 def official_relative_position_index(window: int) -> torch.Tensor:

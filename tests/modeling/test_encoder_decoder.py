@@ -145,7 +145,8 @@ def test_inference_write_back_equals_training_write_back_and_keeps_inputs():
     with_grad = encoder(tokens, selected, num_kept).memory
     with torch.no_grad():
         in_place = encoder(tokens, selected, num_kept).memory
-    assert torch.equal(with_grad.detach(), in_place)
+    # (inference may sample before projecting the values: the same function, other rounding)
+    torch.testing.assert_close(in_place, with_grad.detach(), rtol=1e-5, atol=1e-6)
     assert torch.equal(tokens.features, features), "the encoder must not modify its input tokens"
 
 

@@ -1,0 +1,26 @@
+"""Official ``main.py`` arguments of a small Sparse DETR (ResNet-50, rho 0.1) for the converter tests."""
+
+SPARSE_ARGS = dict(
+    backbone="resnet50",
+    dilation=False,
+    masks=False,
+    position_embedding="sine",
+    num_feature_levels=4,
+    hidden_dim=256,
+    nheads=8,
+    enc_layers=2,
+    dec_layers=2,
+    dim_feedforward=128,
+    dropout=0.1,
+    num_queries=30,
+    enc_n_points=4,
+    dec_n_points=4,
+    two_stage=True,
+    with_box_refine=True,
+    eff_query_init=True,
+    eff_specific_head=True,
+    use_enc_aux_loss=True,
+    rho=0.1,
+    dataset_file="coco",
+    lr_backbone=2e-5,
+)
