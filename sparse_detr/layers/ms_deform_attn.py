@@ -115,9 +115,10 @@ class MSDeformAttn(nn.Module):
         """
         if torch.is_grad_enabled():
             return False
-        sampling_cost = self.num_levels * self.num_points * 4 * _SAMPLING_COST_PER_MAC
-        projected_cost = num_queries * self.num_heads * (sampling_cost + self.embed_dim // self.num_heads)
-        return projected_cost * (self.embed_dim + 1) < num_tokens * self.embed_dim * self.embed_dim
+        # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
+        samples = self.num_levels * self.num_points * 4
+        per_channel = samples * _SAMPLING_COST_PER_MAC + self.embed_dim // self.num_heads
+        return num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim
 
     def project_values(self, value: torch.Tensor, value_padding_mask: torch.Tensor | None = None):
         """(N, S, C) tokens -> (N, S, M, C / M) per-head values, zero on padding tokens."""
