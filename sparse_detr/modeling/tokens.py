@@ -7,6 +7,7 @@ Token layout: the L feature levels are flattened row-major and concatenated; lev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -38,11 +39,12 @@ class TokenBatch:
     def num_tokens(self) -> int:
         return self.features.shape[1]
 
-    @property
+    @cached_property
     def value_padding_mask(self) -> Tensor | None:
         """The padding mask for deformable attention values, or None when no token is padding.
 
-        (Masking nothing is the identity; skipping it saves a copy of the values per attention layer.)
+        (Masking nothing is the identity; skipping it saves a copy of the values per attention layer.
+        Computed once per batch: on a GPU the test is a device-to-host synchronisation.)
         """
         return self.padding_mask if bool(self.padding_mask.any()) else None
 
