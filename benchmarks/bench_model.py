@@ -70,13 +70,10 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
                 cpu_times.append(time.process_time() - cpu_start)
         images, padding_mask = model.preprocess_image(inputs)
         kept = model.predict(images.tensor, padding_mask)["num_kept"]
-        pixels = images.tensor
-        if model.channels_last:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
         backbone_times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            model._run_backbone(pixels)
+            model.run_backbone(images.tensor)
             backbone_times.append(time.perf_counter() - start)
     assert len(results[0]["instances"]) == 100
     return {

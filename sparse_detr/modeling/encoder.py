@@ -85,23 +85,18 @@ class SparseEncoderLayer(nn.Module):
             and num_queries > self.inference_chunk_size
             and not self.self_attn.projects_after_sampling(num_queries, tokens.shape[1])
         )
-        if not chunked:
-            attend = partial(
-                self.self_attn,
-                value=tokens,
-                spatial_shapes=token_batch.spatial_shapes,
-                level_start_index=token_batch.level_start_index,
-                value_padding_mask=token_batch.value_padding_mask,
-                return_sampling=return_sampling,
-            )
-            return self._refine(attend, queries, query_pos, reference_points, return_sampling)
-        attend = partial(
-            self.self_attn.attend,
-            projected_value=self.self_attn.project_values(tokens, token_batch.value_padding_mask),
+        geometry = dict(
             spatial_shapes=token_batch.spatial_shapes,
             level_start_index=token_batch.level_start_index,
             return_sampling=return_sampling,
         )
+        if not chunked:
+            attend = partial(
+                self.self_attn, value=tokens, value_padding_mask=token_batch.value_padding_mask, **geometry
+            )
+            return self._refine(attend, queries, query_pos, reference_points, return_sampling)
+        projected = self.self_attn.project_values(tokens, token_batch.value_padding_mask)
+        attend = partial(self.self_attn.attend, projected_value=projected, **geometry)
         chunks = [
             self._refine(attend, *chunk, return_sampling)
             for chunk in zip(*(x.split(self.inference_chunk_size, 1) for x in (queries, query_pos,

@@ -79,7 +79,7 @@ def test_bfloat16_backbone_keeps_the_rest_in_float32():
     full, reduced = build_tiny_model().eval(), build_tiny_model(backbone_dtype="bfloat16").eval()
     images, padding_mask = _inputs(full, batch)
     with torch.no_grad():
-        expected, actual = full._run_backbone(images), reduced._run_backbone(images)
+        expected, actual = full.run_backbone(images), reduced.run_backbone(images)
         outputs = reduced.predict(images, padding_mask)
     for name in expected:  # bfloat16 keeps ~3 significant digits of the maps: close, not equal
         assert actual[name].dtype == torch.float32 and not torch.equal(actual[name], expected[name])

@@ -20,6 +20,12 @@ __all__ = [
 ]
 
 
+def frozen_bn_scale_shift(norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
+    """A frozen batch norm as the per-channel affine map ``x * scale + shift``: (Float[C], Float[C])."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    return scale, norm.bias - norm.running_mean * scale
+
+
 class AffineFrozenBatchNorm2d(FrozenBatchNorm2d):
     """Detectron2's FrozenBatchNorm2d (same buffers) that always computes ``x * scale + bias``.
 
@@ -28,9 +34,8 @@ class AffineFrozenBatchNorm2d(FrozenBatchNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        bias = self.bias - self.running_mean * scale
-        return x * scale.view(1, -1, 1, 1).to(x.dtype) + bias.view(1, -1, 1, 1).to(x.dtype)
+        scale, shift = frozen_bn_scale_shift(self)
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
 
 def frozen_bn_as_affine(module: nn.Module) -> nn.Module:
@@ -56,9 +61,7 @@ class FrozenBNFoldedConv2d(Conv2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        norm: FrozenBatchNorm2d = self.norm  # its forward is never called
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        shift = norm.bias - norm.running_mean * scale
+        scale, shift = frozen_bn_scale_shift(self.norm)  # the norm's own forward is never called
         bias = shift if self.bias is None else self.bias * scale + shift
         weight = self.weight * scale.view(-1, 1, 1, 1)
         x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)

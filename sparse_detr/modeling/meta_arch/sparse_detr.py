@@ -369,9 +369,7 @@ class SparseDETR(nn.Module):
                 f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W]; got {tuple(images.shape)} "
                 f"and {tuple(padding_mask.shape)}"
             )
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = self._run_backbone(images)
+        features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)
         selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs)
@@ -430,7 +428,14 @@ class SparseDETR(nn.Module):
             }
         return outputs
 
-    def _run_backbone(self, images: Tensor) -> dict[str, Tensor]:
+    def run_backbone(self, images: Tensor) -> dict[str, Tensor]:
+        """The backbone as the model runs it (``channels_last``, ``backbone_dtype``) -> float32 maps.
+
+        Args:
+            images: Float[B, 3, H, W] normalised, padded.
+        """
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         dtype = BACKBONE_DTYPES[self.backbone_dtype]
         if dtype is torch.float32:
             return self.backbone(images)
