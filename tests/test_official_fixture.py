@@ -7,6 +7,7 @@ and gradients of the official implementation. Tolerances are those of the fixtur
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -186,18 +187,21 @@ def test_detectron2_inference_from_pixels_matches(fixture, converted):
         )
 
 
-@pytest.fixture(scope="module")
-def train_step(fixture, converted):
-    """Train-mode forward (dropout 0) + criterion + backward on the fixture targets, on a separate copy."""
-    import copy
-
-    model = copy.deepcopy(converted)
+def _train_copy_without_dropout(model):
+    """A separate copy of ``model`` in train mode with every dropout at 0 (the fixture's training setting)."""
+    model = copy.deepcopy(model)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         if isinstance(module, torch.nn.MultiheadAttention):
             module.dropout = 0.0
-    model.train()
+    return model.train()
+
+
+@pytest.fixture(scope="module")
+def train_step(fixture, converted):
+    """Train-mode forward (dropout 0) + criterion + backward on the fixture targets, on a separate copy."""
+    model = _train_copy_without_dropout(converted)
     inputs, targets = fixture["inputs"], fixture["train"]["targets"]
     outputs = model.predict(inputs["padded_images"], inputs["padded_mask"], with_loss_outputs=True)
     terms = model.criterion.losses(outputs, targets, with_stats=True)
@@ -295,18 +299,10 @@ def test_analysis_internals_match_the_official_dam(fixture, converted):
 
 def test_detectron2_training_interface_matches(fixture, converted):
     """model(batched_inputs) in training: pixels + Detectron2 instances in, the official weighted loss out."""
-    import copy
-
     from detectron2.structures import Boxes, Instances
     from torchvision.ops import box_convert
 
-    model = copy.deepcopy(converted)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(module, torch.nn.MultiheadAttention):
-            module.dropout = 0.0
-    model.train()
+    model = _train_copy_without_dropout(converted)
     batched_inputs = _pixel_inputs(fixture)
     for item, target in zip(batched_inputs, fixture["train"]["targets"]):
         height, width = item["image"].shape[-2:]

@@ -1,6 +1,7 @@
-"""Official ``main.py`` arguments of a small Sparse DETR (ResNet-50, rho 0.1) for the converter tests."""
+"""Official ``main.py`` argument sets (Deformable DETR defaults, a small Sparse DETR) for converter tests."""
 
-SPARSE_ARGS = dict(
+# the official Deformable DETR main.py defaults (no Sparse DETR keys: rho, use_enc_aux_loss, eff_*, ...)
+DEFORMABLE_DETR_ARGS = dict(
     backbone="resnet50",
     dilation=False,
     masks=False,
@@ -8,19 +9,37 @@ SPARSE_ARGS = dict(
     num_feature_levels=4,
     hidden_dim=256,
     nheads=8,
+    enc_layers=6,
+    dec_layers=6,
+    dim_feedforward=1024,
+    dropout=0.1,
+    num_queries=300,
+    enc_n_points=4,
+    dec_n_points=4,
+    two_stage=False,
+    with_box_refine=False,
+    dataset_file="coco",
+    lr_backbone=2e-5,
+    aux_loss=True,
+    focal_alpha=0.25,
+    set_cost_class=2.0,
+    set_cost_bbox=5.0,
+    set_cost_giou=2.0,
+    cls_loss_coef=2.0,
+    bbox_loss_coef=5.0,
+    giou_loss_coef=2.0,
+)
+# a small Sparse DETR (2 + 2 layers, 30 queries), rho 0.1, with the release flags
+SPARSE_ARGS = dict(
+    DEFORMABLE_DETR_ARGS,
     enc_layers=2,
     dec_layers=2,
     dim_feedforward=128,
-    dropout=0.1,
     num_queries=30,
-    enc_n_points=4,
-    dec_n_points=4,
     two_stage=True,
     with_box_refine=True,
     eff_query_init=True,
     eff_specific_head=True,
     use_enc_aux_loss=True,
     rho=0.1,
-    dataset_file="coco",
-    lr_backbone=2e-5,
 )

@@ -10,38 +10,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from official_args import DEFORMABLE_DETR_ARGS
 
 from sparse_detr.checkpoint import official_model_config
 
-# official Deformable DETR main.py arguments (no Sparse DETR keys: rho, use_enc_aux_loss, eff_*, ...)
-DEFORMABLE_DETR_ARGS = dict(
-    backbone="resnet50",
-    dilation=False,
-    masks=False,
-    position_embedding="sine",
-    num_feature_levels=4,
-    hidden_dim=256,
-    nheads=8,
-    enc_layers=6,
-    dec_layers=6,
-    dim_feedforward=1024,
-    dropout=0.1,
-    num_queries=300,
-    enc_n_points=4,
-    dec_n_points=4,
-    two_stage=False,
-    with_box_refine=False,
-    dataset_file="coco",
-    lr_backbone=2e-5,
-    aux_loss=True,
-    focal_alpha=0.25,
-    set_cost_class=2.0,
-    set_cost_bbox=5.0,
-    set_cost_giou=2.0,
-    cls_loss_coef=2.0,
-    bbox_loss_coef=5.0,
-    giou_loss_coef=2.0,
-)
 SPARSE_DETR_ARGS = dict(
     DEFORMABLE_DETR_ARGS,
     eff_query_init=False,
