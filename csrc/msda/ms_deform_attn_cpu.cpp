@@ -2,7 +2,7 @@
 //
 // Forward: parallel over (batch, query); each task walks its L * P samples per head and accumulates
 // the four bilinear corners into the contiguous output row of D channels (the channel loop
-// vectorises).
+// vectorises). The per-sample math is the one the CUDA kernels run (ms_deform_attn_math.h).
 // Backward: parallel over (batch, head). A task owns grad_value[n, :, m, :] exclusively, so the
 // scatter of value gradients needs no atomics; grad of locations and weights are per sample.
 //
@@ -111,27 +111,31 @@ struct ForwardRows {
           const scalar_t* level_value = head_value + levels.start[l] * token_stride;
           for (int64_t p = 0; p < pb.num_points; ++p) {
             const int64_t sample = nqm * samples_per_head + l * pb.num_points + p;
-            if (!bilinear_corners(pb.locations[2 * sample], pb.locations[2 * sample + 1],
-                                  levels.height[l], levels.width[l], corners)) {
+            const scalar_t loc_x = pb.locations[2 * sample], loc_y = pb.locations[2 * sample + 1];
+            const scalar_t weight = pb.weights[sample];
+            if (!bilinear_corners(loc_x, loc_y, levels.height[l], levels.width[l], corners)) {
+              const scalar_t term = skipped_sample_term(loc_x, loc_y, weight);
+              if (term != 0) {  // NaN: a non-finite location or weight
+                for (int64_t d = 0; d < head_dim; ++d) acc[d] += term;
+              }
               continue;
             }
-            const scalar_t weight = pb.weights[sample];
+            scalar_t scatter[4];
+            corner_scatter_weights(corners, weight, scatter);
             if (corners.all_valid) {
               const scalar_t* v0 = level_value + corners.token[0] * token_stride;
               const scalar_t* v1 = level_value + corners.token[1] * token_stride;
               const scalar_t* v2 = level_value + corners.token[2] * token_stride;
               const scalar_t* v3 = level_value + corners.token[3] * token_stride;
-              const scalar_t w0 = weight * corners.weight[0], w1 = weight * corners.weight[1];
-              const scalar_t w2 = weight * corners.weight[2], w3 = weight * corners.weight[3];
 #pragma omp simd
               for (int64_t d = 0; d < head_dim; ++d) {
-                acc[d] += w0 * v0[d] + w1 * v1[d] + w2 * v2[d] + w3 * v3[d];
+                acc[d] += weighted_corner_sum(scatter, v0[d], v1[d], v2[d], v3[d]);
               }
             } else {
               for (int k = 0; k < 4; ++k) {
                 if (corners.weight[k] == 0) continue;  // outside the map, or exactly zero weight
                 const scalar_t* v = level_value + corners.token[k] * token_stride;
-                const scalar_t w = weight * corners.weight[k];
+                const scalar_t w = scatter[k];
 #pragma omp simd
                 for (int64_t d = 0; d < head_dim; ++d) acc[d] += w * v[d];
               }
@@ -171,13 +175,19 @@ struct BackwardHeads {
             scalar_t* level_grad = pb.grad_value + level_offset;
             for (int64_t p = 0; p < pb.num_points; ++p) {
               const int64_t sample = nqm * samples_per_head + l * pb.num_points + p;
-              if (!bilinear_corners(pb.locations[2 * sample], pb.locations[2 * sample + 1],
-                                    levels.height[l], levels.width[l], corners)) {
-                continue;  // gradients stay zero
-              }
+              const scalar_t loc_x = pb.locations[2 * sample], loc_y = pb.locations[2 * sample + 1];
               const scalar_t weight = pb.weights[sample];
-              // sums over channels of grad_out * (sampled value, d sample / dx, d sample / dy)
-              scalar_t dot_sample = 0, dot_dx = 0, dot_dy = 0;
+              if (!bilinear_corners(loc_x, loc_y, levels.height[l], levels.width[l], corners)) {
+                pb.grad_weights[sample] = skipped_sample_weight_gradient(loc_x, loc_y);
+                const scalar_t grad_location = skipped_sample_term(loc_x, loc_y, weight);
+                pb.grad_locations[2 * sample] = grad_location;
+                pb.grad_locations[2 * sample + 1] = grad_location;
+                continue;
+              }
+              scalar_t scatter[4];
+              corner_scatter_weights(corners, weight, scatter);
+              // grad_out . value of each corner (0 for corners outside the map)
+              scalar_t corner_dot[4] = {0, 0, 0, 0};
               if (corners.all_valid) {
                 const scalar_t* v0 = level_value + corners.token[0] * token_stride;
                 const scalar_t* v1 = level_value + corners.token[1] * token_stride;
@@ -187,9 +197,7 @@ struct BackwardHeads {
                 scalar_t* g1 = level_grad + corners.token[1] * token_stride;
                 scalar_t* g2 = level_grad + corners.token[2] * token_stride;
                 scalar_t* g3 = level_grad + corners.token[3] * token_stride;
-                const scalar_t w0 = weight * corners.weight[0], w1 = weight * corners.weight[1];
-                const scalar_t w2 = weight * corners.weight[2], w3 = weight * corners.weight[3];
-                // grad_out . value of each corner; the three sums follow as 4-term combinations
+                const scalar_t w0 = scatter[0], w1 = scatter[1], w2 = scatter[2], w3 = scatter[3];
                 scalar_t r0 = 0, r1 = 0, r2 = 0, r3 = 0;
 #pragma omp simd reduction(+ : r0, r1, r2, r3)
                 for (int64_t d = 0; d < head_dim; ++d) {
@@ -203,33 +211,28 @@ struct BackwardHeads {
                   g2[d] += w2 * g;
                   g3[d] += w3 * g;
                 }
-                const scalar_t r[4] = {r0, r1, r2, r3};
-                for (int k = 0; k < 4; ++k) {
-                  dot_sample += corners.weight[k] * r[k];
-                  dot_dx += corners.d_dx[k] * r[k];
-                  dot_dy += corners.d_dy[k] * r[k];
-                }
+                corner_dot[0] = r0, corner_dot[1] = r1, corner_dot[2] = r2, corner_dot[3] = r3;
               } else {
                 for (int k = 0; k < 4; ++k) {
-                  if (corners.weight[k] == 0 && corners.d_dx[k] == 0 && corners.d_dy[k] == 0) continue;
+                  if (!corner_in_map(corners, k)) continue;
                   const scalar_t* v = level_value + corners.token[k] * token_stride;
                   scalar_t* gv = level_grad + corners.token[k] * token_stride;
-                  const scalar_t w = weight * corners.weight[k];
+                  const scalar_t w = scatter[k];
                   scalar_t dot_value = 0;
 #pragma omp simd reduction(+ : dot_value)
                   for (int64_t d = 0; d < head_dim; ++d) {
                     dot_value += grad_out[d] * v[d];
                     gv[d] += w * grad_out[d];
                   }
-                  dot_sample += corners.weight[k] * dot_value;
-                  dot_dx += corners.d_dx[k] * dot_value;
-                  dot_dy += corners.d_dy[k] * dot_value;
+                  corner_dot[k] = dot_value;
                 }
               }
-              pb.grad_weights[sample] = dot_sample;
-              // x = loc_x * W - 0.5, so d/d loc_x = W * d/dx (same for y with H)
-              pb.grad_locations[2 * sample] = weight * dot_dx * static_cast<scalar_t>(levels.width[l]);
-              pb.grad_locations[2 * sample + 1] = weight * dot_dy * static_cast<scalar_t>(levels.height[l]);
+              scalar_t grad_weight, grad_x, grad_y;
+              sample_gradients(corners, corner_dot, weight, levels.height[l], levels.width[l], grad_weight,
+                               grad_x, grad_y);
+              pb.grad_weights[sample] = grad_weight;
+              pb.grad_locations[2 * sample] = grad_x;
+              pb.grad_locations[2 * sample + 1] = grad_y;
             }
           }
         }

@@ -1,10 +1,13 @@
-// CUDA kernels of multi-scale deformable attention.
+// CUDA kernels of multi-scale deformable attention. The per-sample math (bilinear corners, scatter
+// weights, gradients, non-finite samples) is ms_deform_attn_math.h, shared with the CPU kernels.
 //
 // Forward: one thread per output element (n, q, m, d); threads of a warp share the sample geometry
 // and read neighbouring channels (coalesced).
-// Backward: one thread per sample (n, q, m, l, p); it loops over the D channels, writes the
-// gradients of its location and weight directly and scatters value gradients with atomicAdd
-// (several samples hit the same value element).
+// Backward: a group of G lanes per sample (n, q, m, l, p), G = D rounded up to a power of two, at
+// most a warp; lane j handles channels j, j + G, ... So the threads of a warp read neighbouring
+// channels of one sample and their value-gradient atomicAdds land on neighbouring addresses (one
+// cache line for D = 32 in float32) instead of one line per thread. The lanes' partial dot
+// products are summed with warp shuffles; lane 0 writes the sample's weight and location gradients.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <c10/cuda/CUDAStream.h>
@@ -14,16 +17,22 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 #include "ms_deform_attn.h"
 
 namespace sparse_detr {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // a multiple of the warp size: a sample's lane group never straddles warps
+constexpr int kWarpSize = 32;
 
-inline int64_t num_blocks(int64_t work) { return (work + kThreads - 1) / kThreads; }
+inline int64_t num_blocks(int64_t threads) { return (threads + kThreads - 1) / kThreads; }
+
+// Lanes per sample in the backward: D rounded up to a power of two, at most a warp.
+inline int lanes_per_sample(int64_t head_dim) {
+  int lanes = 1;
+  while (lanes < head_dim && lanes < kWarpSize) lanes *= 2;
+  return lanes;
+}
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* __restrict__ shapes,
@@ -48,14 +57,21 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
     const scalar_t* level_value = head_value + starts[l] * token_stride;
     for (int64_t p = 0; p < num_points; ++p) {
       const int64_t sample = (nqm * num_levels + l) * num_points + p;
-      if (!bilinear_corners(locations[2 * sample], locations[2 * sample + 1], height, width, corners)) {
+      const scalar_t loc_x = locations[2 * sample], loc_y = locations[2 * sample + 1];
+      const scalar_t weight = weights[sample];
+      if (!bilinear_corners(loc_x, loc_y, height, width, corners)) {
+        acc += skipped_sample_term(loc_x, loc_y, weight);
         continue;
       }
-      scalar_t sampled = 0;
+      scalar_t scatter[4], corner_value[4];
+      corner_scatter_weights(corners, weight, scatter);
+#pragma unroll
       for (int k = 0; k < 4; ++k) {
-        if (corners.weight[k] != 0) sampled += corners.weight[k] * level_value[corners.token[k] * token_stride];
+        // as the CPU kernel: every corner when all lie in the map, else those of non-zero weight
+        const bool read = corners.all_valid || corners.weight[k] != 0;
+        corner_value[k] = read ? level_value[corners.token[k] * token_stride] : static_cast<scalar_t>(0);
       }
-      acc += weights[sample] * sampled;
+      acc += weighted_corner_sum(scatter, corner_value[0], corner_value[1], corner_value[2], corner_value[3]);
     }
   }
   output[index] = acc;
@@ -70,43 +86,64 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
                                 scalar_t* __restrict__ grad_locations, scalar_t* __restrict__ grad_weights,
                                 int64_t num_samples, int64_t num_tokens, int64_t num_queries,
                                 int64_t num_heads, int64_t head_dim, int64_t num_levels,
-                                int64_t num_points) {
-  const int64_t sample = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (sample >= num_samples) return;
-  const int64_t l = (sample / num_points) % num_levels;
-  const int64_t nqm = sample / (num_points * num_levels);
-  const int64_t m = nqm % num_heads;
-  const int64_t n = nqm / (num_heads * num_queries);
-  const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
+                                int64_t num_points, int lanes) {
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t sample = thread / lanes;
+  const int lane = static_cast<int>(thread % lanes);
+  // no early return: every lane of the warp takes part in the shuffles below
+  const bool active = sample < num_samples;
   BilinearCorners<scalar_t> corners;
-  if (!bilinear_corners(locations[2 * sample], locations[2 * sample + 1], height, width, corners)) {
-    return;  // gradients were zero-initialised
-  }
-  const int64_t token_stride = num_heads * head_dim;
-  const int64_t level_offset = (n * num_tokens + starts[l]) * token_stride + m * head_dim;
-  const scalar_t* level_value = value + level_offset;
-  scalar_t* level_grad = grad_value + level_offset;
-  const scalar_t* grad_out = grad_output + nqm * head_dim;
-  const scalar_t weight = weights[sample];
-  scalar_t dot_sample = 0, dot_dx = 0, dot_dy = 0;
-  for (int k = 0; k < 4; ++k) {
-    if (corners.weight[k] == 0 && corners.d_dx[k] == 0 && corners.d_dy[k] == 0) continue;
-    const scalar_t* v = level_value + corners.token[k] * token_stride;
-    scalar_t* gv = level_grad + corners.token[k] * token_stride;
-    const scalar_t scatter_weight = weight * corners.weight[k];
-    scalar_t dot_value = 0;
-    for (int64_t d = 0; d < head_dim; ++d) {
-      const scalar_t g = grad_out[d];
-      dot_value += g * v[d];
-      if (scatter_weight != 0) gpuAtomicAdd(gv + d, scatter_weight * g);
+  scalar_t corner_dot[4] = {0, 0, 0, 0};  // this lane's part of grad_out . corner value
+  scalar_t loc_x = 0, loc_y = 0, weight = 0;
+  int64_t height = 1, width = 1;
+  bool reads = false;
+  if (active) {
+    const int64_t l = (sample / num_points) % num_levels;
+    const int64_t nqm = sample / (num_points * num_levels);
+    const int64_t m = nqm % num_heads;
+    const int64_t n = nqm / (num_heads * num_queries);
+    height = shapes[2 * l], width = shapes[2 * l + 1];
+    loc_x = locations[2 * sample], loc_y = locations[2 * sample + 1];
+    weight = weights[sample];
+    reads = bilinear_corners(loc_x, loc_y, height, width, corners);
+    if (reads) {
+      scalar_t scatter[4];
+      corner_scatter_weights(corners, weight, scatter);
+      const int64_t token_stride = num_heads * head_dim;
+      const int64_t level_offset = (n * num_tokens + starts[l]) * token_stride + m * head_dim;
+      const scalar_t* level_value = value + level_offset;
+      scalar_t* level_grad = grad_value + level_offset;
+      const scalar_t* grad_out = grad_output + nqm * head_dim;
+      for (int64_t d = lane; d < head_dim; d += lanes) {
+        const scalar_t g = grad_out[d];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          if (!corner_in_map(corners, k)) continue;
+          const int64_t offset = corners.token[k] * token_stride + d;
+          corner_dot[k] += g * level_value[offset];
+          if (scatter[k] != 0) gpuAtomicAdd(level_grad + offset, scatter[k] * g);
+        }
+      }
     }
-    dot_sample += corners.weight[k] * dot_value;
-    dot_dx += corners.d_dx[k] * dot_value;
-    dot_dy += corners.d_dy[k] * dot_value;
   }
-  grad_weights[sample] = dot_sample;
-  grad_locations[2 * sample] = weight * dot_dx * static_cast<scalar_t>(width);
-  grad_locations[2 * sample + 1] = weight * dot_dy * static_cast<scalar_t>(height);
+  // sum over the lanes of the sample's group (aligned groups of `lanes` inside one warp)
+  for (int width_half = lanes / 2; width_half > 0; width_half /= 2) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) corner_dot[k] += __shfl_xor_sync(0xffffffffu, corner_dot[k], width_half);
+  }
+  if (!active || lane != 0) return;
+  if (!reads) {  // outside the map or not finite: zero or NaN gradients, nothing scattered
+    grad_weights[sample] = skipped_sample_weight_gradient(loc_x, loc_y);
+    const scalar_t grad_location = skipped_sample_term(loc_x, loc_y, weight);
+    grad_locations[2 * sample] = grad_location;
+    grad_locations[2 * sample + 1] = grad_location;
+    return;
+  }
+  scalar_t grad_weight, grad_x, grad_y;
+  sample_gradients(corners, corner_dot, weight, height, width, grad_weight, grad_x, grad_y);
+  grad_weights[sample] = grad_weight;
+  grad_locations[2 * sample] = grad_x;
+  grad_locations[2 * sample + 1] = grad_y;
 }
 
 }  // namespace
@@ -170,14 +207,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   const int64_t num_samples = attention_weights.numel();
   if (num_samples == 0 || head_dim == 0) return {grad_value, grad_locations, grad_weights};
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int lanes = lanes_per_sample(head_dim);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-    backward_kernel<scalar_t><<<num_blocks(num_samples), kThreads, 0, stream>>>(
+    backward_kernel<scalar_t><<<num_blocks(num_samples * lanes), kThreads, 0, stream>>>(
         value_c.const_data_ptr<scalar_t>(), shapes_c.const_data_ptr<int64_t>(),
         starts_c.const_data_ptr<int64_t>(), locations_c.const_data_ptr<scalar_t>(),
         weights_c.const_data_ptr<scalar_t>(), grad_output_c.const_data_ptr<scalar_t>(),
         grad_value.mutable_data_ptr<scalar_t>(), grad_locations.mutable_data_ptr<scalar_t>(),
         grad_weights.mutable_data_ptr<scalar_t>(), num_samples, num_tokens, num_queries, num_heads,
-        head_dim, num_levels, num_points);
+        head_dim, num_levels, num_points, lanes);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_value, grad_locations, grad_weights};

@@ -47,6 +47,8 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
     if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
         raise _shape_error("spatial_shapes", "(L, 2) holding (H, W) per level", spatial_shapes)
     num_levels = spatial_shapes.shape[0]
+    if num_levels == 0:
+        raise ValueError("spatial_shapes must hold at least one level (H, W), got shape (0, 2)")
     if level_start_index.shape != (num_levels,):
         raise _shape_error("level_start_index", f"(L,) = ({num_levels},)", level_start_index)
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
@@ -120,7 +122,11 @@ def multi_scale_deform_attn(
         level_start_index: (L,) int64, offset of each level in S.
         sampling_locations: (N, Q, M, L, P, 2) normalised (x, y) in [0, 1]; bilinear sampling with
             ``grid_sample(align_corners=False, padding_mode="zeros")`` semantics (outside reads 0).
-        attention_weights: (N, Q, M, L, P).
+            Both backends: a location that is not finite (NaN or +-inf) makes the output of its query
+            and head NaN (as grid_sample does); its attention-weight gradient is NaN, its location
+            gradient not finite, and it adds nothing to the value gradient.
+        attention_weights: (N, Q, M, L, P). A non-finite weight makes the output of its query and head
+            and its location gradient NaN, also when its sample falls outside the map (0 * NaN).
         backend: "pytorch" (grid_sample path), "extension" (compiled kernels; ImportError when not
             built), or "auto" (extension when built, else PyTorch with a single warning).
 

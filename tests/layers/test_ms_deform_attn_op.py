@@ -227,3 +227,74 @@ def test_extension_reports_how_it_was_built():
     assert info["built"] and info["compiled_with_torch"] == torch.__version__
     assert isinstance(info["with_cuda"], bool) and isinstance(info["cuda_arch_list"], str)
     assert info["with_cuda"] or info["cuda_arch_list"] == ""
+
+
+POISONED = (0, 1, 1, 0, 1)  # (batch, query, head, level, point) of the sample made non-finite
+
+
+def _outputs_and_grads(inputs, backend):
+    inputs = [tensor.detach().clone() for tensor in inputs]
+    for index in (0, 3, 4):
+        inputs[index].requires_grad_()
+    output = multi_scale_deform_attn(*inputs, backend=backend)
+    grad_output = torch.linspace(-1, 1, output.numel(), dtype=output.dtype).view_as(output)
+    return (output, *torch.autograd.grad(output, [inputs[0], inputs[3], inputs[4]], grad_output))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("coordinate", [0, 1])
+def test_non_finite_location_gives_nan_for_its_query_and_head_only(backend, bad, coordinate):
+    """One behaviour for both backends (grid_sample's): NaN out, NaN weight gradient, nothing scattered."""
+    inputs = list(make_inputs([(3, 4), (2, 2)], queries=4, heads=2, channels=3, margin=0.1))
+    clean = [tensor.clone() for tensor in inputs]
+    clean[3][POISONED] = 5.0  # the same sample far outside the map: it reads nothing
+    inputs[3][POISONED + (coordinate,)] = bad
+    output, grad_value, grad_locations, grad_weights = _outputs_and_grads(inputs, backend)
+    expected = _outputs_and_grads(clean, backend)
+
+    batch, query, head = POISONED[:3]
+    poisoned_output = torch.zeros_like(output, dtype=torch.bool).view(2, 4, 2, 3)
+    poisoned_output[batch, query, head] = True
+    poisoned_output = poisoned_output.view_as(output)
+    assert output[poisoned_output].isnan().all()
+    torch.testing.assert_close(output[~poisoned_output], expected[0][~poisoned_output])
+    torch.testing.assert_close(grad_value, expected[1])  # finite: the sample scatters nothing
+    assert grad_weights[POISONED].isnan()
+    assert not grad_locations[POISONED].isfinite().all()
+    others = torch.ones_like(grad_weights, dtype=torch.bool)
+    others[POISONED] = False
+    torch.testing.assert_close(grad_weights[others], expected[3][others])
+    torch.testing.assert_close(grad_locations[others], expected[2][others])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_weight_of_an_outside_sample_gives_nan(backend):
+    inputs = list(make_inputs([(3, 4)], queries=2, heads=1, channels=2, margin=0.1))
+    inputs[3][0, 0, 0, 0, 0] = -3.0  # outside: reads nothing
+    inputs[4][0, 0, 0, 0, 0] = float("nan")
+    output, grad_value, grad_locations, grad_weights = _outputs_and_grads(inputs, backend)
+    assert output[0, 0].isnan().all() and output[0, 1:].isfinite().all() and output[1].isfinite().all()
+    assert grad_value.isfinite().all() and grad_weights.isfinite().all()
+    assert grad_weights[0, 0, 0, 0, 0] == 0  # what the sample read
+    assert grad_locations[0, 0, 0, 0, 0].isnan().all()
+    grad_locations[0, 0, 0, 0, 0] = 0
+    assert grad_locations.isfinite().all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_levels_are_refused(backend):
+    value, _, _, locations, weights = make_inputs([(2, 2)])
+    with pytest.raises(ValueError, match="at least one level"):
+        multi_scale_deform_attn(value[:, :0], torch.zeros(0, 2, dtype=torch.int64),
+                                torch.zeros(0, dtype=torch.int64), locations[:, :, :, :0],
+                                weights[:, :, :, :0], backend=backend)
+
+
+@requires_extension
+def test_kernel_refuses_zero_levels():
+    value, _, _, locations, weights = make_inputs([(2, 2)])
+    with pytest.raises(RuntimeError, match="at least one level"):
+        torch.ops.sparse_detr.ms_deform_attn(value[:, :0], torch.zeros(0, 2, dtype=torch.int64),
+                                             torch.zeros(0, dtype=torch.int64), locations[:, :, :, :0],
+                                             weights[:, :, :, :0])
