@@ -6,7 +6,7 @@ ENV_STAMP := $(VENV)/.env-installed
 EXT_STAMP := $(VENV)/.extension-built
 EXT_SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test lint quickstart check-cuda clean
+.PHONY: setup test lint quickstart check-cuda check-gpu clean
 
 ## setup: create .venv, install torch/Detectron2/deps/dev tools, build sparse_detr._C (idempotent)
 setup: $(EXT_STAMP)
@@ -35,6 +35,11 @@ quickstart: setup
 ## check-cuda: compile the CUDA kernels for sm_90 into a throw-away directory (no GPU needed)
 check-cuda: setup
 	PYTHON=$(PY) bash tools/check_cuda_build.sh
+
+## check-gpu: the whole GPU check on a machine with a CUDA GPU (tools/gpu_check.sh; wheels from
+## tools/gpu_wheels.sh in .whl/); `make check-gpu ARGS=--dry-run` runs its CPU steps here
+check-gpu:
+	bash tools/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf build *.egg-info sparse_detr/_C*.so
