@@ -78,7 +78,8 @@ def test_amp_half_inputs_run_in_float32(amp_dtype):
         output = module(query, reference, value, spatial_shapes, level_start)
     output.float().sum().backward()
     expected = module(query, reference, value, spatial_shapes, level_start)
-    torch.testing.assert_close(output.float(), expected, rtol=2e-2, atol=2e-2)
+    tolerance = 2e-2 if amp_dtype == torch.float16 else 6e-2  # bfloat16 keeps 8 bits of mantissa
+    torch.testing.assert_close(output.float(), expected, rtol=tolerance, atol=tolerance)
     assert module.value_proj.weight.grad is not None and torch.isfinite(module.value_proj.weight.grad).all()
 
 

@@ -91,7 +91,9 @@ def _on(batch, device):
 
 
 def _by_score(instances):
-    order = instances.scores.argsort(descending=True)
+    """Detections ordered by class, then score (a stable order for comparing CPU and CUDA results)."""
+    key = instances.pred_classes.double() * 2 - instances.scores.double()  # scores lie in (0, 1)
+    order = key.argsort()
     return (instances.scores[order].cpu(), instances.pred_classes[order].cpu(),
             instances.pred_boxes.tensor[order].cpu())
 
