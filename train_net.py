@@ -44,7 +44,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
-from sparse_detr.engine.checkpoint import AtomicDetectionCheckpointer
+from sparse_detr.engine.checkpoint import (
+    AtomicDetectionCheckpointer,
+    PersistentPeriodicCheckpointer,
+    load_weights,
+)
 from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
 from sparse_detr.engine.loss_guard import FiniteLossGuard
 from sparse_detr.evaluation import with_token_statistics
@@ -194,12 +198,13 @@ def do_train(args, cfg) -> dict:
             IterationSeeder(cfg.train.seed),
             GradientClipper(clip.max_norm, clip.get("norm_type", 2.0)) if clip.enabled else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
+            PersistentPeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
             hooks.PeriodicWriter(build_writers(cfg), period=cfg.train.log_period) if is_main else None,
         ]
     )
 
+    # from train.init_checkpoint: what fits is loaded, the rest logged; --resume: strict
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # the checkpoint stores the iteration that just finished
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
@@ -213,7 +218,7 @@ def do_eval_only(cfg) -> dict:
     model = instantiate(cfg.model).to(device)
     if not cfg.train.init_checkpoint:
         raise ValueError("--eval-only needs weights: set train.init_checkpoint=PATH")
-    AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    load_weights(model, cfg.train.init_checkpoint, strict=True)
     return do_test(cfg, model)
 
 

@@ -29,7 +29,7 @@ def test_predictions_are_in_original_image_coordinates(predictor):
     # the channel order of the input is honoured: BGR input of the flipped image gives the same result
     bgr = predictor(np.ascontiguousarray(image[:, :, ::-1]), image_format="BGR")["instances"]
     torch.testing.assert_close(bgr.scores, instances.scores)
-    with pytest.raises(ValueError, match="H, W, 3"):
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
         predictor(image[:, :, 0])
 
 
