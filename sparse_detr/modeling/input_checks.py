@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from detectron2.utils.logger import log_first_n
 
 __all__ = [
     "SUPPORTED_INPUT_FORMATS",
@@ -22,6 +21,9 @@ __all__ = [
 ]
 
 SUPPORTED_INPUT_FORMATS = ("RGB", "BGR")
+logger = logging.getLogger(__name__)
+_unit_range_warned = False  # the [0, 1] warning is given once per process
+
 INPUT_FORMAT_KEYS = "model.input_format (LazyConfig) / INPUT.FORMAT (yacs)"
 
 
@@ -119,11 +121,10 @@ def check_model_inputs(batched_inputs: Any) -> None:
                 f"{name}: {expected}, got values in [{low:g}, {high:g}] (a 16-bit image, or one already "
                 "normalised? the model normalises 0-255 pixels itself)"
             )
-        if high <= 1.0:
-            log_first_n(
-                logging.WARNING,
+        global _unit_range_warned
+        if high <= 1.0 and not _unit_range_warned:
+            _unit_range_warned = True
+            logger.warning(
                 f"{name}: all values lie in [0, 1]; the model expects 0-255 pixels. Was the image scaled "
-                "to [0, 1]? Predictions on such images are wrong.",
-                n=1,
-                name=__name__,
+                "to [0, 1]? Predictions on such images are wrong. (This warning is shown once.)"
             )

@@ -43,3 +43,33 @@ def test_prediction_grid_tiles_the_dataset_images(predictor, tmp_path):
         MetadataCatalog.remove(name)
     assert grid.shape == (2 * 96, 4 * 96, 3) and grid.dtype == np.uint8
     assert (grid[96:, 2 * 96:] == 255).all()  # the two empty tiles of the second row stay white
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (None, r"photo\.jpg: expected an H x W x 3 uint8.*got None"),
+        (np.zeros((60, 90), np.uint8), r"grayscale"),
+        (np.zeros((60, 90, 4), np.uint8), r"alpha"),
+        (np.zeros((3, 60, 90), np.uint8), r"channels first"),
+        (np.zeros((60, 90, 3), np.uint16), r"dtype uint16.*16-bit"),
+        (np.zeros((60, 90, 3), np.float32), r"dtype float32.*float image"),
+        (np.zeros((0, 90, 3), np.uint8), r"empty image"),
+        ([[1, 2, 3]], r"got a list"),
+    ],
+)
+def test_unfit_arrays_are_refused_with_what_is_expected(predictor, image, message):
+    with pytest.raises(ValueError, match=message):
+        predictor(image, name="photo.jpg")
+
+
+def test_unknown_image_format_is_refused(predictor):
+    with pytest.raises(ValueError, match=r"image_format.*'YUV'"):
+        predictor(np.zeros((60, 90, 3), np.uint8), image_format="YUV")
+
+
+def test_extreme_aspect_ratio_is_named(predictor):
+    from sparse_detr.data.augmentations import ImageAugmentationError
+
+    with pytest.raises(ImageAugmentationError, match=r"strip\.png.*2 x 600 pixels.*300:1"):
+        predictor(np.zeros((2, 600, 3), np.uint8), name="strip.png")

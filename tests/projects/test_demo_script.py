@@ -118,3 +118,39 @@ def test_demo_video(tmp_path):
     assert drawn.get(cv2.CAP_PROP_FRAME_COUNT) == 2
     assert drawn.get(cv2.CAP_PROP_FRAME_WIDTH) == 96
     drawn.release()
+
+
+def test_demo_outputs_are_unique_and_an_unusable_image_does_not_stop_it(tmp_path, capsys, caplog):
+    rng = np.random.default_rng(3)
+    inputs = tmp_path / "in"
+    for relative in ("a/photo.jpg", "a/photo.png", "b/photo.png"):
+        (inputs / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(inputs / relative)
+    # resized to 0 rows by the test resize
+    Image.fromarray(np.zeros((2, 900, 3), dtype=np.uint8)).save(inputs / "a" / "strip.png")
+    output = tmp_path / "out"
+    files = [str(inputs / r) for r in ("a/photo.jpg", "a/strip.png", "a/photo.png", "b/photo.png")]
+    code = demo.main(["--config-file", TINY_CONFIG, "--input", *files, "--output", str(output)])
+    assert code == 0
+    written = sorted(str(p.relative_to(output)) for p in output.rglob("*.png"))
+    assert written == ["a/photo_jpg.png", "a/photo_png.png", "b/photo.png"]
+    out = capsys.readouterr().out
+    assert "wrote 3 file(s)" in out and "strip.png" in out
+    assert "strip.png" in caplog.text and "aspect ratio" in caplog.text
+
+
+def test_demo_refuses_weights_that_run_code(inputs, tmp_path):
+    import pickle
+
+    from sparse_detr.checkpoint.safe_pickle import UnsafeCheckpointError
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "code_ran"), "w"))
+
+    weights = tmp_path / "weights.pkl"
+    weights.write_bytes(pickle.dumps({"model": {"x": RunsCode()}, "__author__": "x"}))
+    with pytest.raises(UnsafeCheckpointError, match=r"weights\.pkl"):
+        demo.main(["--config-file", TINY_CONFIG, "--weights", str(weights), "--input", str(inputs),
+                   "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "code_ran").exists()
