@@ -48,9 +48,10 @@ from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
     load_weights,
+    set_aside_diverged_checkpoint,
 )
 from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
-from sparse_detr.engine.loss_guard import FiniteLossGuard
+from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.evaluation import with_token_statistics
 
 logger = logging.getLogger("sparse_detr.train_net")
@@ -209,7 +210,12 @@ def do_train(args, cfg) -> dict:
     # the checkpoint stores the iteration that just finished
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.reset_data_loader(lambda: build_train_loader(cfg, start_iter))
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except NonFiniteLossError as error:
+        if is_main and error.iteration is not None:
+            set_aside_diverged_checkpoint(checkpointer, error.iteration)
+        raise
     return final_results
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "SafeDetectionCheckpointer",
     "atomic_torch_save",
     "load_weights",
+    "set_aside_diverged_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -358,3 +359,41 @@ class PersistentPeriodicCheckpointer(hooks.PeriodicCheckpointer):
             target = os.path.join(self.checkpointer.save_dir, f"{self.file_prefix}_{int(iteration):07d}.pth")
             self.recent_checkpoints = [p for p in self.recent_checkpoints if p != target]
         super().step(iteration, **kwargs)
+
+
+def set_aside_diverged_checkpoint(checkpointer: DetectionCheckpointer, failed_iteration: int) -> str | None:
+    """After training stopped on non-finite losses at ``failed_iteration``: keep ``last_checkpoint`` usable.
+
+    The checkpoint written right after iteration ``failed_iteration - 1`` holds the weights that produced the
+    non-finite losses (finite, but exploded by the last optimizer step): ``--resume`` from it would fail
+    again. It is renamed to ``<name>.diverged`` (kept for inspection, not deleted) and ``last_checkpoint``
+    goes back to the newest earlier checkpoint (or is removed when there is none).
+
+    Returns:
+        the renamed file's new path, or None when the last checkpoint is older (nothing to do).
+    """
+    if not checkpointer.save_to_disk or not checkpointer.has_checkpoint():
+        return None
+    last = checkpointer.get_checkpoint_file()
+    match = _PERIODIC_CHECKPOINT.match(os.path.basename(last))
+    if match is None or int(match.group("iteration")) != failed_iteration - 1 or not os.path.isfile(last):
+        return None
+    diverged = last + ".diverged"
+    os.replace(last, diverged)
+    earlier = sorted(
+        (int(m.group("iteration")), name)
+        for name in os.listdir(checkpointer.save_dir)
+        if (m := _PERIODIC_CHECKPOINT.match(name)) and m.group("prefix") == match.group("prefix")
+    )
+    tag = os.path.join(checkpointer.save_dir, "last_checkpoint")
+    if earlier:
+        checkpointer.tag_last_checkpoint(earlier[-1][1])
+    elif os.path.exists(tag):
+        os.remove(tag)
+    logger.warning(
+        f"The checkpoint {last} holds the weights that gave non-finite losses at iteration "
+        f"{failed_iteration}; "
+        f"renamed to {diverged}. last_checkpoint now names "
+        f"{earlier[-1][1] if earlier else 'nothing (no earlier checkpoint)'}."
+    )
+    return diverged
