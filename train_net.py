@@ -43,6 +43,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
+from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
@@ -229,9 +230,12 @@ def do_eval_only(cfg) -> dict:
 
 
 def main(args) -> dict:
+    check_option_order(args.opts)
     cfg = LazyConfig.load(args.config_file)
     check_overrides(cfg, args.opts)
+    check_override_types(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
     check_datasets(cfg)
     default_setup(cfg, args)
     results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)

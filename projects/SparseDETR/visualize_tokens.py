@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.config.validation import check_option_order, check_override_types
 from sparse_detr.data import build_detr_test_augmentations
 from sparse_detr.data.augmentations import apply_augmentations
 from sparse_detr.data.image_io import read_image
@@ -53,6 +54,7 @@ LEVEL_COLOURS = ("#e41a1c", "#ff7f00", "#4daf4a", "#377eb8", "#984ea3", "#a65628
 # ---------------------------------------------------------------------------------------- predictors
 def load_config_with_overrides(path_or_name: str, opts: list[str], weights: str | None, device: str):
     """Config from a file or model-zoo name, with ``opts`` overrides, weights and device set."""
+    check_option_order(opts, "--config-file CONFIG [options]")
     cfg = load_config(path_or_name)
     if isinstance(cfg, CfgNode):
         cfg.merge_from_list(opts)
@@ -60,6 +62,7 @@ def load_config_with_overrides(path_or_name: str, opts: list[str], weights: str 
             cfg.MODEL.WEIGHTS = weights
         cfg.MODEL.DEVICE = device
     else:
+        check_override_types(cfg, opts)
         cfg = LazyConfig.apply_overrides(cfg, opts)
         if weights is not None:
             cfg.train.init_checkpoint = weights
