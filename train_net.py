@@ -44,7 +44,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
 from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
-from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
+from sparse_detr.data import catalog
+from sparse_detr.data.annotation_checks import (
+    check_dataset_annotations,  # (importing sparse_detr.data registers the synthetic shapes sets)
+)
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
@@ -106,13 +109,20 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def check_datasets(cfg) -> None:
-    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use."""
+def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
+    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
+
+    For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
+    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built.
+    """
     catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
+    num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
     for split in ("train", "test"):
         if split in cfg.dataloader:
             names = _dataset_names(cfg.dataloader[split])
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
+            if split in contents_of:
+                check_dataset_annotations(names, f"dataloader.{split}.dataset.names", num_classes)
 
 
 def resolve_device(cfg) -> torch.device:
@@ -236,7 +246,7 @@ def main(args) -> dict:
     check_override_types(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
-    check_datasets(cfg)
+    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train",))
     default_setup(cfg, args)
     results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
     write_final_metrics(cfg, results)
