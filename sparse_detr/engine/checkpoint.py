@@ -182,6 +182,10 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if self.strict:
             # load nothing unless everything fits
             lines = describe_incompatible(self._compare(checkpoint["model"]))
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            bad = non_finite_tensors(checkpoint["model"])
+            if bad:
+                lines.append(f"{len(bad)} tensor(s) hold NaN/inf values: {_listing(sorted(bad))}")
             if lines:
                 raise CheckpointMismatchError(
                     f"Checkpoint {self._loading or 'file'!r} does not fit the model: "

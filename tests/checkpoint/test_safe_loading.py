@@ -214,3 +214,25 @@ def test_default_predictor_loads_through_the_safe_loader(tmp_path):
         StrictDefaultPredictor(cfg)
     assert not marker.exists()
     assert os.path.getsize(path) > 0
+
+
+def test_strict_loading_refuses_nan_weights(tmp_path):
+    model = nn.Linear(3, 2)
+    state = model.state_dict()
+    state["bias"] = torch.tensor([0.0, float("nan")])
+    path = _save_state({"model": state}, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"nan\.pth.*1 tensor\(s\) hold NaN/inf values: bias"):
+        load_weights(model, path)
+
+
+def test_official_converter_names_an_empty_file(tmp_path):
+    from sparse_detr.checkpoint import load_official_checkpoint
+
+    (tmp_path / "official.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"official\.pth.*empty"):
+        load_official_checkpoint(str(tmp_path / "official.pth"))
+
+
+def test_a_directory_given_as_weights_is_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        load_weights(nn.Linear(3, 2), str(tmp_path))
