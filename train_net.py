@@ -43,10 +43,19 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
-from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
-from sparse_detr.engine.checkpoint import AtomicDetectionCheckpointer
+from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
+from sparse_detr.data import catalog
+from sparse_detr.data.annotation_checks import (
+    check_dataset_annotations,  # (importing sparse_detr.data registers the synthetic shapes sets)
+)
+from sparse_detr.engine.checkpoint import (
+    AtomicDetectionCheckpointer,
+    PersistentPeriodicCheckpointer,
+    load_weights,
+    set_aside_diverged_checkpoint,
+)
 from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
-from sparse_detr.engine.loss_guard import FiniteLossGuard
+from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.evaluation import with_token_statistics
 
 logger = logging.getLogger("sparse_detr.train_net")
@@ -100,13 +109,20 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def check_datasets(cfg) -> None:
-    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use."""
+def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
+    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
+
+    For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
+    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built.
+    """
     catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
+    num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
     for split in ("train", "test"):
         if split in cfg.dataloader:
             names = _dataset_names(cfg.dataloader[split])
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
+            if split in contents_of:
+                check_dataset_annotations(names, f"dataloader.{split}.dataset.names", num_classes)
 
 
 def resolve_device(cfg) -> torch.device:
@@ -194,17 +210,23 @@ def do_train(args, cfg) -> dict:
             IterationSeeder(cfg.train.seed),
             GradientClipper(clip.max_norm, clip.get("norm_type", 2.0)) if clip.enabled else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
+            PersistentPeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
             hooks.PeriodicWriter(build_writers(cfg), period=cfg.train.log_period) if is_main else None,
         ]
     )
 
+    # from train.init_checkpoint: what fits is loaded, the rest logged; --resume: strict
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # the checkpoint stores the iteration that just finished
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.reset_data_loader(lambda: build_train_loader(cfg, start_iter))
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except NonFiniteLossError as error:
+        if is_main and error.iteration is not None:
+            set_aside_diverged_checkpoint(checkpointer, error.iteration)
+        raise
     return final_results
 
 
@@ -213,15 +235,18 @@ def do_eval_only(cfg) -> dict:
     model = instantiate(cfg.model).to(device)
     if not cfg.train.init_checkpoint:
         raise ValueError("--eval-only needs weights: set train.init_checkpoint=PATH")
-    AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    load_weights(model, cfg.train.init_checkpoint, strict=True)
     return do_test(cfg, model)
 
 
 def main(args) -> dict:
+    check_option_order(args.opts)
     cfg = LazyConfig.load(args.config_file)
     check_overrides(cfg, args.opts)
+    check_override_types(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
-    check_datasets(cfg)
+    validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
+    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train",))
     default_setup(cfg, args)
     results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
     write_final_metrics(cfg, results)

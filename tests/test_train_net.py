@@ -174,3 +174,14 @@ def test_non_finite_losses_stop_training_with_their_names(tmp_path, tiny_sets_in
         train_net.main(args)
     assert "loss_bbox" not in str(error.value) and "Training stopped" in str(error.value)
     assert not (output / "model_final.pth").exists()
+
+
+def test_an_absurd_learning_rate_is_stopped_by_the_loss_guard(tmp_path, tiny_sets_in):
+    # the first step explodes the weights (finite, about 1e30): the next losses are NaN
+    output = tmp_path / "exploded"
+    args = _args(f"train.output_dir={output}", "optimizer.lr=1e30", "train.checkpointer.period=1")
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at iteration 1: .*loss_bbox"):
+        train_net.main(args)
+    # the checkpoint of the exploded weights is set aside: --resume would fail again from it
+    assert (output / "model_0000000.pth.diverged").is_file()
+    assert not (output / "last_checkpoint").exists() and not list(output.glob("*.pth"))

@@ -12,7 +12,10 @@ The config is a LazyConfig (``.py`` or a ``.yaml`` saved by ``LazyConfig.save``,
 yacs configs run through Detectron2's ``DefaultPredictor``, LazyConfigs through its LazyConfig counterpart
 (same resize, channel order and output). ``--rho`` sets the inference keeping ratio (dynamic
 sparsification); ``--show-tokens`` also writes ``<name>_tokens.png``, the tokens the encoder refined on
-each feature level. Inputs that cannot be read are reported by name and skipped.
+each feature level. Inputs that cannot be read or used (e.g. an aspect ratio the resize cannot handle) are
+reported by name and skipped; the others are still processed. Each input gets its own output file
+(``<name>.png``, inputs from several directories keep their relative directory; inputs sharing a name get
+their extension in it: ``photo_jpg.png``, ``photo_png.png``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
+from sparse_detr.engine.output_names import unique_output_stems
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.model_zoo import config_label
 
@@ -62,12 +66,12 @@ class Demo:
         self.confidence_threshold = confidence_threshold
         self.label = label
 
-    def detections(self, image_bgr: np.ndarray):
+    def detections(self, image_bgr: np.ndarray, name: str = "image"):
         """The predictor's ``Instances`` (original-image pixels) at or above the confidence threshold."""
         if isinstance(self.predictor, LazyConfigPredictor):
-            outputs = self.predictor(image_bgr, image_format="BGR")
-        else:  # DefaultPredictor takes BGR images
-            outputs = self.predictor(image_bgr)
+            outputs = self.predictor(image_bgr, image_format="BGR", name=name)
+        else:  # StrictDefaultPredictor takes BGR images
+            outputs = self.predictor(image_bgr, name=name)
         instances = outputs["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
@@ -76,12 +80,14 @@ class Demo:
         visualizer = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
         return visualizer.draw_instance_predictions(instances).get_image()
 
-    def run_image(self, image_bgr: np.ndarray, output_stem: Path, show_tokens: bool) -> list[Path]:
+    def run_image(
+        self, image_bgr: np.ndarray, output_stem: Path, show_tokens: bool, name: str = "image"
+    ) -> list[Path]:
         """Detect, draw, and write ``<stem>.png`` (and ``<stem>_tokens.png``); returns the written files."""
-        written = [output_stem.with_suffix(".png")]
+        written = [output_stem.with_name(output_stem.name + ".png")]
         if show_tokens:
             # one pass gives both the detections and the token internals
-            view = analyze_image(self.model, prepare_input(self.predictor, image_bgr))
+            view = analyze_image(self.model, prepare_input(self.predictor, image_bgr, name))
             instances = view.detections[view.detections.scores >= self.confidence_threshold]
             tokens_path = output_stem.with_name(output_stem.name + "_tokens.png")
             draw_figure(
@@ -94,7 +100,7 @@ class Demo:
             )
             written.append(tokens_path)
         else:
-            instances = self.detections(image_bgr)
+            instances = self.detections(image_bgr, name)
         _write_rgb(self.draw(image_bgr, instances), written[0])
         return written
 
@@ -109,17 +115,26 @@ def _write_rgb(image_rgb: np.ndarray, path: Path) -> None:
 def run_images(
     demo: Demo, patterns: list[str], output: Path, show_tokens: bool
 ) -> tuple[list[Path], list[str]]:
-    """Every input image through the demo; returns (written files, skipped inputs)."""
+    """Every input image through the demo; returns (written files, skipped inputs).
+
+    An input that cannot be read, or that the model cannot take (e.g. an aspect ratio the resize cannot
+    handle), is reported by name and skipped; the demo goes on with the next one.
+    """
     files = expand_inputs(patterns)
     if not files:
         raise SystemExit(f"--input {' '.join(patterns)}: no files found")
+    stems = unique_output_stems(files, companions=("", "_tokens") if show_tokens else ("",))
     written, skipped = [], []
     for path in tqdm(files, desc="images"):
         image = read_image_or_none(path)
         if image is None:
             skipped.append(path)
             continue
-        written += demo.run_image(image, output / Path(path).stem, show_tokens)
+        try:
+            written += demo.run_image(image, output / stems[path], show_tokens, name=f"'{path}'")
+        except ValueError as error:  # the input checks' and the resize's errors: this input only
+            logger.warning("skipping %s: %s", path, error)
+            skipped.append(path)
     return written, skipped
 
 
@@ -194,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         written, skipped = run_images(demo, args.input, output, args.show_tokens)
         print(f"wrote {len(written)} file(s) to {output}")
         if skipped:
-            print(f"skipped {len(skipped)} unreadable input(s): {', '.join(skipped)}")
+            print(f"skipped {len(skipped)} unreadable or unusable input(s): {', '.join(skipped)}")
         if not written:
             return 1
     if args.video_input:

@@ -28,18 +28,21 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode, LazyConfig
 from detectron2.config import LazyCall as L
-from detectron2.data import transforms as T
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.config.validation import check_option_order, check_override_types
 from sparse_detr.data import build_detr_test_augmentations
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.data.augmentations import apply_augmentations
+from sparse_detr.data.image_io import read_image
+from sparse_detr.engine.output_names import unique_output_stems
+from sparse_detr.engine.predictor import LazyConfigPredictor, StrictDefaultPredictor
 from sparse_detr.model_zoo import config_label, load_config
+from sparse_detr.modeling.input_checks import check_image_array
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")
 
@@ -51,6 +54,7 @@ LEVEL_COLOURS = ("#e41a1c", "#ff7f00", "#4daf4a", "#377eb8", "#984ea3", "#a65628
 # ---------------------------------------------------------------------------------------- predictors
 def load_config_with_overrides(path_or_name: str, opts: list[str], weights: str | None, device: str):
     """Config from a file or model-zoo name, with ``opts`` overrides, weights and device set."""
+    check_option_order(opts, "--config-file CONFIG [options]")
     cfg = load_config(path_or_name)
     if isinstance(cfg, CfgNode):
         cfg.merge_from_list(opts)
@@ -58,6 +62,7 @@ def load_config_with_overrides(path_or_name: str, opts: list[str], weights: str 
             cfg.MODEL.WEIGHTS = weights
         cfg.MODEL.DEVICE = device
     else:
+        check_override_types(cfg, opts)
         cfg = LazyConfig.apply_overrides(cfg, opts)
         if weights is not None:
             cfg.train.init_checkpoint = weights
@@ -66,27 +71,29 @@ def load_config_with_overrides(path_or_name: str, opts: list[str], weights: str 
 
 
 def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:
-    """Detectron2's ``DefaultPredictor`` for a yacs config, ``LazyConfigPredictor`` for a LazyConfig.
+    """``DefaultPredictor`` (loading strictly) for a yacs config, ``LazyConfigPredictor`` for a LazyConfig.
 
     A LazyConfig without test data (e.g. the model-only ``config.yaml`` of ``convert_official.py``) gets the
     official test resize: shorter side 800, longer side at most 1333.
     """
     if isinstance(cfg, CfgNode):
-        return DefaultPredictor(cfg)
+        return StrictDefaultPredictor(cfg)
     if OmegaConf.select(cfg, "dataloader.test.mapper.augmentations") is None:
         official_resize = L(build_detr_test_augmentations)(min_size=800, max_size=1333)
         OmegaConf.update(cfg, "dataloader.test.mapper.augmentations", official_resize, merge=False)
     return LazyConfigPredictor(cfg, cfg.train.init_checkpoint, cfg.train.device)
 
 
-def prepare_input(predictor: DefaultPredictor | LazyConfigPredictor, image_bgr: np.ndarray) -> dict:
+def prepare_input(
+    predictor: DefaultPredictor | LazyConfigPredictor, image_bgr: np.ndarray, name: str = "image"
+) -> dict:
     """The model input the predictor would build for this (H, W, 3) BGR image (resize + channel order)."""
+    check_image_array(image_bgr, "BGR", name)
     height, width = image_bgr.shape[:2]
     image = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
     augmentations = predictor.aug if isinstance(predictor, DefaultPredictor) else predictor.augmentations
-    aug_input = T.AugInput(np.ascontiguousarray(image))
-    augmentations(aug_input)
-    tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)).astype("float32"))
+    resized, _ = apply_augmentations(augmentations, np.ascontiguousarray(image), name)
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype("float32"))
     return {"image": tensor, "height": height, "width": width}
 
 
@@ -435,11 +442,19 @@ def main(argv: list[str] | None = None) -> list[str]:
     if args.dataset:
         images = dataset_entries(args.dataset, args.num_images)
     else:
-        images = [(Path(p).stem, read_image_or_none(p)) for p in expand_inputs(args.input)]
+        files = expand_inputs(args.input)
+        stems = unique_output_stems(files, companions=("_tokens",))
+        images = [(str(stems[p]), read_image_or_none(p)) for p in files]
         images = [(name, image) for name, image in images if image is not None]
     written = []
     for name, image_bgr in tqdm(images, desc="images"):
-        views = [(label, analyze_image(p.model, prepare_input(p, image_bgr))) for label, p, _ in models]
+        try:
+            views = [
+                (label, analyze_image(p.model, prepare_input(p, image_bgr, name))) for label, p, _ in models
+            ]
+        except ValueError as error:  # an image the model cannot take: this image only
+            logger.warning("skipping %s: %s", name, error)
+            continue
         path = str(Path(args.output) / f"{name}_tokens.png")
         draw_figure(
             image_bgr[:, :, ::-1], views, path, args.top_k, [n for *_, n in models], args.confidence_threshold

@@ -19,7 +19,12 @@ import numpy as np
 from detectron2.data import transforms as T
 
 __all__ = [
-    "COCO_MIN_SIZES", "RandomChoice", "build_detr_test_augmentations", "build_detr_train_augmentations"
+    "COCO_MIN_SIZES",
+    "ImageAugmentationError",
+    "RandomChoice",
+    "apply_augmentations",
+    "build_detr_test_augmentations",
+    "build_detr_train_augmentations",
 ]
 
 COCO_MIN_SIZES = tuple(range(480, 801, 32))
@@ -91,3 +96,43 @@ def build_detr_train_augmentations(
 def build_detr_test_augmentations(min_size: int = 800, max_size: int = 1333) -> list[T.Augmentation]:
     """The test-time resize: shorter side ``min_size``, longer side at most ``max_size``."""
     return [T.ResizeShortestEdge(int(min_size), max_size=max_size)]
+
+
+class ImageAugmentationError(ValueError):
+    """An image that the augmentations cannot process (e.g. an aspect ratio that resizes a side to 0)."""
+
+
+def apply_augmentations(
+    augmentations: T.AugmentationList, image: np.ndarray, source: str
+) -> tuple[np.ndarray, T.TransformList]:
+    """Run ``augmentations`` on ``image``; a failure or an empty result raises naming ``source``.
+
+    An image of extreme aspect ratio (above about 2 x max_size : 1) is resized to a side of 0 pixels, which
+    PIL refuses with "height and width must be > 0"; here the message names the image, its size and the
+    cause.
+
+    Returns:
+        (augmented image, the applied transforms).
+    """
+    aug_input = T.AugInput(image)
+    height, width = image.shape[:2]
+    try:
+        transforms = augmentations(aug_input)
+    except Exception as error:  # the augmentations raise various types; all mean "this image cannot be used"
+        raise ImageAugmentationError(
+            f"Image {source} ({height} x {width} pixels, aspect ratio {_aspect(height, width)}) cannot be "
+            f"augmented / resized: {type(error).__name__}: {error}"
+        ) from error
+    out_height, out_width = aug_input.image.shape[:2]
+    if out_height == 0 or out_width == 0:
+        raise ImageAugmentationError(
+            f"Image {source} ({height} x {width} pixels, aspect ratio {_aspect(height, width)}) is resized "
+            f"to {out_height} x {out_width}: its aspect ratio is too extreme for the resize"
+        )
+    return aug_input.image, transforms
+
+
+def _aspect(height: int, width: int) -> str:
+    if min(height, width) == 0:
+        return "undefined (a side is 0)"
+    return f"{max(height, width) / min(height, width):.0f}:1"

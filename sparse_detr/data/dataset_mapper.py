@@ -3,8 +3,10 @@
 Differences from Detectron2's ``DatasetMapper``, all as in the official DETR data pipeline:
 crowd annotations are dropped, degenerate boxes (zero/negative width or height, non-finite coordinates) are
 filtered, boxes emptied by a crop are removed, and images without any box are kept (they train the
-"no object" class). An unreadable image raises :class:`UnreadableImageError` naming the file, or, with
-``skip_unreadable_images=True`` (training only), is logged and skipped (the mapper returns ``None``).
+"no object" class). 16-bit images are read with their real range (scaled to 8 bits). An image that cannot be
+used (unreadable, or an aspect ratio the resize cannot handle) raises :class:`UnreadableImageError` naming
+the file, or, with ``skip_unreadable_images=True`` (training only), is logged and skipped (the mapper
+returns ``None``).
 """
 from __future__ import annotations
 
@@ -19,13 +21,17 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import UnidentifiedImageError
 
+from ..modeling.input_checks import check_input_format
+from .augmentations import ImageAugmentationError, apply_augmentations
+from .image_io import read_image
+
 __all__ = ["DetrDatasetMapper", "UnreadableImageError", "is_valid_annotation"]
 
 logger = logging.getLogger(__name__)
 
 
 class UnreadableImageError(OSError):
-    """An image file is missing or cannot be decoded."""
+    """An image file is missing, cannot be decoded, or cannot be resized (extreme aspect ratio)."""
 
 
 def is_valid_annotation(annotation: dict) -> bool:
@@ -57,26 +63,31 @@ class DetrDatasetMapper:
         Args:
             is_train: whether targets are built (and annotations kept).
             augmentations: applied in order (see :mod:`sparse_detr.data.augmentations`).
-            image_format: an image format supported by ``detection_utils.read_image`` ("BGR", "RGB", ...).
+            image_format: "BGR" or "RGB", the model's ``input_format``.
             skip_unreadable_images: in training, skip (with a warning) instead of failing on an unreadable
-                image. Never applies at test time, where skipping would silently change the evaluation.
+                or unusable image. Never applies at test time, where skipping would silently change the
+                evaluation.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations))
-        self.image_format = image_format
+        self.image_format = check_input_format(image_format, "DetrDatasetMapper image_format")
         self.skip_unreadable_images = skip_unreadable_images and is_train
         mode = "training" if is_train else "inference"
         logger.info(f"[DetrDatasetMapper] augmentations used in {mode}: {self.augmentations}")
 
+    def _unusable(self, message: str, error: Exception) -> None:
+        """Log and return (skip) or raise, as ``skip_unreadable_images`` says."""
+        if self.skip_unreadable_images:
+            logger.warning(message + " (skipped because skip_unreadable_images=True)")
+            return None
+        raise UnreadableImageError(message) from error
+
     def _read_image(self, file_name: str) -> np.ndarray | None:
         try:
-            return utils.read_image(file_name, format=self.image_format)
+            return read_image(file_name, format=self.image_format)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
             message = f"Cannot read image file '{file_name}': {type(error).__name__}: {error}"
-            if self.skip_unreadable_images:
-                logger.warning(message + " (skipped because skip_unreadable_images=True)")
-                return None
-            raise UnreadableImageError(message) from error
+            return self._unusable(message, error)
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -85,9 +96,11 @@ class DetrDatasetMapper:
             return None
         utils.check_image_size(dataset_dict, image)
 
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
+        try:
+            source = f"file '{dataset_dict['file_name']}'"
+            image, transforms = apply_augmentations(self.augmentations, image, source)
+        except ImageAugmentationError as error:
+            return self._unusable(str(error), error)
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 

@@ -1,21 +1,35 @@
-"""Training helpers (parameter groups, schedules, hooks, atomic checkpoints, a loss guard) and a predictor."""
-from .checkpoint import AtomicDetectionCheckpointer, atomic_torch_save
+"""Training helpers (param groups, schedules, hooks, safe, atomic checkpoints, a loss guard); predictors."""
+from .checkpoint import (
+    AtomicDetectionCheckpointer,
+    CheckpointMismatchError,
+    NonFiniteWeightsError,
+    PersistentPeriodicCheckpointer,
+    SafeDetectionCheckpointer,
+    atomic_torch_save,
+    load_weights,
+)
 from .hooks import GradientClipper, IterationSeeder
 from .loss_guard import FiniteLossGuard, NonFiniteLossError
 from .optim import detr_param_groups
-from .predictor import LazyConfigPredictor
+from .predictor import LazyConfigPredictor, StrictDefaultPredictor
 from .schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "COCO_TRAIN2017_IMAGES",
+    "CheckpointMismatchError",
     "FiniteLossGuard",
     "GradientClipper",
     "IterationSeeder",
     "LazyConfigPredictor",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
+    "PersistentPeriodicCheckpointer",
+    "SafeDetectionCheckpointer",
+    "StrictDefaultPredictor",
     "atomic_torch_save",
     "detr_param_groups",
     "epoch_step_schedule",
     "iterations_per_epoch",
+    "load_weights",
 ]

@@ -10,7 +10,11 @@ __all__ = ["FiniteLossGuard", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
+    """A loss term became NaN or infinite (``iteration``: the training iteration; None outside a trainer)."""
+
+    def __init__(self, message: str, iteration: int | None = None):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 class FiniteLossGuard(nn.Module):
@@ -35,9 +39,10 @@ class FiniteLossGuard(nn.Module):
         per_rank = comm.all_gather(bad) if comm.get_world_size() > 1 else [bad]
         if any(per_rank):
             try:
-                iteration = f" at iteration {get_event_storage().iter}"
+                iteration_number = get_event_storage().iter
+                iteration = f" at iteration {iteration_number}"
             except AssertionError:  # used outside a trainer
-                iteration = ""
+                iteration_number, iteration = None, ""
             details = "; ".join(
                 f"rank {rank}: " + ", ".join(f"{k}={v}" for k, v in sorted(terms.items()))
                 for rank, terms in enumerate(per_rank)
@@ -46,6 +51,7 @@ class FiniteLossGuard(nn.Module):
             names = sorted({k for terms in per_rank for k in terms})
             raise NonFiniteLossError(
                 f"Non-finite loss{iteration}: {', '.join(names)} ({details}). Training stopped; "
-                "lower the learning rate or check the inputs."
+                "lower the learning rate or check the inputs.",
+                iteration_number,
             )
         return loss_dict

@@ -1,17 +1,25 @@
-"""Inference on single images with a LazyConfig model (the LazyConfig counterpart of ``DefaultPredictor``)."""
+"""Inference on single images: a LazyConfig predictor and a strict-loading ``DefaultPredictor``.
+
+Both load their weights through :func:`sparse_detr.engine.checkpoint.load_weights` (no code runs from a
+``.pkl``; a checkpoint that does not fit the model is refused with its keys named).
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.data import transforms as T
+from detectron2.engine import DefaultPredictor
 
-__all__ = ["LazyConfigPredictor"]
+from ..data.augmentations import ImageAugmentationError, apply_augmentations
+from ..modeling.input_checks import check_image_array, check_input_format
+from .checkpoint import load_weights
+
+__all__ = ["LazyConfigPredictor", "StrictDefaultPredictor"]
 
 
 class LazyConfigPredictor:
-    """Builds ``cfg.model``, loads ``weights`` and predicts on one image at a time.
+    """Builds ``cfg.model``, loads ``weights`` (strictly) and predicts on one image at a time.
 
     The image is resized with the test augmentations of ``cfg.dataloader.test.mapper`` and converted to the
     model's ``input_format``; predictions come back in the original image's pixel coordinates.
@@ -20,24 +28,58 @@ class LazyConfigPredictor:
     def __init__(self, cfg, weights: str, device: str | None = None):
         self.model = instantiate(cfg.model)
         self.model.to(device or cfg.train.device).eval()
-        DetectionCheckpointer(self.model).load(weights)
+        load_weights(self.model, weights, strict=True)
         self.augmentations = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
         self.input_format = self.model.input_format
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, image_format: str = "RGB") -> dict:
+    def __call__(self, image: np.ndarray, image_format: str = "RGB", name: str = "image") -> dict:
         """
         Args:
             image: (H, W, 3) uint8 array in ``image_format`` channel order ("RGB" or "BGR").
+            name: how errors call the image (e.g. its file name).
         Returns:
             the model's output for the image: ``{"instances": Instances}`` (boxes in input pixels).
+        Raises:
+            ValueError: the image is not an H x W x 3 uint8 array, ``image_format`` is unknown, or the
+                resize cannot handle its aspect ratio.
         """
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+        check_input_format(image_format, "image_format")
+        check_image_array(image, image_format, name)
         if image_format != self.input_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
-        aug_input = T.AugInput(np.ascontiguousarray(image))
-        self.augmentations(aug_input)
-        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        resized, _ = apply_augmentations(self.augmentations, np.ascontiguousarray(image), name)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         return self.model([{"image": tensor, "height": height, "width": width}])[0]
+
+
+class StrictDefaultPredictor(DefaultPredictor):
+    """Detectron2's ``DefaultPredictor`` for yacs configs, loading ``cfg.MODEL.WEIGHTS`` safely and strictly.
+
+    Detectron2's own predictor unpickles ``.pkl`` weights with plain ``pickle`` and accepts checkpoints of
+    another architecture with warnings. Images are BGR/RGB uint8 (H, W, 3) as for ``DefaultPredictor``; what
+    still reaches the model unfit (see :func:`sparse_detr.modeling.input_checks.check_model_inputs`) is
+    refused there.
+    """
+
+    def __init__(self, cfg):
+        weights = cfg.MODEL.WEIGHTS
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = ""  # loaded below, not by Detectron2's checkpointer
+        super().__init__(cfg)
+        load_weights(self.model, weights, strict=True)
+
+    def __call__(self, original_image: np.ndarray, name: str = "image") -> dict:
+        check_image_array(original_image, self.input_format, name)
+        resize = self.aug.get_transform(original_image)
+        new_size = (getattr(resize, "new_h", 1), getattr(resize, "new_w", 1))
+        if 0 in new_size:
+            height, width = original_image.shape[:2]
+            raise ImageAugmentationError(
+                f"Image {name} ({height} x {width} pixels) would be resized to "
+                f"{new_size[0]} x {new_size[1]}: "
+                "its aspect ratio is too extreme for the resize"
+            )
+        return super().__call__(original_image)

@@ -21,6 +21,8 @@ __all__ = ["HungarianMatcher", "validate_targets"]
 # Added inside the logarithms of the focal cost, as in the official implementation, so that
 # probabilities of exactly 0 or 1 give a finite cost.
 _LOG_EPS = 1e-8
+# the matching cost given to NaN/inf entries (predictions of a diverged model)
+_NON_FINITE_COST = 1e6
 
 
 def validate_targets(
@@ -47,11 +49,14 @@ def validate_targets(
                 f"targets[{i}]['boxes']: expected shape [{labels.shape[0]}, 4] (one cxcywh box per label), "
                 f"got {tuple(boxes.shape)}"
             )
+        if boxes.numel() > 0 and not bool(torch.isfinite(boxes).all()):
+            raise ValueError(f"targets[{i}]['boxes']: the target boxes hold NaN/inf values")
         if num_classes is not None and labels.numel() > 0:
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= num_classes:
                 raise ValueError(
-                    f"targets[{i}]['labels']: labels must lie in [0, {num_classes}), "
+                    f"targets[{i}]['labels']: labels must lie in [0, {num_classes}) (the model's number of "
+                    f"classes, model.heads.num_classes / MODEL.SPARSE_DETR.NUM_CLASSES), "
                     f"got min {low}, max {high}"
                 )
 
@@ -154,10 +159,11 @@ class HungarianMatcher(nn.Module):
         validate_targets(targets, pred_logits.shape[0])
         cost = self.cost_matrix(pred_logits, pred_boxes, targets).cpu()
         if not torch.isfinite(cost).all():
-            raise ValueError(
-                "HungarianMatcher: the matching cost has NaN/inf entries; check pred_logits, pred_boxes and "
-                "the target boxes for non-finite values"
-            )
+            # The targets are finite (checked above), so the predictions are not: the weights diverged.
+            # Match anyway (non-finite costs as the worst), so that the losses come out non-finite and the
+            # training's loss guard stops the run naming them, instead of an error here blaming the boxes.
+            worst = _NON_FINITE_COST
+            cost = torch.nan_to_num(cost, nan=worst, posinf=worst, neginf=worst)
         sizes = [len(t["boxes"]) for t in targets]
         matches = []
         for image_index, image_cost in enumerate(cost.split(sizes, dim=-1)):

@@ -126,3 +126,35 @@ def test_random_choice_validates_probabilities():
     aug_input = T.AugInput(np.arange(6, dtype=np.uint8).reshape(1, 6, 1).repeat(3, 2))
     choice(aug_input)
     assert aug_input.image[0, :, 0].tolist() == [5, 4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_extreme_aspect_ratio_is_named_and_skipped_where_asked(tmp_path, is_train):
+    path = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((2, 700, 3), dtype=np.uint8)).save(path)
+    record = {"file_name": str(path), "height": 2, "width": 700, "image_id": 1, "annotations": []}
+    augmentations = build_detr_test_augmentations(min_size=64, max_size=96)
+    mapper = DetrDatasetMapper(is_train=is_train, augmentations=augmentations, image_format="RGB")
+    with pytest.raises(UnreadableImageError, match=r"strip\.png.*2 x 700 pixels.*350:1"):
+        mapper(record)
+    skipping = DetrDatasetMapper(
+        is_train=is_train, augmentations=augmentations, image_format="RGB", skip_unreadable_images=True
+    )
+    if is_train:
+        assert skipping(record) is None
+    else:  # never skipped at test time: the evaluation would change silently
+        with pytest.raises(UnreadableImageError, match="strip.png"):
+            skipping(record)
+
+
+def test_16_bit_training_image_keeps_its_range(tmp_path):
+    path = tmp_path / "gray16.png"
+    Image.fromarray(np.full((40, 60), 32896, dtype=np.uint16)).save(path)  # mid-grey in 16 bits
+    mapper = DetrDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    image = mapper(_record(str(path), []))["image"]
+    assert image.dtype == torch.uint8 and int(image.max()) == 128
+
+
+def test_unknown_image_format_is_refused():
+    with pytest.raises(ValueError, match=r"image_format.*'YUV'"):
+        DetrDatasetMapper(is_train=True, augmentations=[], image_format="YUV")

@@ -29,7 +29,7 @@ def test_predictions_are_in_original_image_coordinates(predictor):
     # the channel order of the input is honoured: BGR input of the flipped image gives the same result
     bgr = predictor(np.ascontiguousarray(image[:, :, ::-1]), image_format="BGR")["instances"]
     torch.testing.assert_close(bgr.scores, instances.scores)
-    with pytest.raises(ValueError, match="H, W, 3"):
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
         predictor(image[:, :, 0])
 
 
@@ -42,4 +42,73 @@ def test_prediction_grid_tiles_the_dataset_images(predictor, tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     assert grid.shape == (2 * 96, 4 * 96, 3) and grid.dtype == np.uint8
-    assert (grid[96:, 2 * 96:] == 255).all()  # the two empty tiles of the second row stay white
+    assert (grid[96:, 2 * 96 :] == 255).all()  # the two empty tiles of the second row stay white
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (None, r"photo\.jpg: expected an H x W x 3 uint8.*got None"),
+        (np.zeros((60, 90), np.uint8), r"grayscale"),
+        (np.zeros((60, 90, 4), np.uint8), r"alpha"),
+        (np.zeros((3, 60, 90), np.uint8), r"channels first"),
+        (np.zeros((60, 90, 3), np.uint16), r"dtype uint16.*16-bit"),
+        (np.zeros((60, 90, 3), np.float32), r"dtype float32.*float image"),
+        (np.zeros((0, 90, 3), np.uint8), r"empty image"),
+        ([[1, 2, 3]], r"got a list"),
+    ],
+)
+def test_unfit_arrays_are_refused_with_what_is_expected(predictor, image, message):
+    with pytest.raises(ValueError, match=message):
+        predictor(image, name="photo.jpg")
+
+
+def test_unknown_image_format_is_refused(predictor):
+    with pytest.raises(ValueError, match=r"image_format.*'YUV'"):
+        predictor(np.zeros((60, 90, 3), np.uint8), image_format="YUV")
+
+
+def test_extreme_aspect_ratio_is_named(predictor):
+    from sparse_detr.data.augmentations import ImageAugmentationError
+
+    with pytest.raises(ImageAugmentationError, match=r"strip\.png.*2 x 600 pixels.*300:1"):
+        predictor(np.zeros((2, 600, 3), np.uint8), name="strip.png")
+
+
+def test_detectron2_default_predictor_inputs_are_checked_by_the_model():
+    """Detectron2's DefaultPredictor casts to float before the model: the model's check catches the rest."""
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultPredictor
+
+    from sparse_detr import add_sparse_detr_config
+
+    cfg = add_sparse_detr_config(get_cfg())
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.DEPTH",
+            18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            64,
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.SPARSE_DETR.HIDDEN_DIM",
+            32,
+            "MODEL.SPARSE_DETR.ENC_LAYERS",
+            1,
+            "MODEL.SPARSE_DETR.DEC_LAYERS",
+            1,
+            "MODEL.SPARSE_DETR.NUM_QUERIES",
+            10,
+            "MODEL.SPARSE_DETR.DIM_FEEDFORWARD",
+            64,
+            "INPUT.MIN_SIZE_TEST",
+            64,
+            "INPUT.MAX_SIZE_TEST",
+            96,
+        ]
+    )
+    predictor = DefaultPredictor(cfg)
+    with pytest.raises(ValueError, match=r"got shape \(4, 64, 96\)"):
+        predictor(np.zeros((60, 90, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"values in \[60000, 60000\]"):
+        predictor(np.full((60, 90, 3), 60000, np.float32))  # a 16-bit image cast to float

@@ -99,6 +99,15 @@ def test_images_without_targets():
     assert [(len(p), len(t)) for p, t in matches] == [(0, 0), (0, 0)]
 
 
+def test_non_finite_predictions_are_matched_so_that_the_losses_show_them():
+    """A diverged model's NaN predictions must reach the losses (and the loss guard), not blame targets."""
+    logits, boxes, targets = random_problem(0, 4, [2])
+    boxes[0, 1, 0] = float("nan")
+    logits[0, 2] = float("inf")
+    matches = HungarianMatcher()(logits, boxes, targets)
+    assert len(matches[0][0]) == 2
+
+
 def test_bad_input_names_the_culprit():
     matcher = HungarianMatcher()
     logits, boxes, targets = random_problem(0, 4, [2])
@@ -108,10 +117,10 @@ def test_bad_input_names_the_culprit():
         matcher(logits, boxes[..., :2], targets)
     with pytest.raises(ValueError, match="1 target dicts for a batch of 2"):
         matcher(torch.cat([logits, logits]), torch.cat([boxes, boxes]), targets)
-    boxes_nan = boxes.clone()
-    boxes_nan[0, 1, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
-        matcher(logits, boxes_nan, targets)
+    target_nan = {"labels": targets[0]["labels"], "boxes": targets[0]["boxes"].clone()}
+    target_nan["boxes"][1, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\].*NaN/inf"):
+        matcher(logits, boxes, [target_nan])
     with pytest.raises(ValueError, match="cannot all be 0"):
         HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0)
 

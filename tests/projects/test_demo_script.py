@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from detectron2.engine import DefaultPredictor
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
@@ -44,7 +45,7 @@ def test_demo_draws_readable_images_and_names_the_unreadable_one(inputs, tmp_pat
     with Image.open(output / "second.png") as drawn:
         assert drawn.size == (64, 80)  # drawn on the original image
     out = capsys.readouterr().out
-    assert "skipped 1 unreadable input(s)" in out and "corrupt.jpg" in out
+    assert "skipped 1 unreadable or unusable input(s)" in out and "corrupt.jpg" in out
     assert "corrupt.jpg" in caplog.text
 
 
@@ -90,7 +91,7 @@ def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     config.write_text(YACS_TINY)
     cfg = demo.load_config_with_overrides(str(config), [], None, "cpu")
     runner = demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
-    assert type(runner.predictor).__name__ == "DefaultPredictor"
+    assert isinstance(runner.predictor, DefaultPredictor)  # Detectron2's, loading strictly
     assert runner.model.token_scorer.active_keep_ratio == 0.5
     output = tmp_path / "out"
     assert (
@@ -117,3 +118,39 @@ def test_demo_video(tmp_path):
     assert drawn.get(cv2.CAP_PROP_FRAME_COUNT) == 2
     assert drawn.get(cv2.CAP_PROP_FRAME_WIDTH) == 96
     drawn.release()
+
+
+def test_demo_outputs_are_unique_and_an_unusable_image_does_not_stop_it(tmp_path, capsys, caplog):
+    rng = np.random.default_rng(3)
+    inputs = tmp_path / "in"
+    for relative in ("a/photo.jpg", "a/photo.png", "b/photo.png"):
+        (inputs / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(inputs / relative)
+    # resized to 0 rows by the test resize
+    Image.fromarray(np.zeros((2, 900, 3), dtype=np.uint8)).save(inputs / "a" / "strip.png")
+    output = tmp_path / "out"
+    files = [str(inputs / r) for r in ("a/photo.jpg", "a/strip.png", "a/photo.png", "b/photo.png")]
+    code = demo.main(["--config-file", TINY_CONFIG, "--input", *files, "--output", str(output)])
+    assert code == 0
+    written = sorted(str(p.relative_to(output)) for p in output.rglob("*.png"))
+    assert written == ["a/photo_jpg.png", "a/photo_png.png", "b/photo.png"]
+    out = capsys.readouterr().out
+    assert "wrote 3 file(s)" in out and "strip.png" in out
+    assert "strip.png" in caplog.text and "aspect ratio" in caplog.text
+
+
+def test_demo_refuses_weights_that_run_code(inputs, tmp_path):
+    import pickle
+
+    from sparse_detr.checkpoint.safe_pickle import UnsafeCheckpointError
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "code_ran"), "w"))
+
+    weights = tmp_path / "weights.pkl"
+    weights.write_bytes(pickle.dumps({"model": {"x": RunsCode()}, "__author__": "x"}))
+    with pytest.raises(UnsafeCheckpointError, match=r"weights\.pkl"):
+        demo.main(["--config-file", TINY_CONFIG, "--weights", str(weights), "--input", str(inputs),
+                   "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "code_ran").exists()

@@ -21,6 +21,7 @@ from ..dam import attention_correlation, dam_target, decoder_attention_map, sele
 from ..decoder import DecoderOutput, DeformableDecoder
 from ..encoder import EncoderOutput, build_sparse_encoder
 from ..heads import PredictionHeads
+from ..input_checks import check_input_format, check_model_inputs
 from ..neck import MultiScaleNeck
 from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
@@ -106,7 +107,7 @@ class SparseDETR(nn.Module):
         self.criterion = criterion
         self.box_refine = box_refine
         self.two_stage = bool(getattr(query_init, "two_stage", False))
-        self.input_format = input_format
+        self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
         self.aux_loss = aux_loss
@@ -307,6 +308,7 @@ class SparseDETR(nn.Module):
 
     def preprocess_image(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
         """Normalise and pad with 0 to the largest image -> (ImageList, Bool[B, H, W] padding mask)."""
+        check_model_inputs(batched_inputs)
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
         batch, _, height, width = images.tensor.shape
