@@ -7,7 +7,9 @@ and what is expected instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,11 +20,28 @@ __all__ = [
     "check_image_array",
     "check_input_format",
     "check_model_inputs",
+    "pixel_values_unchecked",
 ]
 
 SUPPORTED_INPUT_FORMATS = ("RGB", "BGR")
 logger = logging.getLogger(__name__)
 _unit_range_warned = False  # the [0, 1] warning is given once per process
+_check_pixel_values = True
+
+
+@contextlib.contextmanager
+def pixel_values_unchecked() -> Iterator[None]:
+    """Inside the block, float inputs may hold any finite values (not only [0, 255]).
+
+    For inputs that are not images: reference tensors of another implementation fed through the model
+    (e.g. un-normalised random tensors of an official test fixture). Shapes and NaN/inf are still checked.
+    """
+    global _check_pixel_values
+    previous, _check_pixel_values = _check_pixel_values, False
+    try:
+        yield
+    finally:
+        _check_pixel_values = previous
 
 INPUT_FORMAT_KEYS = "model.input_format (LazyConfig) / INPUT.FORMAT (yacs)"
 
@@ -116,6 +135,8 @@ def check_model_inputs(batched_inputs: Any) -> None:
         low, high = (float(v) for v in torch.aminmax(image.detach().float()))
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name}: {expected}, got NaN/inf values")
+        if not _check_pixel_values:
+            continue
         if low < 0 or high > 255:
             raise ValueError(
                 f"{name}: {expected}, got values in [{low:g}, {high:g}] (a 16-bit image, or one already "

@@ -59,3 +59,13 @@ def test_unknown_input_format_is_refused_when_the_model_is_built():
     with pytest.raises(ValueError, match=r"input_format.*\['RGB', 'BGR'\].*'YUV'"):
         instantiate(cfg)
     assert check_input_format("BGR") == "BGR"
+
+
+def test_pixel_value_check_can_be_lifted_for_reference_tensors():
+    inputs = [{"image": torch.full((3, 8, 8), 300.0)}]
+    with input_checks.pixel_values_unchecked():
+        check_model_inputs(inputs)
+        with pytest.raises(ValueError, match="NaN/inf"):
+            check_model_inputs([{"image": torch.full((3, 8, 8), float("inf"))}])
+    with pytest.raises(ValueError, match="300"):
+        check_model_inputs(inputs)
