@@ -99,13 +99,21 @@ def check_image_array(image: Any, input_format: str, name: str = "image") -> np.
     return image
 
 
+def _tracing() -> bool:
+    """Whether the model is being traced / compiled / exported (value checks would break the graph)."""
+    compiler = getattr(torch, "compiler", None)
+    compiling = compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling()
+    return bool(torch.jit.is_tracing() or compiling or torch.onnx.is_in_onnx_export())
+
+
 def check_model_inputs(batched_inputs: Any) -> None:
     """Raise ``ValueError`` naming the input unless every ``batched_inputs[i]["image"]`` is a model image.
 
     A model image is a (3, H, W) tensor with H, W > 0, uint8 or floating point with finite values in
     [0, 255] (the model normalises with pixel means in that scale). A floating-point image whose values all
     lie in [0, 1] is most likely scaled to [0, 1] by mistake: a warning says so (once per process).
-    Only floating-point images have their values read (one device sync each); uint8 images cost nothing.
+    Only floating-point images have their values read (one device sync each; not while the model is traced,
+    compiled or exported); uint8 images cost nothing.
     """
     if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
         raise ValueError(
@@ -132,6 +140,8 @@ def check_model_inputs(batched_inputs: Any) -> None:
             continue
         if not image.is_floating_point():
             raise ValueError(f"{name}: {expected} as uint8 or float, got dtype {image.dtype}")
+        if _tracing():  # values are data, not known while a graph is traced or exported
+            continue
         low, high = (float(v) for v in torch.aminmax(image.detach().float()))
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name}: {expected}, got NaN/inf values")
