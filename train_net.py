@@ -44,10 +44,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
 from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
-from sparse_detr.data import catalog
-from sparse_detr.data.annotation_checks import (
-    check_dataset_annotations,  # (importing sparse_detr.data registers the synthetic shapes sets)
-)
+from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
+from sparse_detr.data.annotation_checks import check_dataset_annotations
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
@@ -246,7 +244,7 @@ def main(args) -> dict:
     check_override_types(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
-    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train",))
+    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train", "test"))
     default_setup(cfg, args)
     results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
     write_final_metrics(cfg, results)

@@ -32,6 +32,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
+from sparse_detr.config.validation import check_option_order
 from sparse_detr.engine.output_names import unique_output_stems
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.model_zoo import config_label
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
     if not args.input and not args.video_input:
         raise SystemExit("give --input and/or --video-input")
     if args.rho is not None and not 0.0 < args.rho <= 1.0:

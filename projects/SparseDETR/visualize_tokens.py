@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     """Write the figures; returns the written paths."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input or --dataset")
     weights = args.weights or [None] * len(args.config_file)

@@ -199,9 +199,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def _compare(self, checkpoint_state: dict) -> _IncompatibleKeys:
         """The incompatibilities loading ``checkpoint_state`` into the model would have."""
         model_state = self.model.state_dict()
-        state = {
-            k[len("module.") :] if k.startswith("module.") else k: v for k, v in checkpoint_state.items()
-        }
+        state = dict(checkpoint_state)
+        if state and all(k.startswith("module.") for k in state):  # saved from a DDP model (as fvcore)
+            state = {k[len("module.") :]: v for k, v in state.items()}
         missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
         missing = _filter_reused_missing_keys(self.model, missing) if missing else []
         unexpected = [k for k in state if k not in model_state]

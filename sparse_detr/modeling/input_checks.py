@@ -7,7 +7,9 @@ and what is expected instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,11 +20,28 @@ __all__ = [
     "check_image_array",
     "check_input_format",
     "check_model_inputs",
+    "pixel_values_unchecked",
 ]
 
 SUPPORTED_INPUT_FORMATS = ("RGB", "BGR")
 logger = logging.getLogger(__name__)
 _unit_range_warned = False  # the [0, 1] warning is given once per process
+_check_pixel_values = True
+
+
+@contextlib.contextmanager
+def pixel_values_unchecked() -> Iterator[None]:
+    """Inside the block, float inputs may hold any finite values (not only [0, 255]).
+
+    For inputs that are not images: reference tensors of another implementation fed through the model
+    (e.g. un-normalised random tensors of an official test fixture). Shapes and NaN/inf are still checked.
+    """
+    global _check_pixel_values
+    previous, _check_pixel_values = _check_pixel_values, False
+    try:
+        yield
+    finally:
+        _check_pixel_values = previous
 
 INPUT_FORMAT_KEYS = "model.input_format (LazyConfig) / INPUT.FORMAT (yacs)"
 
@@ -80,13 +99,21 @@ def check_image_array(image: Any, input_format: str, name: str = "image") -> np.
     return image
 
 
+def _tracing() -> bool:
+    """Whether the model is being traced / compiled / exported (value checks would break the graph)."""
+    compiler = getattr(torch, "compiler", None)
+    compiling = compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling()
+    return bool(torch.jit.is_tracing() or compiling or torch.onnx.is_in_onnx_export())
+
+
 def check_model_inputs(batched_inputs: Any) -> None:
     """Raise ``ValueError`` naming the input unless every ``batched_inputs[i]["image"]`` is a model image.
 
     A model image is a (3, H, W) tensor with H, W > 0, uint8 or floating point with finite values in
     [0, 255] (the model normalises with pixel means in that scale). A floating-point image whose values all
     lie in [0, 1] is most likely scaled to [0, 1] by mistake: a warning says so (once per process).
-    Only floating-point images have their values read (one device sync each); uint8 images cost nothing.
+    Only floating-point images have their values read (one device sync each; not while the model is traced,
+    compiled or exported); uint8 images cost nothing.
     """
     if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
         raise ValueError(
@@ -113,9 +140,13 @@ def check_model_inputs(batched_inputs: Any) -> None:
             continue
         if not image.is_floating_point():
             raise ValueError(f"{name}: {expected} as uint8 or float, got dtype {image.dtype}")
+        if _tracing():  # values are data, not known while a graph is traced or exported
+            continue
         low, high = (float(v) for v in torch.aminmax(image.detach().float()))
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name}: {expected}, got NaN/inf values")
+        if not _check_pixel_values:
+            continue
         if low < 0 or high > 255:
             raise ValueError(
                 f"{name}: {expected}, got values in [{low:g}, {high:g}] (a 16-bit image, or one already "

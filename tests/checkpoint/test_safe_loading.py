@@ -236,3 +236,13 @@ def test_official_converter_names_an_empty_file(tmp_path):
 def test_a_directory_given_as_weights_is_named(tmp_path):
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         load_weights(nn.Linear(3, 2), str(tmp_path))
+
+
+def test_a_checkpoint_of_a_ddp_wrapped_model_loads_strictly(tmp_path):
+    source = nn.Linear(3, 2)
+    path = _save_state(
+        {"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "ddp.pth"
+    )
+    model = nn.Linear(3, 2)
+    load_weights(model, path)
+    torch.testing.assert_close(model.weight, source.weight)

@@ -59,3 +59,25 @@ def test_unknown_input_format_is_refused_when_the_model_is_built():
     with pytest.raises(ValueError, match=r"input_format.*\['RGB', 'BGR'\].*'YUV'"):
         instantiate(cfg)
     assert check_input_format("BGR") == "BGR"
+
+
+def test_pixel_value_check_can_be_lifted_for_reference_tensors():
+    inputs = [{"image": torch.full((3, 8, 8), 300.0)}]
+    with input_checks.pixel_values_unchecked():
+        check_model_inputs(inputs)
+        with pytest.raises(ValueError, match="NaN/inf"):
+            check_model_inputs([{"image": torch.full((3, 8, 8), float("inf"))}])
+    with pytest.raises(ValueError, match="300"):
+        check_model_inputs(inputs)
+
+
+def test_values_are_not_read_while_tracing():
+    """A traced / exported graph cannot depend on the values of its input; shapes are still checked."""
+
+    def forward(image):
+        check_model_inputs([{"image": image}])
+        return image * 2
+
+    torch.jit.trace(forward, torch.full((3, 4, 4), 300.0), check_trace=False)  # no ValueError while tracing
+    with pytest.raises(ValueError, match="got shape"):
+        torch.jit.trace(forward, torch.zeros(4, 4, 4), check_trace=False)

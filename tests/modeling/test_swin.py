@@ -128,6 +128,9 @@ def test_loads_a_local_classification_checkpoint_in_the_original_swin_format(tmp
         )
     with pytest.raises(FileNotFoundError, match="pretrained_path"):
         SwinBackbone(variant="T", pretrained_path=str(tmp_path / "missing.pth"))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pth.*empty \(0 bytes\)"):
+        SwinBackbone(variant="T", pretrained_path=str(tmp_path / "empty.pth"))
 
 
 def test_bad_arguments_name_the_culprit():

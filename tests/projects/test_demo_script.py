@@ -151,6 +151,23 @@ def test_demo_refuses_weights_that_run_code(inputs, tmp_path):
     weights = tmp_path / "weights.pkl"
     weights.write_bytes(pickle.dumps({"model": {"x": RunsCode()}, "__author__": "x"}))
     with pytest.raises(UnsafeCheckpointError, match=r"weights\.pkl"):
-        demo.main(["--config-file", TINY_CONFIG, "--weights", str(weights), "--input", str(inputs),
-                   "--output", str(tmp_path / "out")])
+        demo.main(
+            [
+                "--config-file",
+                TINY_CONFIG,
+                "--weights",
+                str(weights),
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
     assert not (tmp_path / "code_ran").exists()
+
+
+def test_demo_option_after_overrides_is_refused(inputs, tmp_path):
+    with pytest.raises(ValueError, match=r"Option '--input' comes after the config overrides.*demo\.py"):
+        demo.main(
+            ["--config-file", TINY_CONFIG, "--output", str(tmp_path), "train.seed=1", "--input", str(inputs)]
+        )

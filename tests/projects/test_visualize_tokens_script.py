@@ -74,3 +74,19 @@ def test_level_map_to_image_follows_the_stride_grid():
     level = np.array([[0, 1], [2, 3]], dtype=np.float32)  # stride 64 on a 100x100 input
     upsampled = visualize.level_map_to_image(level, (100, 100), (100, 100))
     assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
+
+
+def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipped(tmp_path):
+    rng = np.random.default_rng(4)
+    for relative in ("a/photo.png", "b/photo.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(tmp_path / relative)
+    Image.fromarray(np.zeros((2, 900, 3), dtype=np.uint8)).save(tmp_path / "a" / "strip.png")
+    inputs = [str(tmp_path / r) for r in ("a/photo.png", "a/strip.png", "b/photo.png")]
+    output = tmp_path / "figures"
+    written = visualize.main(["--config-file", TINY_CONFIG, "--input", *inputs, "--output", str(output)])
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*.png")) == [
+        "a/photo_tokens.png",
+        "b/photo_tokens.png",
+    ]
+    assert len(written) == 2

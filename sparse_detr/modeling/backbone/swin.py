@@ -117,6 +117,10 @@ class SwinBackbone(Backbone):
             )
         if pretrained_path and not os.path.isfile(pretrained_path):
             raise FileNotFoundError(f"SwinBackbone: pretrained_path {pretrained_path!r} is not a file")
+        if pretrained_path:
+            from ...checkpoint.safe_pickle import check_checkpoint_file  # (the package imports this one)
+
+            check_checkpoint_file(pretrained_path)  # an empty file is named, not a bare loader error
         model_name, official_drop_path = SWIN_VARIANTS[variant]
         self._out_features = sorted(out_features, key=STAGE_NAMES.index)
         stage_indices = tuple(STAGE_NAMES.index(name) for name in self._out_features)
