@@ -34,14 +34,22 @@ _CONFIG_SUFFIXES = (".py", ".yaml")
 
 
 def config_root() -> Path:
-    """The ``configs/`` directory of the source checkout this package was imported from."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"the model zoo reads configs from {root}, which does not exist: install sparse_detr from a "
-            "source checkout (pip install -e .) so that configs/ sits next to the package"
-        )
-    return root
+    """The directory of the model-zoo configs.
+
+    An installed package holds them in ``sparse_detr/model_zoo/configs`` (a symlink to the repository's
+    ``configs/`` in a source checkout, created by ``setup.py``); a checkout used without installing
+    falls back to its ``configs/``.
+    """
+    packaged = Path(__file__).resolve().parent / "configs"
+    if packaged.is_dir():
+        return packaged.resolve()
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(
+        f"the model-zoo configs are missing: neither {packaged} (installed package) nor {checkout} (source "
+        "checkout) exists; reinstall sparse_detr (pip install .) or run it from a source checkout"
+    )
 
 
 def list_configs() -> list[str]:
