@@ -12,6 +12,8 @@ contiguous order so ``COCOEvaluator`` on ``coco_2017_val`` scores it directly.
 import argparse
 import sys
 
+from detectron2.utils.logger import setup_logger
+
 from sparse_detr.checkpoint import convert_official_checkpoint
 
 
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
         help="keep the 80 COCO classes in Detectron2's contiguous order",
     )
     args = parser.parse_args(argv)
+    setup_logger(args.output_dir, name="sparse_detr")  # console and OUTPUT_DIR/log.txt
     summary = convert_official_checkpoint(args.input, args.output_dir, coco_contiguous=args.coco_contiguous)
     print(f"wrote {summary['weights']} ({summary['num_tensors']} tensors, {summary['label_space']} labels)")
     print(f"wrote {summary['config']}")

@@ -26,19 +26,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.data import build_detr_test_augmentations
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.engine.predictor import (
+    LazyConfigPredictor,
+    refuse_missing_weights,
+    refuse_untrained_heads,
+)
 from sparse_detr.model_zoo import config_label, load_config
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")
@@ -69,10 +75,18 @@ def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:
     """Detectron2's ``DefaultPredictor`` for a yacs config, ``LazyConfigPredictor`` for a LazyConfig.
 
     A LazyConfig without test data (e.g. the model-only ``config.yaml`` of ``convert_official.py``) gets the
-    official test resize: shorter side 800, longer side at most 1333.
+    official test resize: shorter side 800, longer side at most 1333. Weights that leave the detection heads
+    untrained are refused (``UntrainedModelError``).
     """
     if isinstance(cfg, CfgNode):
-        return DefaultPredictor(cfg)
+        weights = cfg.MODEL.WEIGHTS
+        refuse_missing_weights(weights)  # before the model is built
+        unloaded = cfg.clone()
+        unloaded.MODEL.WEIGHTS = ""  # loaded below, through the untrained-heads check
+        predictor = DefaultPredictor(unloaded)
+        with refuse_untrained_heads(predictor.model, weights):
+            DetectionCheckpointer(predictor.model).load(weights)
+        return predictor
     if OmegaConf.select(cfg, "dataloader.test.mapper.augmentations") is None:
         official_resize = L(build_detr_test_augmentations)(min_size=800, max_size=1333)
         OmegaConf.update(cfg, "dataloader.test.mapper.augmentations", official_resize, merge=False)
@@ -411,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[str]:
     """Write the figures; returns the written paths."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    setup_logger(args.output, name="sparse_detr")  # console and OUTPUT/log.txt
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input or --dataset")
     weights = args.weights or [None] * len(args.config_file)

@@ -29,7 +29,9 @@ model.token_scorer = L(ObjectnessScorer)(dim=32, num_classes=5, keep_ratio=0.3)
 """
 
 
-def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_path, tmp_path):
+def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(
+    image_path, tmp_path, stand_in_weights
+):
     objectness = tmp_path / "tiny_objectness.py"
     objectness.write_text(OBJECTNESS_VARIANT.format(tiny=TINY_CONFIG))
     output = tmp_path / "figures"
@@ -38,6 +40,9 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_p
             "--config-file",
             TINY_CONFIG,
             str(objectness),
+            "--weights",
+            stand_in_weights(TINY_CONFIG),
+            stand_in_weights(str(objectness)),
             "--input",
             str(image_path),
             "--output",
@@ -53,9 +58,9 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_p
         assert figure.size[0] > figure.size[1] > 0
 
 
-def test_token_view_matches_the_selection(image_path):
+def test_token_view_matches_the_selection(image_path, stand_in_weights):
     cfg = visualize.load_config_with_overrides(
-        TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], None, "cpu"
+        TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], stand_in_weights(TINY_CONFIG), "cpu"
     )
     predictor = visualize.build_predictor(cfg)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
