@@ -4,6 +4,10 @@ fvcore's ``Checkpointer.save`` streams ``torch.save`` straight into the final fi
 ``last_checkpoint`` in place, so a job killed while saving leaves a truncated ``model_*.pth`` that
 ``--resume`` then tries to load. Here both are written to a temporary file in the same directory and moved
 into place with ``os.replace`` (atomic on POSIX), so a reader sees the old file or the complete new one.
+
+Loading a checkpoint whose tensors have other shapes than the model's (fine-tuning a COCO model on a dataset
+with another number of classes: the class heads) keeps the model's initialisation for them, as fvcore does;
+each such key is logged once, in one message (fvcore names it twice: skipped, then missing).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from fvcore.common.checkpoint import _IncompatibleKeys
 
 __all__ = ["AtomicDetectionCheckpointer", "atomic_torch_save"]
 
@@ -54,3 +59,22 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+
+    def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
+        reinitialised = [key for key, _, _ in incompatible.incorrect_shapes]
+        if reinitialised:
+            shapes = "\n".join(
+                f"  {key}: {tuple(in_checkpoint)} in the checkpoint, {tuple(in_model)} in the model"
+                for key, in_checkpoint, in_model in incompatible.incorrect_shapes
+            )
+            self.logger.warning(
+                f"{len(reinitialised)} tensor(s) keep their initialisation, their shape differs from the "
+                f"checkpoint's (expected when fine-tuning to another number of classes):\n{shapes}"
+            )
+        super()._log_incompatible_keys(
+            _IncompatibleKeys(
+                missing_keys=[key for key in incompatible.missing_keys if key not in set(reinitialised)],
+                unexpected_keys=incompatible.unexpected_keys,
+                incorrect_shapes=[],
+            )
+        )
