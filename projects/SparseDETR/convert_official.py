@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Convert an official Sparse DETR / Deformable DETR checkpoint (kakaobrain/sparse-detr) for this project.
 
-    python projects/SparseDETR/convert_official.py --input r50_sparse_detr_rho_0.1.pth --output-dir out/
+    python projects/SparseDETR/convert_official.py --input sparse_detr_r50_10.pth --output-dir out/
     # -> out/model_final.pth (Detectron2 checkpoint) and out/config.yaml (LazyConfig of that architecture)
 
 The architecture comes from the checkpoint's own ``args``. By default the model keeps the official 91
 logits (label = COCO category id); ``--coco-contiguous`` keeps the 80 COCO classes in Detectron2's
-contiguous order so ``COCOEvaluator`` on ``coco_2017_val`` scores it directly.
+contiguous order so ``COCOEvaluator`` on ``coco_2017_val`` scores it directly. ``sparse_detr://official/<stem>``
+does the download and this conversion (``--coco-contiguous``) by itself, once.
 """
 
 import argparse
