@@ -117,7 +117,11 @@ def num_model_classes(model: torch.nn.Module) -> int:
 
 
 def class_names(cfg, num_classes: int) -> list[str]:
-    """Class names of the config's test dataset, or the label numbers when they do not fit the model."""
+    """Class names of the config's test dataset.
+
+    Without them (a model-only config): the COCO names of a converted official model (91 logits: label =
+    category id; 80: Detectron2's contiguous order), else the label numbers.
+    """
     from detectron2.data import MetadataCatalog
 
     if isinstance(cfg, CfgNode):
@@ -131,6 +135,9 @@ def class_names(cfg, num_classes: int) -> list[str]:
     if num_classes == OFFICIAL_COCO_LOGITS:  # converted official model: label = COCO category id
         by_id = {c["id"]: c["name"] for c in COCO_CATEGORIES if c["isthing"]}
         return [by_id.get(i, str(i)) for i in range(num_classes)]
+    coco_names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
+        return coco_names
     return [str(i) for i in range(num_classes)]
 
 

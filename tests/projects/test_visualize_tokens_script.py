@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
@@ -79,3 +80,12 @@ def test_level_map_to_image_follows_the_stride_grid():
     level = np.array([[0, 1], [2, 3]], dtype=np.float32)  # stride 64 on a 100x100 input
     upsampled = visualize.level_map_to_image(level, (100, 100), (100, 100))
     assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
+
+
+def test_class_names_of_a_converted_official_model_without_dataset():
+    model_only = OmegaConf.create({"model": {}})
+    contiguous = visualize.class_names(model_only, 80)
+    assert contiguous[0] == "person" and contiguous[-1] == "toothbrush"
+    by_category_id = visualize.class_names(model_only, 91)
+    assert by_category_id[1] == "person" and by_category_id[90] == "toothbrush" and by_category_id[12] == "12"
+    assert visualize.class_names(model_only, 7) == [str(i) for i in range(7)]
