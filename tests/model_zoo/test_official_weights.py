@@ -173,3 +173,27 @@ def test_unknown_release_names_are_refused_with_the_list():
         PathManager.get_local_path("sparse_detr://official/sparse_detr_r50_60")
     url = model_zoo.official_checkpoint_url("sparse_detr_r50_rho0.2_50ep")
     assert url.endswith("/sparse_detr_r50_20.pth")
+
+
+@pytest.mark.slow  # an R-50 at the official 800-pixel test size
+def test_demo_runs_an_official_model_by_name(server, release_bytes, tmp_path):
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects"))
+    from project_scripts import load_script
+
+    server.serve(STEM, release_bytes)
+    config = Path(PathManager.get_local_path(NAME)).with_name("config.yaml")  # the official architecture
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(image)
+    output = tmp_path / "demo"
+    demo = load_script("demo")
+    arguments = ["--config-file", str(config), "--weights", NAME, "--input", str(image),
+                 "--output", str(output), "--confidence-threshold", "0"]
+    assert demo.main(arguments) == 0
+    assert (output / "photo.png").is_file()
+    assert "photo.png: 100 detection(s) with score >= 0.0" in (output / "log.txt").read_text()
+    assert len(server.requests) == 1  # the demo used the cache
