@@ -76,6 +76,11 @@ def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
     assert report["configs"] == expected
     assert report["num_parameters"] > 1_000_000
     assert report["extension_built"]
+    (metadata,) = installed_wheel.glob("sparse_detr-*.dist-info/METADATA")
+    requires = {line.split(":", 1)[1].strip() for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist:")}
+    assert {"iopath", "fvcore", "timm", "pycocotools"} <= requires
+    assert not any(r.startswith(("torch", "detectron2")) for r in requires)
 
 
 def test_wheel_collect_env_reports_the_extension(installed_wheel, tmp_path):
