@@ -4,12 +4,15 @@
 
 The C++ CPU kernels are always built. The CUDA kernels are added when a GPU is visible or when
 ``FORCE_CUDA=1`` (compile without a GPU; ``TORCH_CUDA_ARCH_LIST`` selects the architectures, e.g.
-``"9.0"``). ``--no-build-isolation`` makes the build use the installed torch; torch is deliberately not
-listed in ``install_requires`` so pip never reinstalls it.
+``"9.0"``). ``--no-build-isolation`` makes the build use the installed torch; torch, torchvision and
+Detectron2 are deliberately not listed in ``install_requires`` so pip never reinstalls them. The LazyConfig
+files of ``configs/`` ship inside the package (``sparse_detr/model_zoo/configs``), so the model zoo works
+from any directory after ``pip install .``.
 """
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -54,12 +57,53 @@ def make_extension():
     )
 
 
+def model_zoo_configs() -> list[str]:
+    """Ship ``configs/`` inside the package as ``sparse_detr/model_zoo/configs`` (as Detectron2 does).
+
+    ``configs/`` stays the one copy people edit: the package path is a symlink to it (a copy where
+    symlinks are not possible), recreated at every build. Returns the package-data paths, relative to
+    ``sparse_detr/model_zoo``.
+    """
+    source = ROOT / "configs"
+    destination = ROOT / "sparse_detr" / "model_zoo" / "configs"
+    if source.is_dir():
+        if destination.is_symlink():
+            destination.unlink()
+        elif destination.is_dir():
+            shutil.rmtree(destination)
+        try:
+            destination.symlink_to(Path("..", "..", "configs"), target_is_directory=True)
+        except OSError:
+            shutil.copytree(source, destination)
+    return sorted(
+        path.relative_to(destination.parent).as_posix()
+        for path in destination.rglob("*")
+        if path.suffix in (".py", ".yaml", ".md") and "__pycache__" not in path.parts
+    )
+
+
+# what the package imports; torch, torchvision and Detectron2 are the user's (they are not on PyPI in a
+# form pip could pick correctly for every CUDA/CPU setup, and reinstalling them would replace the user's)
+INSTALL_REQUIRES = [
+    "numpy",
+    "Pillow",
+    "scipy",
+    "timm",
+    "fvcore",
+    "iopath",
+    "omegaconf>=2.1,<2.4",
+    "pycocotools",
+    "tabulate",
+]
+
 setup(
     name="sparse_detr",
     version="0.1.0",
     description="Sparse DETR (ICLR 2022) as a Detectron2 plugin, with deformable attention kernels",
     python_requires=">=3.10",
     packages=find_packages(include=["sparse_detr", "sparse_detr.*"]),
+    package_data={"sparse_detr.model_zoo": model_zoo_configs()},
+    install_requires=INSTALL_REQUIRES,
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

@@ -39,6 +39,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -246,6 +247,8 @@ def main(args) -> dict:
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
     check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train", "test"))
     default_setup(cfg, args)
+    # default_setup sets up Detectron2's and fvcore's loggers; the project's go to the console and log.txt
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sparse_detr")
     results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
     write_final_metrics(cfg, results)
     if comm.get_world_size() > 1:

@@ -1,10 +1,14 @@
 """Sparse DETR (Roh et al., ICLR 2022) as a Detectron2 plugin.
 
 Importing the package registers its components: the ``SparseDETR`` meta-architecture, the Swin backbone, the
-sparse encoder, token scorers and criterion (Detectron2 registries), and the synthetic ``shapes_*`` datasets.
+sparse encoder, token scorers and criterion (Detectron2 registries), the synthetic ``shapes_*`` datasets, and
+the ``sparse_detr://official/<release file stem>`` weights on Detectron2's ``PathManager``.
 """
 from . import data, modeling  # noqa: F401  (registration by import side effect)
 from .config import add_sparse_detr_config
+from .model_zoo.official_weights import register_official_weights_handler
+
+register_official_weights_handler()
 
 __version__ = "0.1.0"
 

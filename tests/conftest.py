@@ -1,8 +1,12 @@
 """Fixtures shared across the test suite."""
 import importlib.util
+import logging
 from pathlib import Path
 
 import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.logger import setup_logger
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
@@ -16,3 +20,46 @@ def official():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.load_official_fixture(REFERENCE_DIR / "official_sparse_detr_fixture_a.pt")
+
+
+@pytest.fixture(autouse=True)
+def _reset_project_logger():
+    """Undo the scripts' ``setup_logger(name="sparse_detr")`` after each test.
+
+    Its handlers write to that test's output directory, and it stops propagation, which hides the project's
+    records from ``caplog``.
+    """
+    yield
+    logger = logging.getLogger("sparse_detr")
+    if logger.handlers or not logger.propagate:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+        setup_logger.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stand_in_weights(tmp_path_factory):
+    """``make(config_path, overrides=()) -> path`` of a checkpoint standing in for a trained model of that
+    LazyConfig (with those overrides).
+
+    The model's class heads are moved off their initial values (predictors refuse untrained heads); the
+    detections mean nothing, which is all the tests of the tools' mechanics need.
+    """
+    directory = tmp_path_factory.mktemp("stand_in_weights")
+
+    def make(config_path: str, overrides: tuple[str, ...] = ()) -> str:
+        path = directory / f"{Path(config_path).stem}{len(overrides) and hash(overrides)}.pth"
+        if not path.is_file():
+            torch.manual_seed(0)
+            cfg = LazyConfig.apply_overrides(LazyConfig.load(str(config_path)), list(overrides))
+            model = instantiate(cfg.model)
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if "class_head" in name:
+                        parameter.add_(torch.randn_like(parameter))
+            torch.save({"model": model.state_dict()}, path)
+        return str(path)
+
+    return make

@@ -63,6 +63,9 @@ def test_training_writes_checkpoints_metrics_and_evaluates(trained):
     metrics = json.loads((output / "final_metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics["bbox"])
     assert 0.0 < metrics["tokens"]["corr"] <= 1.0 and metrics["tokens"]["refined_tokens"] > 0
+    # the project's own loggers reach log.txt, beside Detectron2's
+    log = (output / "log.txt").read_text()
+    assert f"sparse_detr.train_net INFO: Final metrics written to {output / 'final_metrics.json'}" in log
 
 
 def test_eval_only_reproduces_the_final_evaluation(trained):

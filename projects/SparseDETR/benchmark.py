@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.utils.analysis import FlopCountAnalysis
+from detectron2.utils.logger import setup_logger
 from fvcore.nn.jit_handles import get_shape
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -497,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     args = build_parser().parse_args(argv)
+    setup_logger(name="sparse_detr")  # the project's log messages on the console
     if not (args.flops or args.latency):
         raise SystemExit("nothing to measure: pass --flops and/or --latency")
     if args.device == "cuda" and not torch.cuda.is_available():

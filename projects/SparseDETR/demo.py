@@ -16,6 +16,12 @@ each feature level. Inputs that cannot be read or used (e.g. an aspect ratio the
 reported by name and skipped; the others are still processed. Each input gets its own output file
 (``<name>.png``, inputs from several directories keep their relative directory; inputs sharing a name get
 their extension in it: ``photo_jpg.png``, ``photo_png.png``).
+
+Weights: ``--weights`` (default: the config's ``train.init_checkpoint`` / ``MODEL.WEIGHTS``) accepts a file,
+a URL, or an official model by name, ``sparse_detr://official/sparse_detr_r50_10`` (downloaded and converted
+once). Weights that leave the detection heads untrained (none, or a backbone initialisation) are refused
+before anything is downloaded. One log line per input gives its number of detections above the threshold;
+the log is also written to ``OUTPUT/log.txt``.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.data import Metadata
+from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.engine.output_names import unique_output_stems
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.engine.predictor import LazyConfigPredictor, UntrainedModelError
 from sparse_detr.model_zoo import config_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,8 +90,12 @@ class Demo:
 
     def run_image(
         self, image_bgr: np.ndarray, output_stem: Path, show_tokens: bool, name: str = "image"
-    ) -> list[Path]:
-        """Detect, draw, and write ``<stem>.png`` (and ``<stem>_tokens.png``); returns the written files."""
+    ) -> tuple[list[Path], int]:
+        """Detect, draw, and write ``<stem>.png`` (and ``<stem>_tokens.png``).
+
+        Returns:
+            the written files and the number of detections at or above the confidence threshold.
+        """
         written = [output_stem.with_name(output_stem.name + ".png")]
         if show_tokens:
             # one pass gives both the detections and the token internals
@@ -103,7 +114,7 @@ class Demo:
         else:
             instances = self.detections(image_bgr, name)
         _write_rgb(self.draw(image_bgr, instances), written[0])
-        return written
+        return written, len(instances)
 
 
 def _write_rgb(image_rgb: np.ndarray, path: Path) -> None:
@@ -132,10 +143,15 @@ def run_images(
             skipped.append(path)
             continue
         try:
-            written += demo.run_image(image, output / stems[path], show_tokens, name=f"'{path}'")
+            files_written, num_detections = demo.run_image(
+                image, output / stems[path], show_tokens, name=f"'{path}'"
+            )
         except ValueError as error:  # the input checks' and the resize's errors: this input only
             logger.warning("skipping %s: %s", path, error)
             skipped.append(path)
+            continue
+        logger.info(f"{path}: {num_detections} detection(s) with score >= {demo.confidence_threshold}")
+        written += files_written
     return written, skipped
 
 
@@ -153,20 +169,26 @@ def run_video(demo: Demo, video_path: str, output: Path) -> Path:
     out_path = output / (Path(video_path).stem + ".mp4")
     writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     visualizer = VideoVisualizer(demo.metadata, ColorMode.IMAGE)
+    frames = num_detections = 0
     try:
         with tqdm(total=num_frames, desc="frames") as progress:
             while True:
                 ok, frame_bgr = video.read()
                 if not ok:
                     break
-                drawn = visualizer.draw_instance_predictions(
-                    frame_bgr[:, :, ::-1], demo.detections(frame_bgr)
-                )
+                instances = demo.detections(frame_bgr)
+                drawn = visualizer.draw_instance_predictions(frame_bgr[:, :, ::-1], instances)
                 writer.write(drawn.get_image()[:, :, ::-1])
+                frames += 1
+                num_detections += len(instances)
                 progress.update()
     finally:
         video.release()
         writer.release()
+    logger.info(
+        f"{video_path}: {num_detections} detection(s) with score >= {demo.confidence_threshold} "
+        f"in {frames} frame(s)"
+    )
     return out_path
 
 
@@ -178,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-file", required=True, metavar="CONFIG", help="config file or model-zoo name"
     )
     parser.add_argument(
-        "--weights", help="checkpoint (default: the config's MODEL.WEIGHTS / train.init_checkpoint)"
+        "--weights",
+        help="checkpoint file, URL or sparse_detr://official/<release stem> (default: the config's "
+        "MODEL.WEIGHTS / train.init_checkpoint)",
     )
     parser.add_argument("--input", nargs="+", help="images, directories or glob patterns")
     parser.add_argument("--video-input", help="a video file")
@@ -196,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
+    setup_logger(args.output, name="sparse_detr")
     if not args.input and not args.video_input:
         raise SystemExit("give --input and/or --video-input")
     if args.rho is not None and not 0.0 < args.rho <= 1.0:
@@ -220,4 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UntrainedModelError as error:  # a user error with its remedy: the message, no traceback
+        sys.exit(f"demo.py: {error}")

@@ -30,6 +30,7 @@ from detectron2.config import CfgNode, LazyConfig
 from detectron2.config import LazyCall as L
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -74,7 +75,8 @@ def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:
     """``DefaultPredictor`` (loading strictly) for a yacs config, ``LazyConfigPredictor`` for a LazyConfig.
 
     A LazyConfig without test data (e.g. the model-only ``config.yaml`` of ``convert_official.py``) gets the
-    official test resize: shorter side 800, longer side at most 1333.
+    official test resize: shorter side 800, longer side at most 1333. Weights that leave the detection heads
+    untrained are refused (``UntrainedModelError``).
     """
     if isinstance(cfg, CfgNode):
         return StrictDefaultPredictor(cfg)
@@ -110,7 +112,11 @@ def num_model_classes(model: torch.nn.Module) -> int:
 
 
 def class_names(cfg, num_classes: int) -> list[str]:
-    """Class names of the config's test dataset, or the label numbers when they do not fit the model."""
+    """Class names of the config's test dataset.
+
+    Without them (a model-only config): the COCO names of a converted official model (91 logits: label =
+    category id; 80: Detectron2's contiguous order), else the label numbers.
+    """
     from detectron2.data import MetadataCatalog
 
     if isinstance(cfg, CfgNode):
@@ -124,6 +130,9 @@ def class_names(cfg, num_classes: int) -> list[str]:
     if num_classes == OFFICIAL_COCO_LOGITS:  # converted official model: label = COCO category id
         by_id = {c["id"]: c["name"] for c in COCO_CATEGORIES if c["isthing"]}
         return [by_id.get(i, str(i)) for i in range(num_classes)]
+    coco_names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
+        return coco_names
     return [str(i) for i in range(num_classes)]
 
 
@@ -418,9 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[str]:
     """Write the figures; returns the written paths."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
+    setup_logger(args.output, name="sparse_detr")  # console and OUTPUT/log.txt
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input or --dataset")
     weights = args.weights or [None] * len(args.config_file)

@@ -11,7 +11,7 @@ from .checkpoint import (
 from .hooks import GradientClipper, IterationSeeder
 from .loss_guard import FiniteLossGuard, NonFiniteLossError
 from .optim import detr_param_groups
-from .predictor import LazyConfigPredictor, StrictDefaultPredictor
+from .predictor import LazyConfigPredictor, StrictDefaultPredictor, UntrainedModelError, load_detector_weights
 from .schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
 __all__ = [
@@ -27,9 +27,11 @@ __all__ = [
     "PersistentPeriodicCheckpointer",
     "SafeDetectionCheckpointer",
     "StrictDefaultPredictor",
+    "UntrainedModelError",
     "atomic_torch_save",
     "detr_param_groups",
     "epoch_step_schedule",
     "iterations_per_epoch",
+    "load_detector_weights",
     "load_weights",
 ]

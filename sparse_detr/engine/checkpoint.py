@@ -11,7 +11,8 @@ evaluation):
   the model stops with the keys named (a few of each kind and their count), instead of Detectron2's
   warnings followed by results of a partly random model. ``strict=False`` (training from an
   initialisation: backbone-only checkpoints, fine-tuning to other classes) loads what fits and logs the
-  skipped keys in one message.
+  skipped keys in one message; tensors whose shape differs (the class heads when fine-tuning to another
+  number of classes) keep their initialisation and are each named once.
 
 Saving (:class:`AtomicDetectionCheckpointer`): fvcore's ``Checkpointer.save`` streams ``torch.save`` into the
 final file and rewrites ``last_checkpoint`` in place, so a job killed while saving leaves a truncated
@@ -58,7 +59,15 @@ _PERIODIC_CHECKPOINT = re.compile(r"^(?P<prefix>.+)_(?P<iteration>\d{7})\.pth$")
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not fit the model (strict loading)."""
+    """A checkpoint's keys or shapes do not fit the model (strict loading).
+
+    Attributes:
+        incompatible: the missing, unexpected and mis-shaped keys (fvcore's ``_IncompatibleKeys``).
+    """
+
+    def __init__(self, message: str, incompatible: _IncompatibleKeys):
+        super().__init__(message)
+        self.incompatible = incompatible
 
 
 class NonFiniteWeightsError(FloatingPointError):
@@ -181,7 +190,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             checkpoint["matching_heuristics"] = False
         if self.strict:
             # load nothing unless everything fits
-            lines = describe_incompatible(self._compare(checkpoint["model"]))
+            incompatible = self._compare(checkpoint["model"])
+            lines = describe_incompatible(incompatible)
             self._convert_ndarray_to_tensor(checkpoint["model"])
             bad = non_finite_tensors(checkpoint["model"])
             if bad:
@@ -192,7 +202,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                     + "; ".join(lines)
                     + ". It was made for another architecture or number of classes (check the config it was "
                     "trained with, e.g. model.heads.num_classes). Training from a partial checkpoint is "
-                    "done with train.init_checkpoint, which loads what fits."
+                    "done with train.init_checkpoint, which loads what fits.",
+                    incompatible,
                 )
         return super()._load_model(checkpoint)
 
@@ -213,8 +224,25 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return _IncompatibleKeys(missing_keys=missing, unexpected_keys=unexpected, incorrect_shapes=shapes)
 
     def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
-        missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
-        lines = describe_incompatible(incompatible._replace(missing_keys=missing))
+        # fvcore names a mis-shaped key twice (skipped, then missing); here every key is named once, the
+        # mis-shaped ones all of them with their shapes (the re-initialised heads of a fine-tuning run)
+        reinitialised = incompatible.incorrect_shapes
+        reinitialised_keys = {key for key, _, _ in reinitialised}
+        missing = [
+            key
+            for key in _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+            if key not in reinitialised_keys
+        ]
+        lines = describe_incompatible(incompatible._replace(missing_keys=missing, incorrect_shapes=[]))
+        if reinitialised:
+            lines.append(
+                f"{len(reinitialised)} tensor(s) keep their initialisation, their shape differs from the "
+                "checkpoint's (expected when fine-tuning to another number of classes):\n"
+                + "\n".join(
+                    f"  {key}: {tuple(in_checkpoint)} in the checkpoint, {tuple(in_model)} in the model"
+                    for key, in_checkpoint, in_model in reinitialised
+                )
+            )
         if lines:
             self.logger.warning(
                 f"Loaded {self._loading or 'the checkpoint'!r} partially (initialisation); skipped: "

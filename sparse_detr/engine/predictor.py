@@ -1,7 +1,9 @@
 """Inference on single images: a LazyConfig predictor and a strict-loading ``DefaultPredictor``.
 
-Both load their weights through :func:`sparse_detr.engine.checkpoint.load_weights` (no code runs from a
-``.pkl``; a checkpoint that does not fit the model is refused with its keys named).
+Both load their weights through :func:`load_detector_weights`: no code runs from a ``.pkl``, a checkpoint that
+does not fit the model is refused with its keys named, and weights that leave the detection heads untrained
+(none, a backbone initialisation, another number of classes) are refused with how to get trained ones:
+random class heads draw an empty or meaningless picture without any error.
 """
 from __future__ import annotations
 
@@ -13,22 +15,78 @@ from detectron2.engine import DefaultPredictor
 
 from ..data.augmentations import ImageAugmentationError, apply_augmentations
 from ..modeling.input_checks import check_image_array, check_input_format
-from .checkpoint import load_weights
+from .checkpoint import CheckpointMismatchError, load_weights
 
-__all__ = ["LazyConfigPredictor", "StrictDefaultPredictor"]
+__all__ = [
+    "LazyConfigPredictor",
+    "StrictDefaultPredictor",
+    "UntrainedModelError",
+    "load_detector_weights",
+    "refuse_missing_weights",
+]
+
+# weights that initialise the backbone only (training starting points, not detectors)
+BACKBONE_INITIALISATIONS = ("detectron2://ImageNetPretrained/",)
+HOW_TO_GET_WEIGHTS = (
+    "Give trained weights: an official COCO model by name (sparse_detr://official/sparse_detr_r50_10, "
+    "..._swint_10, ..._r50_scrl_10, rho 10..50 %; downloaded once), a checkpoint converted with "
+    "projects/SparseDETR/convert_official.py, or a model_final.pth written by train_net.py"
+)
+
+
+class UntrainedModelError(ValueError):
+    """The weights given to a predictor leave the model's detection heads untrained."""
+
+
+def refuse_missing_weights(weights: str) -> None:
+    """Refuse, before anything is built or downloaded, no weights or a backbone-only initialisation."""
+    if not weights:
+        raise UntrainedModelError(
+            f"no weights given: the model's detection heads are untrained. {HOW_TO_GET_WEIGHTS}"
+        )
+    if weights.startswith(BACKBONE_INITIALISATIONS):
+        raise UntrainedModelError(
+            f"{weights} initialises the backbone only (a training starting point): the model's detection "
+            f"heads would be untrained. {HOW_TO_GET_WEIGHTS}"
+        )
+
+
+def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
+    """Load ``weights`` into ``model`` strictly, refusing weights that cannot make it a detector.
+
+    Raises:
+        UntrainedModelError: no weights, a backbone initialisation, or a checkpoint without (fitting) class
+            heads (a backbone-only checkpoint, or one trained for another number of classes).
+        CheckpointMismatchError: any other key or shape that does not fit the model.
+    """
+    refuse_missing_weights(weights)
+    try:
+        load_weights(model, weights, strict=True)
+    except CheckpointMismatchError as error:
+        incompatible = error.incompatible
+        unfit = set(incompatible.missing_keys) | {key for key, _, _ in incompatible.incorrect_shapes}
+        if any(".class_heads." in f".{key}" for key in unfit):
+            raise UntrainedModelError(
+                f"{weights} holds no weights for the model's class heads (a backbone-only checkpoint, or one "
+                f"trained for another number of classes): its detections would be meaningless. ({error}) "
+                f"{HOW_TO_GET_WEIGHTS}"
+            ) from error
+        raise
 
 
 class LazyConfigPredictor:
     """Builds ``cfg.model``, loads ``weights`` (strictly) and predicts on one image at a time.
 
     The image is resized with the test augmentations of ``cfg.dataloader.test.mapper`` and converted to the
-    model's ``input_format``; predictions come back in the original image's pixel coordinates.
+    model's ``input_format``; predictions come back in the original image's pixel coordinates. Weights that
+    leave the detection heads untrained are refused (:class:`UntrainedModelError`).
     """
 
     def __init__(self, cfg, weights: str, device: str | None = None):
+        refuse_missing_weights(weights)  # before the model is built
         self.model = instantiate(cfg.model)
         self.model.to(device or cfg.train.device).eval()
-        load_weights(self.model, weights, strict=True)
+        load_detector_weights(self.model, weights)
         self.augmentations = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
         self.input_format = self.model.input_format
 
@@ -68,8 +126,9 @@ class StrictDefaultPredictor(DefaultPredictor):
         cfg = cfg.clone()
         cfg.defrost()
         cfg.MODEL.WEIGHTS = ""  # loaded below, not by Detectron2's checkpointer
+        refuse_missing_weights(weights)  # before the model is built
         super().__init__(cfg)
-        load_weights(self.model, weights, strict=True)
+        load_detector_weights(self.model, weights)
 
     def __call__(self, original_image: np.ndarray, name: str = "image") -> dict:
         check_image_array(original_image, self.input_format, name)

@@ -3,9 +3,11 @@
     from sparse_detr import model_zoo
     cfg = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep")   # LazyConfig
     model = model_zoo.get("sparse_detr_r50_rho0.1_50ep")         # untrained nn.Module
+    model = model_zoo.get("sparse_detr_r50_rho0.1_50ep", trained=True)   # the official trained model
 
-No trained weights ship with the project: ``official_checkpoint_url(name)`` gives the official release of a
-paper config, which ``projects/SparseDETR/convert_official.py`` turns into a Detectron2 checkpoint.
+Trained weights are the official release files, by name: ``sparse_detr://official/<stem>`` (e.g.
+``sparse_detr://official/sparse_detr_r50_10``) works wherever Detectron2 reads weights; the file is
+downloaded, converted and cached once (``official_weights``).
 """
 
 from .model_zoo import (
@@ -19,7 +21,9 @@ from .model_zoo import (
     list_configs,
     load_config,
     official_checkpoint_url,
+    official_release_stem,
 )
+from .official_weights import OFFICIAL_PREFIX, OFFICIAL_RELEASES, ensure_official_release
 
 __all__ = [
     "OFFICIAL_CHECKPOINTS",
@@ -32,4 +36,8 @@ __all__ = [
     "list_configs",
     "load_config",
     "official_checkpoint_url",
+    "official_release_stem",
+    "OFFICIAL_PREFIX",
+    "OFFICIAL_RELEASES",
+    "ensure_official_release",
 ]

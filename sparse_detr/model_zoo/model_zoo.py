@@ -9,6 +9,13 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from omegaconf import DictConfig
 
+from .official_weights import (
+    OFFICIAL_PREFIX,
+    OFFICIAL_RELEASES,
+    ensure_official_release,
+    official_release_url,
+)
+
 __all__ = [
     "OFFICIAL_CHECKPOINTS",
     "config_root",
@@ -17,15 +24,15 @@ __all__ = [
     "get_config",
     "get",
     "official_checkpoint_url",
+    "official_release_stem",
     "load_config",
     "build_model_from_config",
     "config_label",
 ]
 
-_OFFICIAL_BASE_URL = "https://arena.kakaocdn.net/brainrepo/sparse_detr"
-# paper config name -> official release (kakaobrain/sparse-detr README, "Main Results")
+# paper config name -> stem of the official release file trained with it (official README, "Main Results")
 OFFICIAL_CHECKPOINTS = {
-    f"sparse_detr_{backbone}_rho0.{r}_50ep": f"{_OFFICIAL_BASE_URL}/sparse_detr_{backbone}_{r}0.pth"
+    f"sparse_detr_{backbone}_rho0.{r}_50ep": f"sparse_detr_{backbone}_{r}0"
     for backbone in ("r50", "swint")
     for r in range(1, 6)
 }
@@ -34,14 +41,22 @@ _CONFIG_SUFFIXES = (".py", ".yaml")
 
 
 def config_root() -> Path:
-    """The ``configs/`` directory of the source checkout this package was imported from."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"the model zoo reads configs from {root}, which does not exist: install sparse_detr from a "
-            "source checkout (pip install -e .) so that configs/ sits next to the package"
-        )
-    return root
+    """The directory of the model-zoo configs.
+
+    An installed package holds them in ``sparse_detr/model_zoo/configs`` (a symlink to the repository's
+    ``configs/`` in a source checkout, created by ``setup.py``); a checkout used without installing
+    falls back to its ``configs/``.
+    """
+    packaged = Path(__file__).resolve().parent / "configs"
+    if packaged.is_dir():
+        return packaged.resolve()
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(
+        f"the model-zoo configs are missing: neither {packaged} (installed package) nor {checkout} (source "
+        "checkout) exists; reinstall sparse_detr (pip install .) or run it from a source checkout"
+    )
 
 
 def list_configs() -> list[str]:
@@ -81,17 +96,23 @@ def get_config(config_path: str, trained: bool = False) -> DictConfig | CfgNode:
 
     Args:
         config_path: see :func:`get_config_file`.
-        trained: point the config at trained weights; always refused (none ship, see :func:`get`).
+        trained: start from the official weights trained with this config: ``train.init_checkpoint`` becomes
+            ``sparse_detr://official/<release file stem>`` (downloaded and converted on first use).
+            Configs without an official release are refused.
     """
-    if trained:
-        _refuse_trained(config_path)
+    stem = _official_stem_or_refuse(config_path) if trained else None
     path = get_config_file(config_path)
     if path.endswith(".py"):
-        return LazyConfig.load(path)
+        cfg = LazyConfig.load(path)
+        if stem:
+            cfg.train.init_checkpoint = OFFICIAL_PREFIX + stem
+        return cfg
     from sparse_detr.config import add_sparse_detr_config
 
     cfg = add_sparse_detr_config(get_cfg())
     cfg.merge_from_file(path)
+    if stem:
+        cfg.MODEL.WEIGHTS = OFFICIAL_PREFIX + stem
     return cfg
 
 
@@ -137,14 +158,26 @@ def build_model_from_config(cfg: DictConfig | CfgNode, device: str | None = None
 
 
 def get(config_path: str, trained: bool = False, device: str | None = None) -> torch.nn.Module:
-    """Build the (untrained) model of a model-zoo config, in eval mode.
+    """Build the model of a model-zoo config, in eval mode.
 
     Args:
-        config_path: see :func:`get_config_file`.
-        trained: load trained weights; refused with the official checkpoint link and the convert command.
+        config_path: see :func:`get_config_file`; with ``trained=True`` also a release file stem of
+            :data:`~sparse_detr.model_zoo.official_weights.OFFICIAL_RELEASES` (e.g. the SCRL models).
+        trained: the official trained model: its release file is downloaded and converted once (cached, see
+            ``sparse_detr.model_zoo.official_weights``) and the model is built from the converted config,
+            which reproduces the official architecture exactly, with every weight loaded (strict).
+            Untrained: the config's model with random (or backbone-initialised) weights.
         device: "cpu" or "cuda"; default: CUDA when available, else CPU.
     """
-    return build_model_from_config(get_config(config_path, trained=trained), device)
+    if not trained:
+        return build_model_from_config(get_config(config_path), device)
+    from sparse_detr.checkpoint import load_converted_weights
+
+    release = ensure_official_release(_official_stem_or_refuse(config_path))
+    model = build_model_from_config(LazyConfig.load(str(release.config)), "cpu")
+    checkpoint = torch.load(release.weights, map_location="cpu", weights_only=True)
+    load_converted_weights(model, checkpoint["model"])
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def config_label(path_or_name: str) -> str:
@@ -155,22 +188,31 @@ def config_label(path_or_name: str) -> str:
     return path.parent.name if path.stem == "config" and path.parent.name else path.stem
 
 
-def official_checkpoint_url(config_path: str) -> str | None:
-    """URL of the official checkpoint trained with this config's architecture, or None."""
-    name = config_path
+def official_release_stem(config_path: str) -> str | None:
+    """Stem of the official release file of a paper config (or of a release stem itself), else None."""
+    name = Path(config_path).name
     if name.endswith(_CONFIG_SUFFIXES):
         name = name.rsplit(".", 1)[0]
-    return OFFICIAL_CHECKPOINTS.get(Path(name).name)
+    if name in OFFICIAL_RELEASES:
+        return name
+    return OFFICIAL_CHECKPOINTS.get(name)
 
 
-def _refuse_trained(config_path: str) -> None:
-    url = official_checkpoint_url(config_path)
-    checkpoint = url.rsplit("/", 1)[-1] if url else None
-    where = (
-        f"the official checkpoint of this config is {url}; convert it with\n"
-        f"  python projects/SparseDETR/convert_official.py --input {checkpoint} --output-dir DIR\n"
-        "and load DIR/model_final.pth with DetectionCheckpointer (or pass DIR/config.yaml to the tools)"
-        if url
-        else "no official checkpoint exists for this config"
-    )
-    raise ValueError(f"trained=True: sparse_detr ships no trained weights for {config_path!r}; {where}")
+def official_checkpoint_url(config_path: str) -> str | None:
+    """URL of the official checkpoint trained with this config's architecture, or None.
+
+    ``$SPARSE_DETR_OFFICIAL_URL`` replaces the official server.
+    """
+    stem = official_release_stem(config_path)
+    return official_release_url(stem) if stem else None
+
+
+def _official_stem_or_refuse(config_path: str) -> str:
+    stem = official_release_stem(config_path)
+    if stem is None:
+        raise ValueError(
+            f"trained=True: no official checkpoint was trained with {config_path!r}; official weights exist "
+            f"for {', '.join(sorted(OFFICIAL_CHECKPOINTS))} and the release files "
+            f"{', '.join(OFFICIAL_RELEASES)}"
+        )
+    return stem

@@ -5,18 +5,29 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sparse_detr.data.synthetic import SHAPES_PRESETS, register_shapes_dataset
-from sparse_detr.engine import AtomicDetectionCheckpointer
 from sparse_detr.engine.draw_predictions import draw_prediction_grid
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.engine.predictor import LazyConfigPredictor, UntrainedModelError
+
+TINY = "tests/configs/tiny_shapes.py"
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    cfg = LazyConfig.load("tests/configs/tiny_shapes.py")
-    torch.manual_seed(0)
-    weights_dir = tmp_path_factory.mktemp("weights")
-    AtomicDetectionCheckpointer(instantiate(cfg.model), str(weights_dir)).save("model_final")
-    return LazyConfigPredictor(cfg, str(weights_dir / "model_final.pth"), device="cpu")
+def predictor(stand_in_weights):
+    return LazyConfigPredictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu")
+
+
+def test_weights_that_leave_the_heads_untrained_are_refused(tmp_path, stand_in_weights):
+    cfg = LazyConfig.load(TINY)
+    with pytest.raises(UntrainedModelError, match="no weights given"):
+        LazyConfigPredictor(cfg, "", device="cpu")
+    with pytest.raises(UntrainedModelError, match="backbone only"):
+        LazyConfigPredictor(cfg, "detectron2://ImageNetPretrained/torchvision/R-50.pkl", device="cpu")
+    # a checkpoint of the same model for another number of classes: the class heads cannot be loaded
+    cfg_seven = LazyConfig.apply_overrides(LazyConfig.load(TINY), ["model.heads.num_classes=7"])
+    seven = tmp_path / "seven_classes.pth"
+    torch.save({"model": instantiate(cfg_seven.model).state_dict()}, seven)
+    with pytest.raises(UntrainedModelError, match="seven_classes.pth holds no weights for the model's class"):
+        LazyConfigPredictor(cfg, str(seven), device="cpu")
 
 
 def test_predictions_are_in_original_image_coordinates(predictor):

@@ -1,4 +1,4 @@
-"""sparse_detr.model_zoo: every config of configs/ by name, untrained models, trained=True refused."""
+"""sparse_detr.model_zoo: every config of configs/ by name, untrained models, official release URLs."""
 
 from __future__ import annotations
 
@@ -34,13 +34,6 @@ def test_get_config_loads_every_config(name):
 def test_unknown_name_lists_the_available_configs():
     with pytest.raises(FileNotFoundError, match="sparse_detr_r50_rho0.1_50ep"):
         model_zoo.get_config_file("sparse_detr_r51_rho0.1_50ep")
-
-
-def test_trained_weights_are_refused_with_the_official_link():
-    with pytest.raises(ValueError, match=r"sparse_detr_r50_20\.pth.*\n.*convert_official\.py"):
-        model_zoo.get("sparse_detr_r50_rho0.2_50ep", trained=True)
-    with pytest.raises(ValueError, match="no official checkpoint"):
-        model_zoo.get_config("quickstart_shapes", trained=True)
 
 
 def test_official_checkpoint_urls_cover_the_paper_configs():

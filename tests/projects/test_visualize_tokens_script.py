@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
@@ -29,7 +30,9 @@ model.token_scorer = L(ObjectnessScorer)(dim=32, num_classes=5, keep_ratio=0.3)
 """
 
 
-def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_path, tmp_path):
+def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(
+    image_path, tmp_path, stand_in_weights
+):
     objectness = tmp_path / "tiny_objectness.py"
     objectness.write_text(OBJECTNESS_VARIANT.format(tiny=TINY_CONFIG))
     output = tmp_path / "figures"
@@ -38,6 +41,9 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_p
             "--config-file",
             TINY_CONFIG,
             str(objectness),
+            "--weights",
+            stand_in_weights(TINY_CONFIG),
+            stand_in_weights(str(objectness)),
             "--input",
             str(image_path),
             "--output",
@@ -53,9 +59,9 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_p
         assert figure.size[0] > figure.size[1] > 0
 
 
-def test_token_view_matches_the_selection(image_path):
+def test_token_view_matches_the_selection(image_path, stand_in_weights):
     cfg = visualize.load_config_with_overrides(
-        TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], None, "cpu"
+        TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], stand_in_weights(TINY_CONFIG), "cpu"
     )
     predictor = visualize.build_predictor(cfg)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
@@ -76,7 +82,9 @@ def test_level_map_to_image_follows_the_stride_grid():
     assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
 
 
-def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipped(tmp_path):
+def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipped(
+    tmp_path, stand_in_weights
+):
     rng = np.random.default_rng(4)
     for relative in ("a/photo.png", "b/photo.png"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +92,20 @@ def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipp
     Image.fromarray(np.zeros((2, 900, 3), dtype=np.uint8)).save(tmp_path / "a" / "strip.png")
     inputs = [str(tmp_path / r) for r in ("a/photo.png", "a/strip.png", "b/photo.png")]
     output = tmp_path / "figures"
-    written = visualize.main(["--config-file", TINY_CONFIG, "--input", *inputs, "--output", str(output)])
+    weights = stand_in_weights(TINY_CONFIG)
+    arguments = ["--config-file", TINY_CONFIG, "--weights", weights, "--input", *inputs]
+    written = visualize.main([*arguments, "--output", str(output)])
     assert sorted(str(p.relative_to(output)) for p in output.rglob("*.png")) == [
         "a/photo_tokens.png",
         "b/photo_tokens.png",
     ]
     assert len(written) == 2
+
+
+def test_class_names_of_a_converted_official_model_without_dataset():
+    model_only = OmegaConf.create({"model": {}})
+    contiguous = visualize.class_names(model_only, 80)
+    assert contiguous[0] == "person" and contiguous[-1] == "toothbrush"
+    by_category_id = visualize.class_names(model_only, 91)
+    assert by_category_id[1] == "person" and by_category_id[90] == "toothbrush" and by_category_id[12] == "12"
+    assert visualize.class_names(model_only, 7) == [str(i) for i in range(7)]
