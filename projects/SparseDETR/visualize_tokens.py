@@ -40,6 +40,7 @@ import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for 
 from sparse_detr.data import build_detr_test_augmentations
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.model_zoo import config_label, load_config
+from sparse_detr.modeling.analysis import analyze
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")
 
@@ -129,7 +130,7 @@ class TokenView:
         detections: Detectron2 ``Instances`` in original-image pixels.
         refined: per level Bool[H_l, W_l], the tokens the encoder refined.
         attention: per level Float[H_l, W_l], decoder attention mass (DAM).
-        scores: per level Float[H_l, W_l] scorer output (sigmoid), or None (dense / random scorer).
+        scores: per level Float[H_l, W_l] scorer output (sigmoid), or None (dense encoder).
         queries: Float[Q, 2] (x, y) of the decoder queries' reference points in [0, 1] input coordinates.
         query_levels: Long[Q] feature level of each query's source token (-1 if learned queries).
         corr: Float[1 + L], Corr overall then per level.
@@ -157,40 +158,28 @@ def _split_levels(values: torch.Tensor, spatial_shapes: torch.Tensor) -> list[np
     ]
 
 
-@torch.no_grad()
 def analyze_image(model: torch.nn.Module, model_input: dict) -> TokenView:
-    """Run ``model.analyze`` on one input and keep the decoder queries (through a hook on ``query_init``)."""
-    captured = {}
-    hook = model.query_init.register_forward_hook(lambda m, i, out: captured.setdefault("queries", out))
-    try:
-        analysis = model.analyze([model_input])
-    finally:
-        hook.remove()
-    shapes, starts = analysis["spatial_shapes"], analysis["level_start_index"]
-    num_tokens = analysis["padding_mask"].shape[1]
-    if analysis["selected_indices"] is None:
-        refined = ~analysis["padding_mask"][0]
-    else:
-        refined = torch.zeros(num_tokens, dtype=torch.bool, device=shapes.device)
-        refined[analysis["selected_indices"][0, : int(analysis["num_kept"][0])]] = True
-    scores = analysis["token_scores"]
-    queries = captured["queries"]
+    """Analyse one input (:func:`sparse_detr.modeling.analysis.analyze`) and keep what the figure shows."""
+    analysis = analyze(model, [model_input])
+    outputs = analysis.outputs
+    shapes, starts = outputs.tokens.spatial_shapes, outputs.tokens.level_start_index
+    queries = outputs.internals.queries
     reference = queries.reference[0, :, :2].cpu().numpy()
     if queries.token_indices is not None:
         query_levels = (torch.bucketize(queries.token_indices[0], starts, right=True) - 1).cpu().numpy()
     else:
         query_levels = np.full(len(reference), -1)
-    scorer = getattr(model, "token_scorer", None)
+    selection = outputs.selection
     return TokenView(
-        detections=analysis["results"][0]["instances"].to("cpu"),
-        refined=_split_levels(refined, shapes),
-        attention=_split_levels(analysis["decoder_attention_map"][0], shapes),
-        scores=None if scores is None else _split_levels(scores[0].sigmoid(), shapes),
+        detections=analysis.results[0]["instances"].to("cpu"),
+        refined=_split_levels(analysis.refined[0], shapes),
+        attention=_split_levels(analysis.decoder_attention_map[0], shapes),
+        scores=None if selection is None else _split_levels(selection.scores[0].sigmoid(), shapes),
         queries=reference,
         query_levels=query_levels,
-        corr=analysis["corr"][0].cpu().numpy(),
+        corr=analysis.corr[0].cpu().numpy(),
         input_size=tuple(model_input["image"].shape[-2:]),
-        keep_ratio=scorer.active_keep_ratio if model.is_sparse else 1.0,
+        keep_ratio=model.token_scorer.active_keep_ratio if model.is_sparse else 1.0,
     )
 
 

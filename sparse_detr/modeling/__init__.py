@@ -1,11 +1,12 @@
 """Sparse DETR model components; importing this package registers them in their registries."""
 
-from . import backbone, criterion, dam, matcher  # noqa: F401  (registers the criterion and Swin)
+from . import analysis, backbone, criterion, dam, matcher  # noqa: F401  (registers the criterion and Swin)
 from .decoder import DecoderOutput, DeformableDecoder
 from .encoder import EncoderOutput, SparseDeformableEncoder, build_sparse_encoder
 from .heads import MLP, PredictionHeads
 from .meta_arch import SparseDETR
 from .neck import MultiScaleNeck
+from .outputs import SparseDETROutput
 from .postprocess import Detections, detections_to_instances, top_detections
 from .query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
 from .registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY, TOKEN_SCORER_REGISTRY
@@ -13,6 +14,7 @@ from .scorers import (
     DAMScorer,
     ObjectnessScorer,
     RandomScorer,
+    ScorerLossInputs,
     TokenScorer,
     TokenSelection,
     build_token_scorer,
@@ -35,6 +37,8 @@ __all__ = [
     "ObjectnessScorer",
     "PredictionHeads",
     "RandomScorer",
+    "ScorerLossInputs",
+    "SparseDETROutput",
     "SPARSE_ENCODER_REGISTRY",
     "SparseDETR",
     "SparseDeformableEncoder",

@@ -170,7 +170,7 @@ def test_learned_query_variant_builds_small():
     images, mask = torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool)
     with torch.no_grad():
         out = model.predict(images, mask)
-    assert out["pred_logits"].shape == (1, 5, 91) and "enc_outputs" not in out
+    assert out.predictions["pred_logits"].shape == (1, 5, 91) and out.two_stage_predictions is None
 
 
 def test_loader_refuses_arbitrary_pickles(tmp_path):
@@ -215,4 +215,4 @@ def test_dynamic_rho_on_the_converted_model(official):
     with torch.no_grad():
         out = model.eval().predict(inputs["padded_images"], inputs["padded_mask"])
     valid = (~official["outputs"]["mask_flatten"]).sum(1)
-    assert out["num_kept"].tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+    assert out.num_kept.tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]

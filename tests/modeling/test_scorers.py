@@ -10,6 +10,7 @@ from sparse_detr.modeling import (
     DAMScorer,
     ObjectnessScorer,
     RandomScorer,
+    ScorerLossInputs,
     build_token_scorer,
     kept_token_counts,
     select_tokens,
@@ -59,7 +60,7 @@ def test_dam_scorer_matches_the_paper_network_shape():
     scorer = DAMScorer(dim=64, keep_ratio=0.2)
     tokens = torch.randn(2, 30, 64)
     scores, extra = scorer.score(tokens, torch.zeros(2, 30, 4), torch.zeros(2, 30, dtype=torch.bool), True)
-    assert scores.shape == (2, 30) and extra == {}
+    assert scores.shape == (2, 30) and extra == ScorerLossInputs()
     assert [m.out_features for m in scorer.head if isinstance(m, torch.nn.Linear)] == [32, 16, 1]
     # the global half is averaged over all tokens: changing one token changes every score
     tokens2 = tokens.clone()
@@ -72,10 +73,22 @@ def test_objectness_scorer_returns_detection_outputs_only_for_the_loss():
     scorer = ObjectnessScorer(dim=32, num_classes=7, keep_ratio=0.3)
     tokens, proposals = torch.randn(2, 20, 32), torch.zeros(2, 20, 4)
     mask = torch.zeros(2, 20, dtype=torch.bool)
-    selection = scorer(tokens, proposals, mask, with_loss_outputs=True)
-    outputs = selection.loss_outputs["objectness_outputs"]
+    selection = scorer(tokens, proposals, mask, with_loss_inputs=True)
+    assert selection.loss_inputs.dam_logits is None
+    assert list(selection.loss_inputs.detection_heads) == ["_backbone"]
+    outputs = selection.loss_inputs.detection_heads["_backbone"]
     assert outputs["pred_logits"].shape == (2, 20, 7) and outputs["pred_boxes"].shape == (2, 20, 4)
-    assert scorer(tokens, proposals, mask).loss_outputs == {}
+    assert scorer(tokens, proposals, mask).loss_inputs == ScorerLossInputs()
+
+
+def test_dam_scorer_hands_its_ranked_scores_to_the_dam_loss():
+    scorer = DAMScorer(dim=32, keep_ratio=0.3)
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[1, 15:] = True
+    selection = scorer(torch.randn(2, 20, 32), torch.zeros(2, 20, 4), mask, with_loss_inputs=True)
+    assert selection.loss_inputs.dam_logits is selection.scores and not selection.loss_inputs.detection_heads
+    assert (selection.scores[1, 15:] == selection.scores.min()).all()  # padding ranked last
+    assert scorer(torch.randn(2, 20, 32), torch.zeros(2, 20, 4), mask).loss_inputs.dam_logits is None
 
 
 def test_random_scorer_needs_no_features():

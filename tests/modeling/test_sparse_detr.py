@@ -25,40 +25,41 @@ def test_training_outputs_follow_the_criterion_contract():
     model = build_tiny_model(scorer="dam", keep_ratio=0.3).train()
     images, mask = model.preprocess_image(tiny_batch())
     out = model.predict(images.tensor, mask, with_loss_outputs=True)
-    batch, queries, tokens = 2, 10, out["padding_mask"].shape[1]
-    assert out["pred_logits"].shape == (batch, queries, NUM_CLASSES)
-    assert out["pred_boxes"].shape == (batch, queries, 4)
-    assert len(out["aux_outputs"]) == 1 and out["aux_outputs"][0]["pred_logits"].shape == (
-        batch,
-        queries,
-        NUM_CLASSES,
-    )
-    assert out["enc_outputs"]["pred_logits"].shape == (batch, tokens, NUM_CLASSES)
-    k = out["selected_indices"].shape[1]
-    assert int(out["num_kept"].max()) == k
-    assert len(out["enc_aux_outputs"]) == 1 and out["enc_aux_outputs"][0]["pred_boxes"].shape == (batch, k, 4)
-    assert out["token_scores"].shape == (batch, tokens)
-    assert out["dec_sampling_locations"].shape[:3] == (batch, 2, queries)
-    assert out["dec_sampling_locations"].shape[-1] == 2
-    assert out["dec_attention_weights"].shape == out["dec_sampling_locations"].shape[:-1]
-    assert out["spatial_shapes"].shape == (4, 2) and out["level_start_index"].shape == (4,)
-    assert "objectness_outputs" not in out
+    batch, queries, tokens = 2, 10, out.tokens.padding_mask.shape[1]
+    assert out.predictions["pred_logits"].shape == (batch, queries, NUM_CLASSES)
+    assert out.predictions["pred_boxes"].shape == (batch, queries, 4)
+    assert len(out.aux_predictions) == 1
+    assert out.aux_predictions[0]["pred_logits"].shape == (batch, queries, NUM_CLASSES)
+    assert out.two_stage_predictions["pred_logits"].shape == (batch, tokens, NUM_CLASSES)
+    selection = out.selection
+    k = selection.selected_indices.shape[1]
+    assert int(out.num_kept.max()) == k
+    assert len(out.encoder_aux_predictions) == 1
+    assert out.encoder_aux_predictions[0]["pred_boxes"].shape == (batch, k, 4)
+    assert selection.loss_inputs.dam_logits.shape == (batch, tokens)
+    assert not selection.loss_inputs.detection_heads
+    assert out.decoder_sampling.locations.shape[:3] == (batch, 2, queries)
+    assert out.decoder_sampling.locations.shape[-1] == 2
+    assert out.decoder_sampling.weights.shape == out.decoder_sampling.locations.shape[:-1]
+    assert out.tokens.spatial_shapes.shape == (4, 2) and out.tokens.level_start_index.shape == (4,)
+    assert out.internals is None
     # per-image counts from that image's valid tokens; the padded image keeps fewer
-    valid = (~out["padding_mask"]).sum(1)
-    assert out["num_kept"].tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
-    assert out["num_kept"][1] < out["num_kept"][0]
+    valid = (~out.tokens.padding_mask).sum(1)
+    assert out.num_kept.tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+    assert out.num_kept[1] < out.num_kept[0]
     for i in range(batch):
-        kept = out["selected_indices"][i, : out["num_kept"][i]]
-        assert not out["padding_mask"][i, kept].any(), "padding selected"
+        kept = selection.selected_indices[i, : out.num_kept[i]]
+        assert not out.tokens.padding_mask[i, kept].any(), "padding selected"
 
 
 def test_inference_skips_loss_only_work_and_returns_instances():
     model = build_tiny_model().eval()
-    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        out = model.predict(images.tensor, mask)
-        results = model(tiny_batch(with_targets=False))
-    assert out["aux_outputs"] == [] and out["enc_aux_outputs"] == []
+        results, out = model.inference(tiny_batch(with_targets=False))
+        for again, result in zip(model(tiny_batch(with_targets=False)), results):
+            assert torch.equal(again["instances"].scores, result["instances"].scores)
+    assert out.aux_predictions == [] and out.encoder_aux_predictions == []
+    assert out.two_stage_predictions is None and out.selection.loss_inputs.dam_logits is None
     for result, (height, width) in zip(results, [(64, 96), (48, 64)]):
         instances = result["instances"]
         assert instances.image_size == (height, width)
@@ -138,13 +139,13 @@ def test_dynamic_keep_ratio_at_inference():
     model = build_tiny_model(keep_ratio=0.1).eval()
     images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        counts_01 = model.predict(images.tensor, mask)["num_kept"]
+        counts_01 = model.predict(images.tensor, mask).num_kept
         model.set_keep_ratio(0.1, test_keep_ratio=0.5)
-        counts_05 = model.predict(images.tensor, mask)["num_kept"]
+        counts_05 = model.predict(images.tensor, mask).num_kept
         model.set_keep_ratio(0.1, test_keep_ratio=1.0)
         dense = model.predict(images.tensor, mask)
     assert (counts_05 > counts_01).all()
-    assert dense["selected_indices"] is None and dense["token_scores"] is None
+    assert dense.selection is None and torch.equal(dense.num_kept, dense.tokens.valid_counts)
     model.train()
     assert model.token_scorer.active_keep_ratio == 0.1
 
