@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from detectron2.config import configurable
 from detectron2.utils import comm
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
@@ -67,7 +66,6 @@ class SparseDETRCriterion(nn.Module):
     ``labels`` Long[n] and normalised cxcywh ``boxes`` Float[n, 4] (n may be 0).
     """
 
-    @configurable
     def __init__(
         self,
         *,
@@ -95,25 +93,6 @@ class SparseDETRCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.two_stage_class_agnostic = two_stage_class_agnostic
-
-    @classmethod
-    def from_config(cls, cfg):
-        sd = cfg.MODEL.SPARSE_DETR
-        return {
-            "num_classes": sd.NUM_CLASSES,
-            "matcher": HungarianMatcher(
-                cost_class=sd.MATCHER_COST_CLASS,
-                cost_bbox=sd.MATCHER_COST_BBOX,
-                cost_giou=sd.MATCHER_COST_GIOU,
-                focal_alpha=sd.FOCAL_ALPHA,
-            ),
-            "class_weight": sd.CLASS_LOSS_WEIGHT,
-            "bbox_weight": sd.BBOX_LOSS_WEIGHT,
-            "giou_weight": sd.GIOU_LOSS_WEIGHT,
-            "mask_prediction_weight": sd.MASK_PREDICTION_LOSS_WEIGHT,
-            "focal_alpha": sd.FOCAL_ALPHA,
-            "two_stage_class_agnostic": sd.TWO_STAGE_CLASS_AGNOSTIC,
-        }
 
     # ------------------------------------------------------------------ public API
     def forward(self, outputs: SparseDETROutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

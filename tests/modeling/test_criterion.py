@@ -3,13 +3,14 @@ import pytest
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg, instantiate
+from detectron2.modeling import build_model
 from torchvision.ops import sigmoid_focal_loss
 
+from sparse_detr.config import add_sparse_detr_config
 from sparse_detr.modeling import criterion as criterion_module
 from sparse_detr.modeling.criterion import SparseDETRCriterion
 from sparse_detr.modeling.matcher import HungarianMatcher
 from sparse_detr.modeling.outputs import DecoderSampling, SparseDETROutput, TokenGeometry
-from sparse_detr.modeling.registry import CRITERION_REGISTRY
 from sparse_detr.modeling.scorers import ScorerLossInputs, TokenSelection
 
 
@@ -304,17 +305,18 @@ def test_bad_input_names_the_culprit():
         criterion(outputs, [EMPTY, EMPTY])
 
 
-def test_built_from_registry_yacs_and_lazy_config():
-    cfg = get_cfg()
-    cfg.MODEL.SPARSE_DETR = type(cfg)()
+def test_built_from_the_yacs_keys_and_lazy_config():
+    cfg = add_sparse_detr_config(get_cfg())
+    cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = "cpu", 18, 64
     sd = cfg.MODEL.SPARSE_DETR
+    sd.CRITERION_NAME = "SparseDETRCriterion"  # a CRITERION_REGISTRY name
     sd.NUM_CLASSES = 7
     sd.MATCHER_COST_CLASS, sd.MATCHER_COST_BBOX, sd.MATCHER_COST_GIOU = 1.0, 4.0, 3.0
     sd.CLASS_LOSS_WEIGHT, sd.BBOX_LOSS_WEIGHT, sd.GIOU_LOSS_WEIGHT = 2.5, 5.5, 1.5
     sd.MASK_PREDICTION_LOSS_WEIGHT = 0.25
     sd.FOCAL_ALPHA = 0.3
     sd.TWO_STAGE_CLASS_AGNOSTIC = True
-    built = CRITERION_REGISTRY.get("SparseDETRCriterion")(cfg)
+    built = build_model(cfg).criterion
     assert built.num_classes == 7 and built.two_stage_class_agnostic and built.focal_alpha == 0.3
     assert (built.matcher.cost_class, built.matcher.cost_bbox, built.matcher.cost_giou) == (1.0, 4.0, 3.0)
     assert built.weight_dict(["loss_ce_enc_0", "loss_bbox_1", "loss_giou", "loss_mask_prediction"]) == {

@@ -180,21 +180,21 @@ def test_bad_inputs_are_reported():
         model(tiny_batch(with_targets=False))
 
 
-def test_components_must_agree():
+def test_the_graph_ties_what_must_agree():
+    """Depths, widths and class counts are written once; what cannot be tied is refused by name."""
     from detectron2.config import instantiate
     from tiny_sparse_detr import tiny_model_config
 
-    cfg = tiny_model_config()
-    cfg.heads.num_decoder_layers = 3
-    with pytest.raises(ValueError, match="num_decoder_layers"):
-        instantiate(cfg)
+    cfg = tiny_model_config(scorer="objectness")
+    cfg.decoder.num_layers, cfg.encoder.num_layers, cfg.heads.num_classes, cfg.neck.hidden_dim = 3, 4, 7, 64
+    model = instantiate(cfg)
+    assert model.heads.num_decoder_layers == 3 and len(model.heads.decoder_box_heads()) == 3
+    assert model.heads.num_encoder_aux == 3 and model.encoder.dim == model.decoder.dim == 64
+    assert model.criterion.num_classes == model.token_scorer.class_head.out_features == 7
+    assert model.heads.class_heads[0].in_features == model.query_init.dim == 64
     cfg = tiny_model_config()
     cfg.in_features = ["res2", "res3", "res4"]
     with pytest.raises(ValueError, match="in_features"):
-        instantiate(cfg)
-    cfg = tiny_model_config()
-    cfg.criterion.num_classes = 7
-    with pytest.raises(ValueError, match="num_classes"):
         instantiate(cfg)
     cfg = tiny_model_config()
     cfg.criterion.two_stage_class_agnostic = True

@@ -9,7 +9,7 @@ losses; in inference the top-100 (query, class) pairs become ``Instances``.
 from __future__ import annotations
 
 import torch
-from detectron2.config import configurable
+from detectron2.config import configurable, instantiate
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
@@ -18,19 +18,22 @@ from torchvision.ops import box_convert
 
 from ..backbone import fold_frozen_batchnorm
 from ..decoder import DecoderOutput, DeformableDecoder
-from ..encoder import EncoderOutput, build_sparse_encoder
+from ..encoder import EncoderOutput
 from ..heads import PredictionHeads
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
-from ..registry import CRITERION_REGISTRY
-from ..scorers import KEEP_RATIO_KEY, TokenScorer, TokenSelection, build_token_scorer, validate_keep_ratio
+from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
 
 __all__ = ["SparseDETR"]
 
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _keyword_arguments(**kwargs) -> dict:
+    return kwargs
 
 
 @META_ARCH_REGISTRY.register()
@@ -121,113 +124,34 @@ class SparseDETR(nn.Module):
         self._check_consistency()
 
     def _check_consistency(self) -> None:
+        """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
         missing = [f for f in self.in_features if f not in self.backbone.output_shape()]
         if missing:
             raise ValueError(
                 f"in_features {missing} are not backbone outputs {sorted(self.backbone.output_shape())}"
             )
-        if self.heads.two_stage != self.two_stage:
-            raise ValueError(
-                f"heads.two_stage={self.heads.two_stage} disagrees with the query init "
-                f"({type(self.query_init).__name__} two_stage={self.two_stage})"
-            )
-        if self.heads.num_decoder_layers != self.decoder.num_layers:
-            raise ValueError(
-                f"heads.num_decoder_layers={self.heads.num_decoder_layers} != "
-                f"decoder.num_layers={self.decoder.num_layers}"
-            )
-        if self.heads.num_encoder_aux not in (0, max(self.encoder.num_layers - 1, 0)):
-            raise ValueError(
-                f"heads.num_encoder_aux={self.heads.num_encoder_aux} must be 0 or encoder.num_layers - 1 "
-                f"= {self.encoder.num_layers - 1}"
-            )
-        num_classes = self.heads.class_heads[0].out_features
-        criterion_classes = getattr(self.criterion, "num_classes", num_classes)
-        if criterion_classes != num_classes:
-            raise ValueError(f"criterion.num_classes={criterion_classes} != heads.num_classes={num_classes}")
         agnostic = getattr(self.criterion, "two_stage_class_agnostic", None)
-        if self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific:
+        if self.heads.two_stage != self.two_stage or (
+            self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific
+        ):
             raise ValueError(
-                f"criterion.two_stage_class_agnostic={agnostic} must be the opposite of "
-                f"query_init.class_specific={self.query_init.class_specific}"
+                f"the two-stage switch disagrees: heads.two_stage={self.heads.two_stage}, query_init="
+                f"{type(self.query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
+                "the opposite of query_init.class_specific); build the model with "
+                "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
             )
-        for name, module in (("encoder", self.encoder), ("decoder", self.decoder)):
-            if module.num_levels != self.neck.num_levels:
-                raise ValueError(
-                    f"{name}.num_levels={module.num_levels} != neck.num_levels={self.neck.num_levels}"
-                )
 
     @classmethod
     def from_config(cls, cfg):
-        sd = cfg.MODEL.SPARSE_DETR
+        """yacs ``MODEL.SPARSE_DETR.*`` -> the keyword arguments of :func:`sparse_detr_graph`'s model."""
+        from .graph import graph_from_yacs  # the graph module builds this class
+
         backbone = build_backbone(cfg)
-        if sd.FOLD_FROZEN_BN:
+        if cfg.MODEL.SPARSE_DETR.FOLD_FROZEN_BN:
             backbone = fold_frozen_batchnorm(backbone)
-        shapes = backbone.output_shape()
-        in_features = list(sd.IN_FEATURES)
-        attn = dict(
-            dim=sd.HIDDEN_DIM,
-            ffn_dim=sd.DIM_FEEDFORWARD,
-            num_heads=sd.NUM_HEADS,
-            num_levels=sd.NUM_FEATURE_LEVELS,
-            dropout=sd.DROPOUT,
-        )
-        scorer = None
-        if sd.TOKEN_SCORER:
-            validate_keep_ratio(sd.KEEP_RATIO, KEEP_RATIO_KEY)
-            scorer_kwargs = dict(keep_ratio=sd.KEEP_RATIO, test_keep_ratio=sd.TEST_KEEP_RATIO)
-            if sd.TOKEN_SCORER in ("dam", "objectness"):
-                scorer_kwargs["dim"] = sd.HIDDEN_DIM
-            if sd.TOKEN_SCORER == "objectness":
-                scorer_kwargs["num_classes"] = sd.NUM_CLASSES
-            scorer = build_token_scorer(sd.TOKEN_SCORER, **scorer_kwargs)
-        if sd.TWO_STAGE:
-            query_init = TwoStageQueryInit(
-                dim=sd.HIDDEN_DIM,
-                num_queries=sd.NUM_QUERIES,
-                from_memory=sd.QUERY_INIT_FROM_MEMORY,
-                class_specific=not sd.TWO_STAGE_CLASS_AGNOSTIC,
-            )
-        else:
-            query_init = LearnedQueryInit(dim=sd.HIDDEN_DIM, num_queries=sd.NUM_QUERIES)
-        return {
-            "backbone": backbone,
-            "in_features": in_features,
-            "neck": MultiScaleNeck(
-                in_channels=[shapes[f].channels for f in in_features],
-                hidden_dim=sd.HIDDEN_DIM,
-                num_levels=sd.NUM_FEATURE_LEVELS,
-            ),
-            "encoder": build_sparse_encoder(
-                sd.ENCODER_NAME,
-                num_layers=sd.ENC_LAYERS,
-                num_points=sd.ENC_POINTS,
-                pre_norm=sd.PRE_NORM,
-                **attn,
-            ),
-            "decoder": DeformableDecoder(num_layers=sd.DEC_LAYERS, num_points=sd.DEC_POINTS, **attn),
-            "query_init": query_init,
-            "heads": PredictionHeads(
-                hidden_dim=sd.HIDDEN_DIM,
-                num_classes=sd.NUM_CLASSES,
-                num_decoder_layers=sd.DEC_LAYERS,
-                two_stage=sd.TWO_STAGE,
-                num_encoder_layers=sd.ENC_LAYERS,
-                encoder_aux=sd.ENCODER_AUX_LOSS,
-                share=sd.SHARE_HEADS,
-            ),
-            "criterion": CRITERION_REGISTRY.get(sd.CRITERION_NAME)(cfg),
-            "token_scorer": scorer,
-            "box_refine": sd.BOX_REFINE,
-            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
-            "input_format": cfg.INPUT.FORMAT,
-            "size_divisibility": sd.SIZE_DIVISIBILITY,
-            "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "aux_loss": sd.AUX_LOSS,
-            "channels_last": sd.CHANNELS_LAST,
-            "backbone_dtype": sd.BACKBONE_DTYPE,
-        }
+        graph = graph_from_yacs(cfg, backbone)
+        graph._target_ = _keyword_arguments  # build the components only: @configurable calls __init__
+        return instantiate(graph)
 
     @property
     def device(self) -> torch.device:
