@@ -8,29 +8,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-FIXTURE_FILE = FIXTURE_DIR / "official_sparse_detr_fixture_a.pt"
-pytestmark = pytest.mark.skipif(
-    not FIXTURE_FILE.is_file(), reason=f"official fixture not found at {FIXTURE_DIR}"
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def fixture():
-    sys.path.insert(0, str(FIXTURE_DIR))
-    try:
-        from load_fixture import load_official_fixture
-    finally:
-        sys.path.remove(str(FIXTURE_DIR))
-    return load_official_fixture(str(FIXTURE_FILE))
+def fixture(official):
+    """The fixture (skipped when absent, a failure in CI: see ``conftest.require_reference``)."""
+    return official
 
 
 @pytest.fixture(scope="module")
@@ -266,12 +258,11 @@ def test_converter_files_roundtrip(fixture, tmp_path):
         {"model": fixture["state_dict"], "args": argparse.Namespace(**fixture["args"]), "epoch": 0},
         checkpoint,
     )
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects" / "SparseDETR"))
-    try:
-        from convert_official import main
-    finally:
-        sys.path.pop(0)
-    assert main(["--input", str(checkpoint), "--output-dir", str(tmp_path / "out")]) == 0
+    script = ROOT / "projects" / "SparseDETR" / "convert_official.py"
+    spec = importlib.util.spec_from_file_location("convert_official", script)
+    convert_official = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert_official)
+    assert convert_official.main(["--input", str(checkpoint), "--output-dir", str(tmp_path / "out")]) == 0
     cfg = LazyConfig.load(str(tmp_path / "out" / "config.yaml"))
     model = instantiate(cfg.model).eval()
     DetectionCheckpointer(model).load(cfg.train.init_checkpoint)

@@ -29,22 +29,19 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
-from sparse_detr.engine.predictor import LazyConfigPredictor
-from sparse_detr.model_zoo import config_label
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from visualize_tokens import (  # noqa: E402  (a sibling script)
-    analyze_image,
+from sparse_detr.engine.apps import (
     build_predictor,
     class_names,
-    draw_figure,
     expand_inputs,
     load_config_with_overrides,
     num_model_classes,
+    predict_bgr,
     prepare_input,
     read_image_or_none,
     set_inference_keep_ratio,
 )
+from sparse_detr.model_zoo import config_label
+from sparse_detr.visualization import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.demo")
 
@@ -64,11 +61,7 @@ class Demo:
 
     def detections(self, image_bgr: np.ndarray):
         """The predictor's ``Instances`` (original-image pixels) at or above the confidence threshold."""
-        if isinstance(self.predictor, LazyConfigPredictor):
-            outputs = self.predictor(image_bgr, image_format="BGR")
-        else:  # DefaultPredictor takes BGR images
-            outputs = self.predictor(image_bgr)
-        instances = outputs["instances"].to("cpu")
+        instances = predict_bgr(self.predictor, image_bgr)["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
     def draw(self, image_bgr: np.ndarray, instances) -> np.ndarray:

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
+from sparse_detr.engine.apps import load_config_with_overrides
+
 demo = load_script("demo")
 
 
@@ -88,7 +90,7 @@ INPUT: {MIN_SIZE_TEST: 64, MAX_SIZE_TEST: 96}
 def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(YACS_TINY)
-    cfg = demo.load_config_with_overrides(str(config), [], None, "cpu")
+    cfg = load_config_with_overrides(str(config), [], None, "cpu")
     runner = demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
     assert type(runner.predictor).__name__ == "DefaultPredictor"
     assert runner.model.token_scorer.active_keep_ratio == 0.5

@@ -7,6 +7,9 @@ import pytest
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
+from sparse_detr.engine import apps
+from sparse_detr.visualization import token_figure
+
 visualize = load_script("visualize_tokens")
 
 
@@ -54,13 +57,13 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(image_p
 
 
 def test_token_view_matches_the_selection(image_path):
-    cfg = visualize.load_config_with_overrides(
+    cfg = apps.load_config_with_overrides(
         TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], None, "cpu"
     )
-    predictor = visualize.build_predictor(cfg)
+    predictor = apps.build_predictor(cfg)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
-    model_input = visualize.prepare_input(predictor, image)
-    view = visualize.analyze_image(predictor.model, model_input)
+    model_input = apps.prepare_input(predictor, image)
+    view = token_figure.analyze_image(predictor.model, model_input)
     assert len(view.refined) == len(view.attention) == 4
     num_valid = sum(level.size for level in view.refined)
     assert sum(int(level.sum()) for level in view.refined) == int(num_valid * 0.25) + 1
@@ -72,5 +75,5 @@ def test_token_view_matches_the_selection(image_path):
 
 def test_level_map_to_image_follows_the_stride_grid():
     level = np.array([[0, 1], [2, 3]], dtype=np.float32)  # stride 64 on a 100x100 input
-    upsampled = visualize.level_map_to_image(level, (100, 100), (100, 100))
+    upsampled = token_figure.level_map_to_image(level, (100, 100), (100, 100))
     assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
