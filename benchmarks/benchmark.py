@@ -42,7 +42,7 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from tqdm import tqdm
 
-from sparse_detr.engine.apps import load_config_with_overrides, test_loader
+from sparse_detr.engine.apps import load_config_with_overrides, set_inference_keep_ratio, test_loader
 from sparse_detr.layers import add_msda_flop_handle
 from sparse_detr.model_zoo import build_model_from_config, config_label
 
@@ -277,7 +277,7 @@ def apply_inference_keep_ratio(model: torch.nn.Module, rho: float | None) -> flo
             raise ValueError(f"--rho {rho}: this model has no token scorer (it runs at rho = {effective})")
         return effective
     if rho is not None:
-        scorer.test_keep_ratio = rho
+        set_inference_keep_ratio(model, rho)
     return scorer.active_keep_ratio if encoder_layers else 0.0
 
 

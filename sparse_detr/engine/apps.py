@@ -102,7 +102,7 @@ def set_inference_keep_ratio(model: torch.nn.Module, rho: float) -> None:
     """Dynamic sparsification: the keeping ratio used at inference (``--rho``)."""
     if getattr(model, "token_scorer", None) is None:
         raise ValueError(f"--rho {rho}: this model has no token scorer (dense encoder)")
-    model.token_scorer.test_keep_ratio = rho
+    model.set_keep_ratio(model.token_scorer.keep_ratio, test_keep_ratio=rho)
 
 
 def num_model_classes(model: torch.nn.Module) -> int:

@@ -37,7 +37,7 @@ from .outputs import SparseDETROutput
 from .registry import CRITERION_REGISTRY
 from .scorers import ScorerLossInputs
 
-__all__ = ["SparseDETRCriterion"]
+__all__ = ["SparseDETRCriterion", "targets_from_instances"]
 
 Matches = list[tuple[Tensor, Tensor]]
 
@@ -47,6 +47,28 @@ def _matched_batch_index(matches: Matches) -> tuple[Tensor, Tensor]:
     image_index = torch.cat([torch.full_like(pred, i) for i, (pred, _) in enumerate(matches)])
     pred_index = torch.cat([pred for pred, _ in matches])
     return image_index, pred_index
+
+
+def targets_from_instances(
+    batched_inputs: list[dict], image_sizes: list[tuple[int, int]], device: torch.device
+) -> list[dict[str, Tensor]]:
+    """Detectron2 ``instances`` -> the criterion's targets.
+
+    Args:
+        batched_inputs: Detectron2 dicts with ``instances`` (``gt_boxes`` in input pixels, ``gt_classes``).
+        image_sizes: (H, W) of each input before padding.
+    Returns:
+        per image ``{"labels": Long[n], "boxes": Float[n, 4]}``, boxes cxcywh normalised by the image size.
+    """
+    targets = []
+    for x, (height, width) in zip(batched_inputs, image_sizes):
+        if "instances" not in x:
+            raise ValueError("training needs batched_inputs[i]['instances'] (gt_boxes, gt_classes)")
+        instances = x["instances"].to(device)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
+        boxes = box_convert(instances.gt_boxes.tensor / scale, "xyxy", "cxcywh")
+        targets.append({"labels": instances.gt_classes.long(), "boxes": boxes})
+    return targets
 
 
 @CRITERION_REGISTRY.register()

@@ -14,16 +14,15 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
-from torchvision.ops import box_convert
 
 from ..backbone import fold_frozen_batchnorm
-from ..decoder import DecoderOutput, DeformableDecoder
-from ..encoder import EncoderOutput
+from ..criterion import targets_from_instances
+from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
-from ..query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
+from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
 
@@ -183,7 +182,8 @@ class SparseDETR(nn.Module):
             return self.inference(batched_inputs)[0]
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
-        return self.criterion(outputs, self.prepare_targets(batched_inputs, images.image_sizes))
+        targets = targets_from_instances(batched_inputs, images.image_sizes, self.device)
+        return self.criterion(outputs, targets)
 
     def inference(
         self, batched_inputs: list[dict], with_internals: bool = False
@@ -203,31 +203,16 @@ class SparseDETR(nn.Module):
             padding_mask[i, :h, :w] = False
         return images, padding_mask
 
-    def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """Detectron2 ``instances`` -> [{"labels": Long[n], "boxes": Float[n, 4] normalised cxcywh}]."""
-        targets = []
-        for x, (height, width) in zip(batched_inputs, image_sizes):
-            if "instances" not in x:
-                raise ValueError("training needs batched_inputs[i]['instances'] (gt_boxes, gt_classes)")
-            instances = x["instances"].to(self.device)
-            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
-            boxes = box_convert(instances.gt_boxes.tensor / scale, "xyxy", "cxcywh")
-            targets.append({"labels": instances.gt_classes.long(), "boxes": boxes})
-        return targets
-
     def postprocess(
         self, outputs: SparseDETROutput, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
     ) -> list[dict]:
         """Top ``max_detections`` (query, class) pairs -> ``[{"instances": Instances}]`` at input size."""
         logits, boxes = outputs.predictions["pred_logits"], outputs.predictions["pred_boxes"]
-        detections = top_detections(logits, boxes, self.max_detections)
-        results = []
-        for instances, x, size in zip(
-            detections_to_instances(detections, image_sizes), batched_inputs, image_sizes
-        ):
-            height, width = x.get("height", size[0]), x.get("width", size[1])
-            results.append({"instances": detector_postprocess(instances, height, width)})
-        return results
+        instances = detections_to_instances(top_detections(logits, boxes, self.max_detections), image_sizes)
+        return [
+            {"instances": detector_postprocess(i, x.get("height", size[0]), x.get("width", size[1]))}
+            for i, x, size in zip(instances, batched_inputs, image_sizes)
+        ]
 
     # ------------------------------------------------------------------ the network
     def predict(
@@ -262,8 +247,13 @@ class SparseDETR(nn.Module):
         )
         two_stage_predictions = None
         if self.two_stage:
-            queries, two_stage_predictions = self._two_stage_queries(
-                encoded.memory, proposals, proposal_valid, with_predictions=with_loss_outputs
+            queries, two_stage_predictions = two_stage_queries(
+                self.query_init,
+                self.heads,
+                self.token_projection(encoded.memory, proposal_valid),
+                encoded.memory,
+                proposals,
+                with_predictions=with_loss_outputs,
             )
         else:
             queries = self.query_init(images.shape[0])
@@ -275,7 +265,9 @@ class SparseDETR(nn.Module):
             tokens,
             box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
         )
-        predictions = self._decoder_predictions(decoded, with_aux=with_loss_outputs and self.aux_loss)
+        predictions = self.heads.decoder_predictions(
+            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs and self.aux_loss
+        )
         outputs = SparseDETROutput(
             predictions=predictions[-1],
             tokens=TokenGeometry.of(tokens),
@@ -285,7 +277,10 @@ class SparseDETR(nn.Module):
             two_stage_predictions=two_stage_predictions,
         )
         if with_loss_outputs and self.heads.num_encoder_aux:
-            outputs.encoder_aux_predictions = self._encoder_aux_predictions(encoded, proposals, selection)
+            if selection is not None:
+                proposals = gather_tokens(proposals, selection.selected_indices)
+            aux = self.heads.encoder_aux_predictions(encoded.layer_queries, proposals)
+            outputs.encoder_aux_predictions = aux
         if with_internals:
             outputs.internals = NetworkInternals(
                 memory=encoded.memory,
@@ -324,43 +319,3 @@ class SparseDETR(nn.Module):
             # the scoring network sees the projected backbone tokens, like the two-stage head
             token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
         return self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
-
-    def _two_stage_queries(
-        self, memory: Tensor, proposals: Tensor, proposal_valid: Tensor, with_predictions: bool
-    ) -> tuple[DecoderQueries, dict | None]:
-        """Top-Q tokens of the two-stage head -> decoder queries (+ the head's outputs on all N tokens)."""
-        projected = self.token_projection(memory, proposal_valid)
-        site = self.heads.two_stage_site()
-        proposal_logits = self.heads.class_heads[site](projected)
-        token_indices = self.query_init.select(proposal_logits)
-        predictions = None
-        if with_predictions:
-            proposal_boxes = self.heads.box_heads[site](projected) + proposals
-            predictions = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
-            query_boxes = gather_tokens(proposal_boxes, token_indices)
-        else:  # inference: regress the boxes of the Q chosen tokens only
-            query_boxes = self.heads.box_heads[site](gather_tokens(projected, token_indices))
-            query_boxes = query_boxes + gather_tokens(proposals, token_indices)
-        return self.query_init(memory, token_indices, query_boxes), predictions
-
-    def _decoder_predictions(self, decoded: DecoderOutput, with_aux: bool) -> list[dict]:
-        """Predictions of the last decoder layer, preceded by those of layers 0..D-2 with ``with_aux``."""
-        last = self.decoder.num_layers - 1
-        layers = range(last + 1) if with_aux else [last]
-        return [
-            self.heads.predict_from_reference(
-                self.heads.decoder_site(layer), decoded.hidden_states[layer], decoded.references[layer]
-            )
-            for layer in layers
-        ]
-
-    def _encoder_aux_predictions(
-        self, encoded: EncoderOutput, proposals: Tensor, selection: TokenSelection | None
-    ) -> list[dict]:
-        """Heads on the refined queries of encoder layers 0..E-2, boxes relative to their grid proposals."""
-        if selection is not None:
-            proposals = gather_tokens(proposals, selection.selected_indices)
-        return [
-            self.heads.predict(self.heads.encoder_aux_site(layer), encoded.layer_queries[layer], proposals)
-            for layer in range(self.heads.num_encoder_aux)
-        ]
