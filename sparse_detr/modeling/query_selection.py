@@ -86,7 +86,7 @@ class TwoStageQueryInit(nn.Module):
         boxes = boxes_unactivated.detach()
         pos = self.pos_norm(self.pos_proj(box_sine_embedding(boxes, self.dim // 2)))
         if self.from_memory:
-            queries = torch.gather(memory, 1, token_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1]))
+            queries = gather_tokens(memory, token_indices)
             query_pos = pos
         else:
             query_pos, queries = torch.split(pos, self.dim, dim=2)

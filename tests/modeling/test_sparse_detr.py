@@ -127,12 +127,22 @@ def test_pre_norm_encoder_trains():
     assert _params_without_grad(model) == []
 
 
-def test_no_encoder_config_runs():
+def test_no_encoder_model_decodes_the_unrefined_backbone_tokens():
     model = build_tiny_model(scorer=None, enc_layers=0)
-    _train_step(model, tiny_batch())
+    losses = _train_step(model, tiny_batch())
+    assert _params_without_grad(model) == []
+    assert not [name for name in losses if "_enc_" in name] and "loss_ce_enc" in losses
     model.eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        assert len(model(tiny_batch(with_targets=False))) == 2
+        out = model.predict(images.tensor, mask, with_internals=True)
+        features = model.run_backbone(images.tensor)
+        tokens = model.neck([features[f] for f in model.in_features], mask)
+        results = model(tiny_batch(with_targets=False))
+    # the memory is the neck's output with its position embedding added (as the official "no encoder")
+    assert torch.equal(out.internals.memory, tokens.features + tokens.pos)
+    assert out.internals.enc_sampling_locations is None and out.selection is None
+    assert [len(r["instances"]) for r in results] == [50, 50]  # min(100, 10 queries x 5 classes)
 
 
 def test_dynamic_keep_ratio_at_inference():
@@ -162,13 +172,25 @@ def test_keep_ratio_outside_unit_interval_is_refused(bad):
 
 
 def test_image_smaller_than_the_coarsest_stride_works():
+    """A 12 x 16 image padded into a 20 x 24 batch: one token on the coarsest level, still valid."""
     model = build_tiny_model()
-    batch = tiny_batch(sizes=((20, 24), (12, 16)))
-    _train_step(model, batch)
+    sizes = ((20, 24), (12, 16))
+    losses = _train_step(model, tiny_batch(sizes=sizes))
+    assert all(torch.isfinite(v) for v in losses.values())
     model.eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False, sizes=sizes))
     with torch.no_grad():
-        results = model(tiny_batch(with_targets=False, sizes=((20, 24), (12, 16))))
-    assert results[1]["instances"].image_size == (12, 16)
+        out = model.predict(images.tensor, mask)
+        results = model(tiny_batch(with_targets=False, sizes=sizes))
+    assert out.tokens.spatial_shapes.tolist() == [[3, 3], [2, 2], [1, 1], [1, 1]]
+    starts = out.tokens.level_start_index.tolist() + [out.tokens.padding_mask.shape[1]]
+    for level in range(4):  # every level keeps a valid token of the small image
+        assert not out.tokens.padding_mask[1, starts[level] : starts[level + 1]].all()
+    assert (out.num_kept >= 1).all()
+    for result, (height, width) in zip(results, sizes):
+        boxes = result["instances"].pred_boxes.tensor
+        assert result["instances"].image_size == (height, width) and torch.isfinite(boxes).all()
+        assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
 
 
 def test_bad_inputs_are_reported():
