@@ -2,7 +2,7 @@
 
 from . import analysis, backbone, criterion, dam, matcher  # noqa: F401  (registers the criterion and Swin)
 from .decoder import DecoderOutput, DeformableDecoder
-from .encoder import EncoderOutput, SparseDeformableEncoder, build_sparse_encoder
+from .encoder import EncoderOutput, SparseDeformableEncoder
 from .heads import MLP, PredictionHeads
 from .meta_arch import SparseDETR
 from .neck import MultiScaleNeck
@@ -17,7 +17,6 @@ from .scorers import (
     ScorerLossInputs,
     TokenScorer,
     TokenSelection,
-    build_token_scorer,
     kept_token_counts,
     select_tokens,
 )
@@ -48,8 +47,6 @@ __all__ = [
     "TokenScorer",
     "TokenSelection",
     "TwoStageQueryInit",
-    "build_sparse_encoder",
-    "build_token_scorer",
     "detections_to_instances",
     "kept_token_counts",
     "select_tokens",

@@ -14,7 +14,7 @@ from .feed_forward import FeedForward
 from .registry import SPARSE_ENCODER_REGISTRY
 from .tokens import TokenBatch, encoder_reference_points, gather_tokens
 
-__all__ = ["SparseEncoderLayer", "SparseDeformableEncoder", "EncoderOutput", "build_sparse_encoder"]
+__all__ = ["SparseEncoderLayer", "SparseDeformableEncoder", "EncoderOutput"]
 
 
 @dataclass
@@ -228,8 +228,3 @@ class SparseDeformableEncoder(nn.Module):
             sampling_locations=torch.stack(locations, 1) if return_sampling else None,
             attention_weights=torch.stack(weights, 1) if return_sampling else None,
         )
-
-
-def build_sparse_encoder(name: str, **kwargs) -> nn.Module:
-    """Build a registered sparse encoder by name with keyword arguments."""
-    return SPARSE_ENCODER_REGISTRY.get(name)(**kwargs)

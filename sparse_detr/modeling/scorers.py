@@ -27,7 +27,6 @@ __all__ = [
     "DAMScorer",
     "ObjectnessScorer",
     "RandomScorer",
-    "build_token_scorer",
 ]
 
 KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.KEEP_RATIO (LazyConfig: model.token_scorer.keep_ratio)"
@@ -254,8 +253,3 @@ class RandomScorer(TokenScorer):
 
 # short config names of the built-in scorers -> registry (class) names
 SCORER_ALIASES = {"dam": "DAMScorer", "objectness": "ObjectnessScorer", "random": "RandomScorer"}
-
-
-def build_token_scorer(name: str, **kwargs) -> TokenScorer:
-    """Build a scorer by short name (``dam``, ``objectness``, ``random``) or registered class name."""
-    return TOKEN_SCORER_REGISTRY.get(SCORER_ALIASES.get(name, name))(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from sparse_detr.modeling import (
     TOKEN_SCORER_REGISTRY,
@@ -11,10 +12,10 @@ from sparse_detr.modeling import (
     ObjectnessScorer,
     RandomScorer,
     ScorerLossInputs,
-    build_token_scorer,
     kept_token_counts,
     select_tokens,
 )
+from sparse_detr.modeling.meta_arch import scorer_node
 
 
 def test_kept_counts_use_the_float32_product_like_official():
@@ -98,10 +99,17 @@ def test_random_scorer_needs_no_features():
     assert selection.selected_indices.shape == (1, 6)
 
 
-def test_scorers_are_registered_and_built_by_short_name():
+def test_scorers_are_registered_and_configured_by_short_name():
     assert {"DAMScorer", "ObjectnessScorer", "RandomScorer"} <= set(dict(TOKEN_SCORER_REGISTRY))
-    assert isinstance(build_token_scorer("dam", dim=32), DAMScorer)
-    assert isinstance(build_token_scorer("random"), RandomScorer)
+    dam = scorer_node("dam", keep_ratio=0.2)
+    assert dam._target_ is DAMScorer and dam.keep_ratio == 0.2
+    assert OmegaConf.to_container(dam)["dim"] == "${..neck.hidden_dim}"  # interpolated from the graph
+    objectness = OmegaConf.to_container(scorer_node("ObjectnessScorer"))  # a registry name works too
+    assert objectness["_target_"] is ObjectnessScorer
+    assert objectness["num_classes"] == "${..heads.num_classes}"
+    random = scorer_node("random")
+    assert random._target_ is RandomScorer and "dim" not in random  # given only what its __init__ takes
+    assert scorer_node(None) is None and scorer_node("") is None
 
 
 def test_test_time_ratio_applies_only_in_eval():
