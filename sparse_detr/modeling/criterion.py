@@ -170,10 +170,6 @@ class SparseDETRCriterion(nn.Module):
                 return weight
         raise KeyError(f"SparseDETRCriterion: no weight for loss term {name!r}")
 
-    def weight_dict(self, names) -> dict[str, float]:
-        """``{name: weight}`` for the loss-term names in ``names`` (statistics are skipped)."""
-        return {name: self.loss_weight(name) for name in names if name.startswith("loss_")}
-
     @staticmethod
     def num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
         """``max(total target boxes, 1)``, the boxes averaged over processes when distributed."""
