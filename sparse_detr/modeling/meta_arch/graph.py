@@ -16,8 +16,11 @@ import inspect
 from collections.abc import Sequence
 
 from detectron2.config import LazyCall as L
+from detectron2.config import instantiate
+from detectron2.modeling import build_backbone
 from omegaconf import DictConfig
 
+from ..backbone import fold_frozen_batchnorm
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..matcher import HungarianMatcher
@@ -27,7 +30,7 @@ from ..registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY
 from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
 from .sparse_detr import SparseDETR
 
-__all__ = ["sparse_detr_graph", "graph_from_yacs", "scorer_node"]
+__all__ = ["sparse_detr_graph", "graph_from_yacs", "components_from_yacs", "scorer_node"]
 
 # official normalisation: RGB, ImageNet mean/std, in 0-255 pixels
 IMAGENET_PIXEL_MEAN = [123.675, 116.28, 103.53]
@@ -204,3 +207,21 @@ def graph_from_yacs(cfg, backbone) -> DictConfig:
         max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
         **knobs,
     )
+
+
+def _keyword_arguments(**kwargs) -> dict:
+    return kwargs
+
+
+def components_from_yacs(cfg) -> dict:
+    """The built components of a yacs config's model: ``SparseDETR``'s keyword arguments (``from_config``).
+
+    The backbone is Detectron2's ``build_backbone(cfg)``, with FrozenBN folded when
+    ``MODEL.SPARSE_DETR.FOLD_FROZEN_BN``; the rest is :func:`graph_from_yacs` instantiated.
+    """
+    backbone = build_backbone(cfg)
+    if cfg.MODEL.SPARSE_DETR.FOLD_FROZEN_BN:
+        backbone = fold_frozen_batchnorm(backbone)
+    graph = graph_from_yacs(cfg, backbone)
+    graph._target_ = _keyword_arguments  # the components only: @configurable calls SparseDETR itself
+    return instantiate(graph)

@@ -9,13 +9,12 @@ losses; in inference the top-100 (query, class) pairs become ``Instances``.
 from __future__ import annotations
 
 import torch
-from detectron2.config import configurable, instantiate
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..backbone import fold_frozen_batchnorm
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -29,10 +28,6 @@ from ..tokens import TokenBatch, gather_tokens, grid_proposals
 __all__ = ["SparseDETR"]
 
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _keyword_arguments(**kwargs) -> dict:
-    return kwargs
 
 
 @META_ARCH_REGISTRY.register()
@@ -142,15 +137,10 @@ class SparseDETR(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        """yacs ``MODEL.SPARSE_DETR.*`` -> the keyword arguments of :func:`sparse_detr_graph`'s model."""
-        from .graph import graph_from_yacs  # the graph module builds this class
+        """yacs ``MODEL.SPARSE_DETR.*`` -> the components of :func:`sparse_detr_graph`'s model."""
+        from .graph import components_from_yacs  # the graph module builds this class
 
-        backbone = build_backbone(cfg)
-        if cfg.MODEL.SPARSE_DETR.FOLD_FROZEN_BN:
-            backbone = fold_frozen_batchnorm(backbone)
-        graph = graph_from_yacs(cfg, backbone)
-        graph._target_ = _keyword_arguments  # build the components only: @configurable calls __init__
-        return instantiate(graph)
+        return components_from_yacs(cfg)
 
     @property
     def device(self) -> torch.device:
