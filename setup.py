@@ -92,6 +92,8 @@ INSTALL_REQUIRES = [
     "fvcore",
     "iopath",
     "omegaconf>=2.1,<2.4",
+    "hydra-core",
+    "matplotlib",
     "pycocotools",
     "tabulate",
 ]

@@ -68,8 +68,8 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
             if i >= warmup:
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)
-        images, padding_mask = model.preprocess_image(inputs)
-        kept = model.predict(images.tensor, padding_mask)["num_kept"]
+        kept = model.inference(inputs)[1].num_kept
+        images, _ = model.preprocess_image(inputs)
         backbone_times = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -103,7 +103,7 @@ def test_setup_declares_what_the_package_imports():
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "INSTALL_REQUIRES"
     )
     declared = {ast.literal_eval(item).split(">")[0].split("<")[0].split("=")[0] for item in requires.elts}
-    distribution_of = {"PIL": "Pillow"}
+    distribution_of = {"PIL": "Pillow", "hydra": "hydra-core"}
     imported = set()
     for path in (REPO / "sparse_detr").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

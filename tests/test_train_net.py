@@ -19,8 +19,7 @@ CONFIG = "tests/configs/tiny_shapes.py"
 
 pytestmark = pytest.mark.slow
 
-sys.path.insert(0, str(ROOT))
-import train_net  # noqa: E402
+import train_net  # noqa: E402  (the repository root is on the test path: pyproject.toml)
 
 
 def run_train_net(tmp_root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ start=$(date +%s)
 elapsed=$(( $(date +%s) - start ))
 
 echo "[quickstart] drawing predictions on validation images"
-"$PYTHON" -m sparse_detr.engine.draw_predictions --config-file "$OUT/config.yaml" \
+"$PYTHON" projects/SparseDETR/draw_predictions.py --config-file "$OUT/config.yaml" \
     --weights "$OUT/model_final.pth" --dataset shapes_val --num-images 8 --score-threshold 0.3 \
     --output "$OUT/predictions_val.png"
 

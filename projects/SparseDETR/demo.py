@@ -40,23 +40,21 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.engine.output_names import unique_output_stems
-from sparse_detr.engine.predictor import LazyConfigPredictor, UntrainedModelError
-from sparse_detr.model_zoo import config_label
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from visualize_tokens import (  # noqa: E402  (a sibling script)
-    analyze_image,
+from sparse_detr.engine.apps import (
     build_predictor,
     class_names,
-    draw_figure,
     expand_inputs,
     load_config_with_overrides,
     num_model_classes,
+    predict_bgr,
     prepare_input,
     read_image_or_none,
     set_inference_keep_ratio,
 )
+from sparse_detr.engine.output_names import unique_output_stems
+from sparse_detr.engine.predictor import UntrainedModelError
+from sparse_detr.model_zoo import config_label
+from sparse_detr.visualization import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.demo")
 
@@ -76,11 +74,7 @@ class Demo:
 
     def detections(self, image_bgr: np.ndarray, name: str = "image"):
         """The predictor's ``Instances`` (original-image pixels) at or above the confidence threshold."""
-        if isinstance(self.predictor, LazyConfigPredictor):
-            outputs = self.predictor(image_bgr, image_format="BGR", name=name)
-        else:  # StrictDefaultPredictor takes BGR images
-            outputs = self.predictor(image_bgr, name=name)
-        instances = outputs["instances"].to("cpu")
+        instances = predict_bgr(self.predictor, image_bgr, name)["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
     def draw(self, image_bgr: np.ndarray, instances) -> np.ndarray:

@@ -16,15 +16,7 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 from omegaconf import DictConfig
 
 from sparse_detr.modeling.backbone import SwinBackbone, frozen_bn_as_affine
-from sparse_detr.modeling.criterion import SparseDETRCriterion
-from sparse_detr.modeling.decoder import DeformableDecoder
-from sparse_detr.modeling.encoder import SparseDeformableEncoder
-from sparse_detr.modeling.heads import PredictionHeads
-from sparse_detr.modeling.matcher import HungarianMatcher
-from sparse_detr.modeling.meta_arch import SparseDETR
-from sparse_detr.modeling.neck import MultiScaleNeck
-from sparse_detr.modeling.query_selection import LearnedQueryInit, TwoStageQueryInit
-from sparse_detr.modeling.scorers import DAMScorer
+from sparse_detr.modeling.meta_arch import sparse_detr_graph
 
 __all__ = [
     "UnsupportedOfficialArgs",
@@ -180,80 +172,45 @@ def official_model_config(args, coco_contiguous: bool = False) -> DictConfig:
     """
     a = _as_dict(args)
     _check_supported(a, coco_contiguous)
-    hidden_dim = a.get("hidden_dim", 256)
     levels = a.get("num_feature_levels", 4)
-    two_stage = bool(a.get("two_stage", False))
     rho = float(a.get("rho", 0.0) or 0.0)
     enc_aux = bool(a.get("use_enc_aux_loss", False))
     in_features = ["res5"] if levels == 1 else ["res3", "res4", "res5"]
     backbone, in_channels = _backbone_config(a, in_features)
-    num_classes = len(COCO_CONTIGUOUS_CATEGORY_IDS) if coco_contiguous else official_num_classes(a)
-    layer_args = dict(
-        dim="${..neck.hidden_dim}",
-        ffn_dim=a.get("dim_feedforward", 1024),
-        num_heads=a.get("nheads", 8),
-        num_levels="${..neck.num_levels}",
-        dropout=a.get("dropout", 0.1),
-    )
-    if two_stage:
-        query_init = L(TwoStageQueryInit)(
-            dim="${..neck.hidden_dim}",
-            num_queries=a.get("num_queries", 300),
-            from_memory=bool(a.get("eff_query_init", False)),
-            class_specific=bool(a.get("eff_specific_head", False)),
-        )
-    else:
-        query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=a.get("num_queries", 300))
-    model = L(SparseDETR)(
+    return sparse_detr_graph(
         backbone=backbone,
+        in_channels=in_channels,
         in_features=in_features,
-        neck=L(MultiScaleNeck)(
-            in_channels=in_channels,
-            hidden_dim=hidden_dim,
-            num_levels=levels,
-        ),
-        # rho = 0 is the dense Deformable DETR
-        token_scorer=L(DAMScorer)(dim="${..neck.hidden_dim}", keep_ratio=rho) if rho > 0 else None,
-        encoder=L(SparseDeformableEncoder)(
-            num_layers=a.get("enc_layers", 6),
-            num_points=a.get("enc_n_points", 4),
-            pre_norm=False,
-            **layer_args,
-        ),
-        decoder=L(DeformableDecoder)(
-            num_layers=a.get("dec_layers", 6), num_points=a.get("dec_n_points", 4), **layer_args
-        ),
-        query_init=query_init,
-        heads=L(PredictionHeads)(
-            hidden_dim="${..neck.hidden_dim}",
-            num_classes=num_classes,
-            num_decoder_layers="${..decoder.num_layers}",
-            two_stage=two_stage,
-            num_encoder_layers="${..encoder.num_layers}",
-            encoder_aux=enc_aux,
-            share=not (a.get("with_box_refine", False) or enc_aux),
-        ),
-        criterion=L(SparseDETRCriterion)(
-            num_classes="${..heads.num_classes}",
-            matcher=L(HungarianMatcher)(
-                cost_class=float(a.get("set_cost_class", 2)),
-                cost_bbox=float(a.get("set_cost_bbox", 5)),
-                cost_giou=float(a.get("set_cost_giou", 2)),
-                focal_alpha=0.25,  # hard-coded in the official matcher (args.focal_alpha: loss only)
-            ),
-            class_weight=float(a.get("cls_loss_coef", 2)),
-            bbox_weight=float(a.get("bbox_loss_coef", 5)),
-            giou_weight=float(a.get("giou_loss_coef", 2)),
-            mask_prediction_weight=float(a.get("mask_prediction_coef", 1)),
-            focal_alpha=float(a.get("focal_alpha", 0.25)),
-            two_stage_class_agnostic=not a.get("eff_specific_head", False),
-        ),
+        num_classes=len(COCO_CONTIGUOUS_CATEGORY_IDS) if coco_contiguous else official_num_classes(a),
+        hidden_dim=a.get("hidden_dim", 256),
+        num_feature_levels=levels,
+        num_heads=a.get("nheads", 8),
+        dim_feedforward=a.get("dim_feedforward", 1024),
+        dropout=a.get("dropout", 0.1),
+        enc_layers=a.get("enc_layers", 6),
+        enc_points=a.get("enc_n_points", 4),
+        dec_layers=a.get("dec_layers", 6),
+        dec_points=a.get("dec_n_points", 4),
+        num_queries=a.get("num_queries", 300),
+        two_stage=bool(a.get("two_stage", False)),
+        query_init_from_memory=bool(a.get("eff_query_init", False)),
+        two_stage_class_agnostic=not a.get("eff_specific_head", False),
         box_refine=_decoder_refines_boxes(a),
-        pixel_mean=list(OFFICIAL_PIXEL_MEAN),
-        pixel_std=list(OFFICIAL_PIXEL_STD),
-        input_format="RGB",
-        size_divisibility=0,
-        max_detections=100,
+        share_heads=not (a.get("with_box_refine", False) or enc_aux),
+        encoder_aux_loss=enc_aux,
         aux_loss=bool(a.get("aux_loss", True)),
+        token_scorer="dam" if rho > 0 else None,  # rho = 0 is the dense Deformable DETR
+        keep_ratio=rho,
+        matcher_cost_class=float(a.get("set_cost_class", 2)),
+        matcher_cost_bbox=float(a.get("set_cost_bbox", 5)),
+        matcher_cost_giou=float(a.get("set_cost_giou", 2)),
+        focal_alpha=float(a.get("focal_alpha", 0.25)),
+        matcher_focal_alpha=0.25,  # hard-coded in the official matcher (args.focal_alpha: loss only)
+        class_loss_weight=float(a.get("cls_loss_coef", 2)),
+        bbox_loss_weight=float(a.get("bbox_loss_coef", 5)),
+        giou_loss_weight=float(a.get("giou_loss_coef", 2)),
+        mask_prediction_loss_weight=float(a.get("mask_prediction_coef", 1)),
+        pixel_mean=OFFICIAL_PIXEL_MEAN,
+        pixel_std=OFFICIAL_PIXEL_STD,
+        channels_last=False,  # NCHW matches the official outputs to the last bits
     )
-    return model

@@ -20,32 +20,26 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from torch import nn
 
-from ..modeling.dam import attention_correlation, decoder_attention_map, selected_token_mask
+from ..modeling.analysis import output_attention_map, output_correlation
+from ..modeling.outputs import SparseDETROutput
 
 __all__ = ["TokenStatisticsEvaluator", "TokenStatisticsModel", "token_statistics", "with_token_statistics"]
 
 logger = logging.getLogger(__name__)
 
 
-def token_statistics(outputs: dict) -> list[dict]:
-    """Per-image token statistics from the raw outputs of ``SparseDETR.predict``.
+def token_statistics(outputs: SparseDETROutput) -> list[dict]:
+    """Per-image token statistics of one network output.
 
     Returns:
         one dict per image: ``refined_tokens`` and ``valid_tokens`` (ints) and, for a sparse encoder,
         ``corr`` and ``corr_level{l}`` (floats; the tokens refined are the first ``num_kept[i]`` selected).
     """
-    padding_mask = outputs["padding_mask"]  # Bool[B, N]
-    valid = (~padding_mask).sum(1)
-    num_kept = outputs["num_kept"]  # Long[B]
-    per_image = [{"refined_tokens": int(k), "valid_tokens": int(v)} for k, v in zip(num_kept, valid)]
-    if outputs.get("selected_indices") is None:
+    valid = outputs.tokens.valid_counts
+    per_image = [{"refined_tokens": int(k), "valid_tokens": int(v)} for k, v in zip(outputs.num_kept, valid)]
+    if outputs.selection is None:
         return per_image
-    attention_map = decoder_attention_map(
-        outputs["dec_sampling_locations"], outputs["dec_attention_weights"],
-        outputs["spatial_shapes"], outputs["level_start_index"],
-    )
-    selected = selected_token_mask(outputs["selected_indices"], padding_mask.shape[1], num_kept)
-    corr = attention_correlation(attention_map, selected, outputs["level_start_index"])  # [B, 1 + L]
+    corr = output_correlation(outputs, output_attention_map(outputs))  # [B, 1 + L]
     for stats, row in zip(per_image, corr.tolist()):
         stats["corr"] = row[0]
         stats.update({f"corr_level{level}": value for level, value in enumerate(row[1:])})
@@ -61,10 +55,7 @@ class TokenStatisticsModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, batched_inputs: list[dict]) -> list[dict]:
-        model = self.model
-        images, padding_mask = model.preprocess_image(batched_inputs)
-        outputs = model.predict(images.tensor, padding_mask)
-        results = model.postprocess(outputs, batched_inputs, images.image_sizes)
+        results, outputs = self.model.inference(batched_inputs)
         for result, stats in zip(results, token_statistics(outputs)):
             result["token_stats"] = stats
         return results
@@ -84,7 +75,7 @@ def with_token_statistics(model: nn.Module, evaluator) -> nn.Module:
     if not any(isinstance(e, TokenStatisticsEvaluator) for e in _evaluators(evaluator)):
         return model
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    if not all(hasattr(inner, name) for name in ("preprocess_image", "predict", "postprocess")):
+    if not hasattr(inner, "inference"):
         logger.warning(f"{type(inner).__name__} exposes no token internals: no token statistics")
         return model
     return TokenStatisticsModel(inner)

@@ -1,11 +1,12 @@
 """Sparse DETR model components; importing this package registers them in their registries."""
 
-from . import backbone, criterion, dam, matcher  # noqa: F401  (registers the criterion and Swin)
+from . import analysis, backbone, criterion, dam, matcher  # noqa: F401  (registers the criterion and Swin)
 from .decoder import DecoderOutput, DeformableDecoder
-from .encoder import EncoderOutput, SparseDeformableEncoder, build_sparse_encoder
+from .encoder import EncoderOutput, SparseDeformableEncoder
 from .heads import MLP, PredictionHeads
 from .meta_arch import SparseDETR
 from .neck import MultiScaleNeck
+from .outputs import SparseDETROutput
 from .postprocess import Detections, detections_to_instances, top_detections
 from .query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
 from .registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY, TOKEN_SCORER_REGISTRY
@@ -13,9 +14,9 @@ from .scorers import (
     DAMScorer,
     ObjectnessScorer,
     RandomScorer,
+    ScorerLossInputs,
     TokenScorer,
     TokenSelection,
-    build_token_scorer,
     kept_token_counts,
     select_tokens,
 )
@@ -35,6 +36,8 @@ __all__ = [
     "ObjectnessScorer",
     "PredictionHeads",
     "RandomScorer",
+    "ScorerLossInputs",
+    "SparseDETROutput",
     "SPARSE_ENCODER_REGISTRY",
     "SparseDETR",
     "SparseDeformableEncoder",
@@ -44,8 +47,6 @@ __all__ = [
     "TokenScorer",
     "TokenSelection",
     "TwoStageQueryInit",
-    "build_sparse_encoder",
-    "build_token_scorer",
     "detections_to_instances",
     "kept_token_counts",
     "select_tokens",

@@ -12,6 +12,9 @@ one to one:
 ``loss_mask_prediction``    DAM scorer: BCE of the token scores against the binarised DAM
 =========================  =====================================================================
 
+The scorer terms come from the scorer's own :class:`~sparse_detr.modeling.scorers.ScorerLossInputs`
+(detection heads by loss-name suffix, logits to train against the DAM); the criterion knows no scorer.
+
 Every term is normalised by ``num_boxes = max(number of target boxes in the batch, 1)`` (averaged
 over processes when distributed). :meth:`SparseDETRCriterion.forward` returns the terms already
 multiplied by their weights, so that their sum is the official weighted total (Detectron2 sums
@@ -23,16 +26,18 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from detectron2.config import configurable
 from detectron2.utils import comm
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from .dam import attention_correlation, dam_target, decoder_attention_map, selected_token_mask
+from .analysis import output_attention_map, output_correlation
+from .dam import dam_target
 from .matcher import HungarianMatcher, validate_targets
+from .outputs import SparseDETROutput
 from .registry import CRITERION_REGISTRY
+from .scorers import ScorerLossInputs
 
-__all__ = ["SparseDETRCriterion"]
+__all__ = ["SparseDETRCriterion", "targets_from_instances"]
 
 Matches = list[tuple[Tensor, Tensor]]
 
@@ -42,6 +47,28 @@ def _matched_batch_index(matches: Matches) -> tuple[Tensor, Tensor]:
     image_index = torch.cat([torch.full_like(pred, i) for i, (pred, _) in enumerate(matches)])
     pred_index = torch.cat([pred for pred, _ in matches])
     return image_index, pred_index
+
+
+def targets_from_instances(
+    batched_inputs: list[dict], image_sizes: list[tuple[int, int]], device: torch.device
+) -> list[dict[str, Tensor]]:
+    """Detectron2 ``instances`` -> the criterion's targets.
+
+    Args:
+        batched_inputs: Detectron2 dicts with ``instances`` (``gt_boxes`` in input pixels, ``gt_classes``).
+        image_sizes: (H, W) of each input before padding.
+    Returns:
+        per image ``{"labels": Long[n], "boxes": Float[n, 4]}``, boxes cxcywh normalised by the image size.
+    """
+    targets = []
+    for x, (height, width) in zip(batched_inputs, image_sizes):
+        if "instances" not in x:
+            raise ValueError("training needs batched_inputs[i]['instances'] (gt_boxes, gt_classes)")
+        instances = x["instances"].to(device)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
+        boxes = box_convert(instances.gt_boxes.tensor / scale, "xyxy", "cxcywh")
+        targets.append({"labels": instances.gt_classes.long(), "boxes": boxes})
+    return targets
 
 
 @CRITERION_REGISTRY.register()
@@ -57,14 +84,10 @@ class SparseDETRCriterion(nn.Module):
         two_stage_class_agnostic: match and train the two-stage (``_enc``) and objectness (``_backbone``)
             heads against a single foreground label 0 (official behaviour without ``eff_specific_head``).
 
-    ``forward(outputs, targets)`` takes the model's output dict (keys ``pred_logits``, ``pred_boxes``,
-    ``aux_outputs``, ``enc_outputs``, ``enc_aux_outputs``, ``objectness_outputs``, ``token_scores``,
-    ``num_kept``, ``padding_mask``, ``spatial_shapes``, ``level_start_index``, ``dec_sampling_locations``,
-    ``dec_attention_weights``, ``selected_indices``; only the first two are required) and one dict per
-    image with ``labels`` Long[n] and normalised cxcywh ``boxes`` Float[n, 4] (n may be 0).
+    ``forward(outputs, targets)`` takes the network's :class:`SparseDETROutput` and one dict per image with
+    ``labels`` Long[n] and normalised cxcywh ``boxes`` Float[n, 4] (n may be 0).
     """
 
-    @configurable
     def __init__(
         self,
         *,
@@ -93,51 +116,31 @@ class SparseDETRCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.two_stage_class_agnostic = two_stage_class_agnostic
 
-    @classmethod
-    def from_config(cls, cfg):
-        sd = cfg.MODEL.SPARSE_DETR
-        return {
-            "num_classes": sd.NUM_CLASSES,
-            "matcher": HungarianMatcher(
-                cost_class=sd.MATCHER_COST_CLASS,
-                cost_bbox=sd.MATCHER_COST_BBOX,
-                cost_giou=sd.MATCHER_COST_GIOU,
-                focal_alpha=sd.FOCAL_ALPHA,
-            ),
-            "class_weight": sd.CLASS_LOSS_WEIGHT,
-            "bbox_weight": sd.BBOX_LOSS_WEIGHT,
-            "giou_weight": sd.GIOU_LOSS_WEIGHT,
-            "mask_prediction_weight": sd.MASK_PREDICTION_LOSS_WEIGHT,
-            "focal_alpha": sd.FOCAL_ALPHA,
-            "two_stage_class_agnostic": sd.TWO_STAGE_CLASS_AGNOSTIC,
-        }
-
     # ------------------------------------------------------------------ public API
-    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def forward(self, outputs: SparseDETROutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Weighted losses (official names); their sum is the official weighted total."""
         return {name: value * self.loss_weight(name) for name, value in self.losses(outputs, targets).items()}
 
     def losses(
-        self, outputs: dict, targets: list[dict[str, Tensor]], with_stats: bool = False
+        self, outputs: SparseDETROutput, targets: list[dict[str, Tensor]], with_stats: bool = False
     ) -> dict[str, Tensor]:
         """Unweighted loss terms with official names (see the module docstring).
 
         With ``with_stats`` also the logged-only statistics of the official ``loss_dict``: ``class_error``
         (last layer), ``cardinality_error`` per head and the Corr metric ``corr_mask_attn_map_dec_all`` /
-        ``corr_mask_attn_map_dec_{level}`` (when the outputs carry ``selected_indices``). Statistics are
-        detached.
+        ``corr_mask_attn_map_dec_{level}`` (sparse models). Statistics are detached.
         """
-        pred_logits = outputs["pred_logits"]
+        pred_logits = outputs.predictions["pred_logits"]
         validate_targets(targets, pred_logits.shape[0], self.num_classes)
         num_boxes = self.num_boxes(targets, pred_logits.device)
         agnostic = self.two_stage_class_agnostic
-        heads = [("", outputs, False)]
-        heads += [(f"_{i}", aux, False) for i, aux in enumerate(outputs.get("aux_outputs") or [])]
-        if outputs.get("enc_outputs") is not None:
-            heads.append(("_enc", outputs["enc_outputs"], agnostic))
-        if outputs.get("objectness_outputs") is not None:
-            heads.append(("_backbone", outputs["objectness_outputs"], agnostic))
-        heads += [(f"_enc_{i}", aux, False) for i, aux in enumerate(outputs.get("enc_aux_outputs") or [])]
+        scorer_inputs = outputs.selection.loss_inputs if outputs.selection is not None else ScorerLossInputs()
+        heads = [("", outputs.predictions, False)]
+        heads += [(f"_{i}", aux, False) for i, aux in enumerate(outputs.aux_predictions)]
+        if outputs.two_stage_predictions is not None:
+            heads.append(("_enc", outputs.two_stage_predictions, agnostic))
+        heads += [(suffix, head, agnostic) for suffix, head in scorer_inputs.detection_heads.items()]
+        heads += [(f"_enc_{i}", aux, False) for i, aux in enumerate(outputs.encoder_aux_predictions)]
 
         terms: dict[str, Tensor] = {}
         for suffix, head, class_agnostic in heads:
@@ -145,12 +148,17 @@ class SparseDETRCriterion(nn.Module):
             head_terms = self.head_losses(head, head_targets, num_boxes, with_stats, is_final=suffix == "")
             terms.update({name + suffix: value for name, value in head_terms.items()})
 
-        needs_dam = outputs.get("token_scores") is not None and outputs.get("objectness_outputs") is None
-        needs_corr = with_stats and outputs.get("selected_indices") is not None
+        needs_dam = scorer_inputs.dam_logits is not None
+        needs_corr = with_stats and outputs.selection is not None
         if needs_dam or needs_corr:
-            attention_map = self._decoder_attention_map(outputs)
+            # Only a target and a logged metric are derived from the map (top-k / ratios), so no gradient
+            # can flow through it; computing it without autograd matches the official losses exactly.
+            with torch.no_grad():
+                attention_map = output_attention_map(outputs)
             if needs_dam:
-                terms["loss_mask_prediction"] = self.mask_prediction_loss(outputs, attention_map)
+                terms["loss_mask_prediction"] = self.mask_prediction_loss(
+                    scorer_inputs.dam_logits, attention_map, outputs
+                )
             if needs_corr:
                 terms.update(self.correlation_stats(outputs, attention_map))
         return terms
@@ -161,10 +169,6 @@ class SparseDETRCriterion(nn.Module):
             if name == base or name.startswith(base + "_"):
                 return weight
         raise KeyError(f"SparseDETRCriterion: no weight for loss term {name!r}")
-
-    def weight_dict(self, names) -> dict[str, float]:
-        """``{name: weight}`` for the loss-term names in ``names`` (statistics are skipped)."""
-        return {name: self.loss_weight(name) for name in names if name.startswith("loss_")}
 
     @staticmethod
     def num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
@@ -246,36 +250,25 @@ class SparseDETRCriterion(nn.Module):
 
     # ------------------------------------------------------------------ scorer loss and Corr
     @staticmethod
-    def _require(outputs: dict, keys: tuple[str, ...], purpose: str) -> None:
-        missing = [k for k in keys if outputs.get(k) is None]
-        if missing:
-            raise KeyError(f"SparseDETRCriterion: {purpose} needs outputs {missing}")
+    def mask_prediction_loss(dam_logits: Tensor, attention_map: Tensor, outputs: SparseDETROutput) -> Tensor:
+        """``multilabel_soft_margin_loss`` of the scoring-network logits against the binarised DAM.
 
-    @torch.no_grad()
-    def _decoder_attention_map(self, outputs: dict) -> Tensor:
-        # Only a target and a logged metric are derived from the map (top-k / ratios), so no gradient
-        # can flow through it; computing it without autograd matches the official losses exactly.
-        keys = ("dec_sampling_locations", "dec_attention_weights", "spatial_shapes", "level_start_index")
-        self._require(outputs, keys, "the decoder attention map (DAM loss / Corr)")
-        return decoder_attention_map(*(outputs[k] for k in keys))
-
-    def mask_prediction_loss(self, outputs: dict, attention_map: Tensor) -> Tensor:
-        """``multilabel_soft_margin_loss`` of the scoring-network logits against the binarised DAM."""
-        self._require(outputs, ("token_scores", "padding_mask", "num_kept"), "loss_mask_prediction")
-        token_scores = outputs["token_scores"]
-        if token_scores.shape != attention_map.shape:
+        Args:
+            dam_logits: Float[B, N] scorer logits; attention_map: Float[B, N] the DAM of ``outputs``.
+        """
+        if dam_logits.shape != attention_map.shape:
             raise ValueError(
-                f"SparseDETRCriterion: token_scores must be {tuple(attention_map.shape)} [B, N], got "
-                f"{tuple(token_scores.shape)}"
+                f"SparseDETRCriterion: the scorer's dam_logits must be {tuple(attention_map.shape)} [B, N], "
+                f"got {tuple(dam_logits.shape)}"
             )
-        target = dam_target(attention_map, outputs["padding_mask"], outputs["num_kept"])
-        return F.multilabel_soft_margin_loss(token_scores, target.to(token_scores.dtype))
+        target = dam_target(attention_map, outputs.tokens.padding_mask, outputs.num_kept)
+        return F.multilabel_soft_margin_loss(dam_logits, target.to(dam_logits.dtype))
 
+    @staticmethod
     @torch.no_grad()
-    def correlation_stats(self, outputs: dict, attention_map: Tensor) -> dict[str, Tensor]:
-        """Official Corr statistics, averaged over the batch; selection = all ``selected_indices`` columns."""
-        selected = selected_token_mask(outputs["selected_indices"], attention_map.shape[1])
-        corr = attention_correlation(attention_map, selected, outputs["level_start_index"]).mean(0)
+    def correlation_stats(outputs: SparseDETROutput, attention_map: Tensor) -> dict[str, Tensor]:
+        """Official Corr statistics, averaged over the batch; selection = all selected columns."""
+        corr = output_correlation(outputs, attention_map, all_selected=True).mean(0)
         stats = {"corr_mask_attn_map_dec_all": corr[0]}
         stats.update({f"corr_mask_attn_map_dec_{level}": value for level, value in enumerate(corr[1:])})
         return stats

@@ -12,9 +12,9 @@ from sparse_detr.layers import MSDeformAttn
 
 from .feed_forward import FeedForward
 from .registry import SPARSE_ENCODER_REGISTRY
-from .tokens import TokenBatch, encoder_reference_points
+from .tokens import TokenBatch, encoder_reference_points, gather_tokens
 
-__all__ = ["SparseEncoderLayer", "SparseDeformableEncoder", "EncoderOutput", "build_sparse_encoder"]
+__all__ = ["SparseEncoderLayer", "SparseDeformableEncoder", "EncoderOutput"]
 
 
 @dataclass
@@ -125,12 +125,6 @@ class SparseEncoderLayer(nn.Module):
         return queries, locations, weights
 
 
-def _gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
-    """x: [B, N, *D], indices: Long[B, k] -> [B, k, *D]."""
-    index = indices.view(*indices.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
-    return torch.gather(x, 1, index)
-
-
 @SPARSE_ENCODER_REGISTRY.register()
 class SparseDeformableEncoder(nn.Module):
     """Stack of :class:`SparseEncoderLayer`.
@@ -195,9 +189,9 @@ class SparseDeformableEncoder(nn.Module):
         if selected_indices is None:
             query_pos = tokens.pos
         else:
-            reference_points = _gather_tokens(reference_points, selected_indices)
-            query_pos = _gather_tokens(tokens.pos, selected_indices)
-            queries = _gather_tokens(memory, selected_indices)
+            reference_points = gather_tokens(reference_points, selected_indices)
+            query_pos = gather_tokens(tokens.pos, selected_indices)
+            queries = gather_tokens(memory, selected_indices)
             write_back = None  # Bool[B, k, 1] which queries update the memory; None = all of them
             if num_kept is not None and bool((num_kept < selected_indices.shape[1]).any()):
                 positions = torch.arange(selected_indices.shape[1], device=selected_indices.device)
@@ -234,8 +228,3 @@ class SparseDeformableEncoder(nn.Module):
             sampling_locations=torch.stack(locations, 1) if return_sampling else None,
             attention_weights=torch.stack(weights, 1) if return_sampling else None,
         )
-
-
-def build_sparse_encoder(name: str, **kwargs) -> nn.Module:
-    """Build a registered sparse encoder by name with keyword arguments."""
-    return SPARSE_ENCODER_REGISTRY.get(name)(**kwargs)

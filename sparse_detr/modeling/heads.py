@@ -95,9 +95,6 @@ class PredictionHeads(nn.Module):
     def encoder_aux_site(self, layer: int) -> int:
         return self._site(self.num_decoder_layers + int(self.two_stage) + layer)
 
-    def box_head(self, site: int) -> nn.Module:
-        return self.box_heads[site]
-
     def decoder_box_heads(self) -> list[nn.Module]:
         """The box heads used for iterative refinement, one per decoder layer."""
         return [self.box_heads[self.decoder_site(i)] for i in range(self.num_decoder_layers)]
@@ -122,3 +119,33 @@ class PredictionHeads(nn.Module):
     def predict_from_reference(self, site: int, features: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """Same as :meth:`predict` with a reference given in [0, 1] (inverse-sigmoid applied here)."""
         return self.predict(site, features, inverse_sigmoid(reference))
+
+    def decoder_predictions(
+        self, hidden_states: list[Tensor], references: list[Tensor], with_aux: bool
+    ) -> list[dict[str, Tensor]]:
+        """Predictions of the last decoder layer, preceded by those of layers 0..D-2 with ``with_aux``.
+
+        Args:
+            hidden_states, references: per decoder layer Float[B, Q, C] and its input reference Float[B, Q, 4]
+                or [B, Q, 2] in [0, 1] (``DecoderOutput``).
+        """
+        last = self.num_decoder_layers - 1
+        layers = range(last + 1) if with_aux else [last]
+        return [
+            self.predict_from_reference(self.decoder_site(layer), hidden_states[layer], references[layer])
+            for layer in layers
+        ]
+
+    def encoder_aux_predictions(
+        self, layer_queries: list[Tensor], proposals: Tensor
+    ) -> list[dict[str, Tensor]]:
+        """Predictions on the refined tokens after encoder layers 0..A-1, boxes relative to their proposals.
+
+        Args:
+            layer_queries: per encoder layer Float[B, k, C] (``EncoderOutput.layer_queries``).
+            proposals: Float[B, k, 4] the refined tokens' grid proposals in logit space.
+        """
+        return [
+            self.predict(self.encoder_aux_site(layer), layer_queries[layer], proposals)
+            for layer in range(self.num_encoder_aux)
+        ]

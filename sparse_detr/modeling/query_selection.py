@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .heads import PredictionHeads
 from .position_encoding import box_sine_embedding
+from .tokens import gather_tokens
 
-__all__ = ["DecoderQueries", "TokenProjection", "TwoStageQueryInit", "LearnedQueryInit"]
+__all__ = ["DecoderQueries", "TokenProjection", "TwoStageQueryInit", "LearnedQueryInit", "two_stage_queries"]
 
 
 @dataclass
@@ -84,7 +86,7 @@ class TwoStageQueryInit(nn.Module):
         boxes = boxes_unactivated.detach()
         pos = self.pos_norm(self.pos_proj(box_sine_embedding(boxes, self.dim // 2)))
         if self.from_memory:
-            queries = torch.gather(memory, 1, token_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1]))
+            queries = gather_tokens(memory, token_indices)
             query_pos = pos
         else:
             query_pos, queries = torch.split(pos, self.dim, dim=2)
@@ -114,3 +116,36 @@ class LearnedQueryInit(nn.Module):
         return DecoderQueries(
             queries=queries, query_pos=query_pos, reference=self.reference_points(query_pos).sigmoid()
         )
+
+
+def two_stage_queries(
+    query_init: TwoStageQueryInit,
+    heads: PredictionHeads,
+    projected: Tensor,
+    memory: Tensor,
+    proposals: Tensor,
+    with_predictions: bool,
+) -> tuple[DecoderQueries, dict[str, Tensor] | None]:
+    """Two-stage decoder queries: the top-Q encoder tokens of the two-stage head, boxes from their proposals.
+
+    Args:
+        query_init: ranks the tokens and turns the chosen ones into queries.
+        heads: holds the two-stage class / box head.
+        projected: Float[B, N, C] the encoder memory through the ``TokenProjection``.
+        memory: Float[B, N, C] the encoder output.
+        proposals: Float[B, N, 4] grid proposals in logit space (+inf where invalid).
+        with_predictions: also return the two-stage head's ``{"pred_logits", "pred_boxes"}`` on all N tokens
+            (its loss); otherwise only the Q chosen tokens' boxes are regressed.
+    """
+    site = heads.two_stage_site()
+    proposal_logits = heads.class_heads[site](projected)
+    token_indices = query_init.select(proposal_logits)
+    predictions = None
+    if with_predictions:
+        proposal_boxes = heads.box_heads[site](projected) + proposals
+        predictions = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
+        query_boxes = gather_tokens(proposal_boxes, token_indices)
+    else:
+        query_boxes = heads.box_heads[site](gather_tokens(projected, token_indices))
+        query_boxes = query_boxes + gather_tokens(proposals, token_indices)
+    return query_init(memory, token_indices, query_boxes), predictions

@@ -18,6 +18,7 @@ from .heads import MLP
 from .registry import TOKEN_SCORER_REGISTRY
 
 __all__ = [
+    "ScorerLossInputs",
     "TokenSelection",
     "validate_keep_ratio",
     "kept_token_counts",
@@ -26,11 +27,26 @@ __all__ = [
     "DAMScorer",
     "ObjectnessScorer",
     "RandomScorer",
-    "build_token_scorer",
 ]
 
 KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.KEEP_RATIO (LazyConfig: model.token_scorer.keep_ratio)"
 TEST_KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.TEST_KEEP_RATIO (LazyConfig: model.token_scorer.test_keep_ratio)"
+
+
+@dataclass
+class ScorerLossInputs:
+    """What a scorer hands the criterion to be trained with (filled in training only).
+
+    Attributes:
+        dam_logits: Float[B, N] logits trained against the binarised decoder attention map
+            (``loss_mask_prediction``), or None.
+        detection_heads: loss-name suffix -> ``{"pred_logits": Float[B, N, K], "pred_boxes": Float[B, N, 4]}``
+            of detection heads trained with the Hungarian loss, matched like the two-stage head
+            (class-agnostic when the criterion's ``two_stage_class_agnostic`` is set).
+    """
+
+    dam_logits: Tensor | None = None
+    detection_heads: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,13 +57,13 @@ class TokenSelection:
         scores: Float[B, N] scorer logits, padding filled with the batch minimum (as ranked).
         selected_indices: Long[B, k] top-k tokens by descending score, k = max(num_kept).
         num_kept: Long[B] per-image number of kept tokens (the first num_kept[i] of selected_indices[i]).
-        loss_outputs: extra scorer outputs for the criterion (``objectness_outputs``), training only.
+        loss_inputs: what the scorer's loss needs (empty outside training).
     """
 
     scores: Tensor
     selected_indices: Tensor
     num_kept: Tensor
-    loss_outputs: dict = field(default_factory=dict)
+    loss_inputs: ScorerLossInputs = field(default_factory=ScorerLossInputs)
 
 
 def validate_keep_ratio(value: float, key: str = KEEP_RATIO_KEY) -> float:
@@ -87,12 +103,11 @@ def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float) -> To
 class TokenScorer(nn.Module):
     """Base class: holds the training and inference keep ratios and turns scores into a selection.
 
-    Subclasses implement :meth:`score`; ``uses_token_features`` says whether it needs the projected tokens,
-    ``learned`` whether its scores are trained logits (reported as ``token_scores`` for the DAM loss).
+    Subclasses implement :meth:`score` (scores and their own loss inputs); ``uses_token_features`` says
+    whether it needs the projected tokens.
     """
 
     uses_token_features = True
-    learned = True
 
     def __init__(self, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None):
         super().__init__()
@@ -124,9 +139,9 @@ class TokenScorer(nn.Module):
         return self.keep_ratio
 
     def score(
-        self, token_features: Tensor | None, proposals: Tensor, padding_mask: Tensor, with_loss_outputs: bool
-    ) -> tuple[Tensor, dict]:
-        """Return (Float[B, N] scores, loss outputs dict)."""
+        self, token_features: Tensor | None, proposals: Tensor, padding_mask: Tensor, with_loss_inputs: bool
+    ) -> tuple[Tensor, ScorerLossInputs]:
+        """Return (Float[B, N] scores, the scorer's loss inputs when ``with_loss_inputs``)."""
         raise NotImplementedError
 
     def forward(
@@ -134,7 +149,7 @@ class TokenScorer(nn.Module):
         token_features: Tensor | None,
         proposals: Tensor,
         padding_mask: Tensor,
-        with_loss_outputs: bool = False,
+        with_loss_inputs: bool = False,
     ) -> TokenSelection:
         """
         Args:
@@ -142,9 +157,9 @@ class TokenScorer(nn.Module):
             proposals: Float[B, N, 4] grid proposals in logit space (+inf where invalid).
             padding_mask: Bool[B, N].
         """
-        scores, loss_outputs = self.score(token_features, proposals, padding_mask, with_loss_outputs)
+        scores, loss_inputs = self.score(token_features, proposals, padding_mask, with_loss_inputs)
         selection = select_tokens(scores, padding_mask, self.active_keep_ratio)
-        selection.loss_outputs = loss_outputs
+        selection.loss_inputs = loss_inputs
         return selection
 
     def extra_repr(self) -> str:
@@ -180,18 +195,26 @@ class DAMScorer(TokenScorer):
             nn.Linear(hidden_dim // 4, 1),
         )
 
-    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
+    def score(self, token_features, proposals, padding_mask, with_loss_inputs):
         z = self.stem(token_features)
         z_local, z_global = torch.split(z, self.hidden_dim // 2, dim=-1)
         z_global = z_global.mean(dim=1, keepdim=True).expand(-1, z_local.shape[1], -1)
-        return self.head(torch.cat([z_local, z_global], dim=-1)).squeeze(-1), {}
+        return self.head(torch.cat([z_local, z_global], dim=-1)).squeeze(-1), ScorerLossInputs()
+
+    def forward(self, token_features, proposals, padding_mask, with_loss_inputs=False) -> TokenSelection:
+        selection = super().forward(token_features, proposals, padding_mask, with_loss_inputs)
+        if with_loss_inputs:
+            # trained on the scores as ranked (padding filled with the batch minimum), as official
+            selection.loss_inputs = ScorerLossInputs(dam_logits=selection.scores)
+        return selection
 
 
 @TOKEN_SCORER_REGISTRY.register()
 class ObjectnessScorer(TokenScorer):
     """Detection head on the projected backbone tokens; score = best class logit (paper 3.3).
 
-    Trained with the Hungarian loss through ``objectness_outputs`` (boxes relative to the grid proposals).
+    Trained with the Hungarian loss as the ``_backbone`` detection head (boxes relative to the grid
+    proposals).
     """
 
     def __init__(
@@ -209,13 +232,13 @@ class ObjectnessScorer(TokenScorer):
         nn.init.constant_(self.box_head.layers[-1].weight, 0)
         nn.init.constant_(self.box_head.layers[-1].bias, 0)
 
-    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
+    def score(self, token_features, proposals, padding_mask, with_loss_inputs):
         logits = self.class_head(token_features)
-        loss_outputs = {}
-        if with_loss_outputs:
+        loss_inputs = ScorerLossInputs()
+        if with_loss_inputs:
             boxes = (self.box_head(token_features) + proposals).sigmoid()
-            loss_outputs["objectness_outputs"] = {"pred_logits": logits, "pred_boxes": boxes}
-        return logits.max(-1).values, loss_outputs
+            loss_inputs.detection_heads["_backbone"] = {"pred_logits": logits, "pred_boxes": boxes}
+        return logits.max(-1).values, loss_inputs
 
 
 @TOKEN_SCORER_REGISTRY.register()
@@ -223,16 +246,10 @@ class RandomScorer(TokenScorer):
     """Uniformly random scores (the paper's random-selection baseline); no parameters, no loss."""
 
     uses_token_features = False
-    learned = False
 
-    def score(self, token_features, proposals, padding_mask, with_loss_outputs):
-        return torch.rand(padding_mask.shape, device=padding_mask.device), {}
+    def score(self, token_features, proposals, padding_mask, with_loss_inputs):
+        return torch.rand(padding_mask.shape, device=padding_mask.device), ScorerLossInputs()
 
 
 # short config names of the built-in scorers -> registry (class) names
 SCORER_ALIASES = {"dam": "DAMScorer", "objectness": "ObjectnessScorer", "random": "RandomScorer"}
-
-
-def build_token_scorer(name: str, **kwargs) -> TokenScorer:
-    """Build a scorer by short name (``dam``, ``objectness``, ``random``) or registered class name."""
-    return TOKEN_SCORER_REGISTRY.get(SCORER_ALIASES.get(name, name))(**kwargs)

@@ -12,7 +12,14 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["TokenBatch", "flatten_levels", "encoder_reference_points", "grid_proposals", "inverse_sigmoid"]
+__all__ = [
+    "TokenBatch",
+    "gather_tokens",
+    "flatten_levels",
+    "encoder_reference_points",
+    "grid_proposals",
+    "inverse_sigmoid",
+]
 
 
 @dataclass
@@ -35,10 +42,6 @@ class TokenBatch:
     level_start_index: Tensor
     valid_ratios: Tensor
 
-    @property
-    def num_tokens(self) -> int:
-        return self.features.shape[1]
-
     @cached_property
     def value_padding_mask(self) -> Tensor | None:
         """The padding mask for deformable attention values, or None when no token is padding.
@@ -52,6 +55,12 @@ class TokenBatch:
     def valid_counts(self) -> Tensor:
         """Long[B]: number of non-padding tokens per image."""
         return (~self.padding_mask).sum(dim=1)
+
+
+def gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
+    """The rows ``indices`` of every image: x Float[B, N, *D], indices Long[B, k] -> Float[B, k, *D]."""
+    index = indices.view(*indices.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return torch.gather(x, 1, index)
 
 
 def _valid_ratio(mask: Tensor) -> Tensor:

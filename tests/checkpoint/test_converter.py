@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,26 +23,9 @@ from sparse_detr.checkpoint import (
     official_model_config,
 )
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-FIXTURE_FILE = FIXTURE_DIR / "official_sparse_detr_fixture_a.pt"
-needs_fixture = pytest.mark.skipif(
-    not FIXTURE_FILE.is_file(), reason=f"official fixture not found at {FIXTURE_DIR}"
-)
-
-
 
 class ArbitraryObject:
     """A pickled class that the weights-only loader must refuse."""
-
-
-@pytest.fixture(scope="module")
-def official():
-    sys.path.insert(0, str(FIXTURE_DIR))
-    try:
-        from load_fixture import load_official_fixture
-    finally:
-        sys.path.remove(str(FIXTURE_DIR))
-    return load_official_fixture(str(FIXTURE_FILE))
 
 
 @pytest.mark.parametrize(
@@ -170,7 +151,7 @@ def test_learned_query_variant_builds_small():
     images, mask = torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool)
     with torch.no_grad():
         out = model.predict(images, mask)
-    assert out["pred_logits"].shape == (1, 5, 91) and "enc_outputs" not in out
+    assert out.predictions["pred_logits"].shape == (1, 5, 91) and out.two_stage_predictions is None
 
 
 def test_loader_refuses_arbitrary_pickles(tmp_path):
@@ -183,7 +164,6 @@ def test_loader_refuses_arbitrary_pickles(tmp_path):
         load_official_checkpoint(str(tmp_path / "no_args.pth"))
 
 
-@needs_fixture
 def test_loader_accepts_official_namespace(official, tmp_path):
     path = tmp_path / "official.pth"
     torch.save({"model": official["state_dict"], "args": argparse.Namespace(**official["args"])}, path)
@@ -191,7 +171,6 @@ def test_loader_accepts_official_namespace(official, tmp_path):
     assert checkpoint.args["rho"] == 0.1 and len(checkpoint.state_dict) == 448
 
 
-@needs_fixture
 @pytest.mark.parametrize(
     "change,culprit",
     [
@@ -205,7 +184,6 @@ def test_checkpoint_of_another_architecture_lists_mismatched_keys(official, chan
         build_converted_model(OfficialCheckpoint(official["state_dict"], {**official["args"], **change}))
 
 
-@needs_fixture
 def test_dynamic_rho_on_the_converted_model(official):
     """Another rho than trained: the same weights run with more kept tokens per image."""
     model, _ = build_converted_model(
@@ -215,4 +193,4 @@ def test_dynamic_rho_on_the_converted_model(official):
     with torch.no_grad():
         out = model.eval().predict(inputs["padded_images"], inputs["padded_mask"])
     valid = (~official["outputs"]["mask_flatten"]).sum(1)
-    assert out["num_kept"].tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+    assert out.num_kept.tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]

@@ -5,8 +5,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sparse_detr.data.synthetic import SHAPES_PRESETS, register_shapes_dataset
-from sparse_detr.engine.draw_predictions import draw_prediction_grid
 from sparse_detr.engine.predictor import LazyConfigPredictor, UntrainedModelError
+from sparse_detr.visualization import draw_prediction_grid
 
 TINY = "tests/configs/tiny_shapes.py"
 

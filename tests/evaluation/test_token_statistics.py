@@ -29,18 +29,19 @@ def _inputs():
 
 def test_corr_is_the_attention_share_of_the_refined_tokens(tiny_model):
     inputs = _inputs()
-    images, padding_mask = tiny_model.preprocess_image(inputs)
     with torch.no_grad():
-        outputs = tiny_model.predict(images.tensor, padding_mask)
+        _, outputs = tiny_model.inference(inputs)
     stats = token_statistics(outputs)
-    attention = decoder_attention_map(outputs["dec_sampling_locations"], outputs["dec_attention_weights"],
-                                      outputs["spatial_shapes"], outputs["level_start_index"])
+    sampling, tokens = outputs.decoder_sampling, outputs.tokens
+    attention = decoder_attention_map(
+        sampling.locations, sampling.weights, tokens.spatial_shapes, tokens.level_start_index
+    )
     for i, image_stats in enumerate(stats):
-        kept = int(outputs["num_kept"][i])
-        valid = int((~outputs["padding_mask"][i]).sum())
+        kept = int(outputs.num_kept[i])
+        valid = int((~tokens.padding_mask[i]).sum())
         assert image_stats["refined_tokens"] == kept and image_stats["valid_tokens"] == valid
         assert 0 < kept < valid
-        refined = outputs["selected_indices"][i, :kept]
+        refined = outputs.selection.selected_indices[i, :kept]
         expected = float(attention[i, refined].sum() / attention[i].sum())
         assert image_stats["corr"] == pytest.approx(expected, rel=1e-5)
         assert 0.0 <= image_stats["corr"] <= 1.0

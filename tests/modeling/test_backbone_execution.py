@@ -65,8 +65,8 @@ def test_channels_last_model_gives_the_same_detections():
     nhwc.channels_last = True
     with torch.no_grad():
         expected, actual = nchw.predict(*_inputs(nchw, batch)), nhwc.predict(*_inputs(nhwc, batch))
-    torch.testing.assert_close(actual["pred_logits"], expected["pred_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(actual["pred_boxes"], expected["pred_boxes"], rtol=1e-4, atol=1e-4)
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(actual.predictions[key], expected.predictions[key], rtol=1e-4, atol=1e-4)
     # and it trains: every used parameter gets a gradient
     nhwc.train()
     losses = nhwc(tiny_batch())
@@ -85,7 +85,7 @@ def test_bfloat16_backbone_keeps_the_rest_in_float32():
         assert actual[name].dtype == torch.float32 and not torch.equal(actual[name], expected[name])
         error = (actual[name] - expected[name]).norm() / expected[name].norm()
         assert error < 0.02, f"{name}: relative error {error:.4f}"
-    assert outputs["pred_boxes"].dtype == torch.float32 and outputs["pred_logits"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in outputs.predictions.values())
     reduced.train()
     sum(reduced(tiny_batch()).values()).backward()
     assert all(p.grad is not None for p in reduced.backbone.parameters() if p.requires_grad)

@@ -95,3 +95,35 @@ def test_base_config_and_converter_describe_the_same_architecture():
     ours = {k: v.shape for k, v in instantiate(base).state_dict().items()}
     theirs = {k: v.shape for k, v in instantiate(converted).state_dict().items()}
     assert ours == theirs
+
+
+def test_yacs_defaults_and_the_lazy_base_are_the_same_model():
+    """One wiring source: the default yacs keys and the LazyConfig base build identical models."""
+    cfg = add_sparse_detr_config(get_cfg())
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    from_yacs = build_model(cfg)
+    torch.manual_seed(0)
+    from_lazy = instantiate(LazyConfig.load(str(BASE_CONFIG)).model)
+    assert repr(from_yacs) == repr(from_lazy)
+    yacs_state, lazy_state = from_yacs.state_dict(), from_lazy.state_dict()
+    assert list(yacs_state) == list(lazy_state)
+    assert all(torch.equal(yacs_state[k], lazy_state[k]) for k in yacs_state)
+
+
+def test_every_yacs_key_is_a_graph_argument_and_unknown_keys_are_named():
+    import inspect
+
+    from sparse_detr.modeling.meta_arch import graph, sparse_detr_graph
+
+    cfg = _small_yacs_cfg()
+    arguments = set(inspect.signature(sparse_detr_graph).parameters)
+    keys = {k for k in cfg.MODEL.SPARSE_DETR if k not in graph.BACKBONE_KEYS}
+    assert {k.lower() for k in keys} <= arguments
+    cfg.MODEL.SPARSE_DETR.NUM_ENCODER_BLOCKS = 3
+    with pytest.raises(KeyError, match="NUM_ENCODER_BLOCKS"):
+        build_model(cfg)
+    cfg = _small_yacs_cfg()
+    cfg.MODEL.SPARSE_DETR.IN_FEATURES = ["res2", "res3", "res4"]
+    with pytest.raises(ValueError, match=r"MODEL.SPARSE_DETR.IN_FEATURES \['res2'\]"):
+        build_model(cfg)

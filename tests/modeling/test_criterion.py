@@ -3,32 +3,56 @@ import pytest
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg, instantiate
+from detectron2.modeling import build_model
 from torchvision.ops import sigmoid_focal_loss
 
+from sparse_detr.config import add_sparse_detr_config
 from sparse_detr.modeling import criterion as criterion_module
 from sparse_detr.modeling.criterion import SparseDETRCriterion
 from sparse_detr.modeling.matcher import HungarianMatcher
-from sparse_detr.modeling.registry import CRITERION_REGISTRY
+from sparse_detr.modeling.outputs import DecoderSampling, SparseDETROutput, TokenGeometry
+from sparse_detr.modeling.scorers import ScorerLossInputs, TokenSelection
+
+
+def network_output(
+    final, aux, two_stage, encoder_aux, token_scores, num_kept, padding_mask, spatial_shapes,
+    level_start_index, sampling_locations, attention_weights, selected_indices,
+):
+    """A :class:`SparseDETROutput` of a DAM-scored sparse model from its tensors."""
+    selection = TokenSelection(
+        scores=token_scores,
+        selected_indices=selected_indices,
+        num_kept=num_kept,
+        loss_inputs=ScorerLossInputs(dam_logits=token_scores),
+    )
+    return SparseDETROutput(
+        predictions=final,
+        tokens=TokenGeometry(padding_mask, spatial_shapes, level_start_index),
+        decoder_sampling=DecoderSampling(sampling_locations, attention_weights),
+        selection=selection,
+        aux_predictions=aux,
+        two_stage_predictions=two_stage,
+        encoder_aux_predictions=encoder_aux,
+    )
 
 
 def official_outputs(fx):
-    """The official model's outputs renamed to the keys of our model's output dict."""
+    """The official model's outputs as our network's output."""
     o = fx["outputs"]
-    return {
-        "pred_logits": o["pred_logits"],
-        "pred_boxes": o["pred_boxes"],
-        "aux_outputs": o["aux_outputs"],
-        "enc_outputs": o["enc_outputs"],
-        "enc_aux_outputs": o["aux_outputs_enc"],
-        "token_scores": o["backbone_mask_prediction"],
-        "num_kept": o["sparse_token_nums"].long(),
-        "padding_mask": o["mask_flatten"],
-        "spatial_shapes": o["spatial_shapes"],
-        "level_start_index": o["level_start_index"],
-        "dec_sampling_locations": o["sampling_locations_dec"],
-        "dec_attention_weights": o["attn_weights_dec"],
-        "selected_indices": o["backbone_topk_proposals"],
-    }
+    return network_output(
+        {"pred_logits": o["pred_logits"], "pred_boxes": o["pred_boxes"]},
+        o["aux_outputs"],
+        o["enc_outputs"],
+        o["aux_outputs_enc"],
+        o["backbone_mask_prediction"],
+        o["sparse_token_nums"].long(),
+        o["mask_flatten"],
+        o["spatial_shapes"],
+        o["level_start_index"],
+        o["sampling_locations_dec"],
+        o["attn_weights_dec"],
+        o["backbone_topk_proposals"],
+    )
 
 
 def test_every_official_loss_term_and_the_weighted_total(official):
@@ -49,7 +73,8 @@ def test_every_official_loss_term_and_the_weighted_total(official):
         assert float(terms[name]) == pytest.approx(expected, rel=1e-4), name
 
     official_weights = {k: v for k, v in train["weight_dict"].items() if not k.endswith("_backbone")}
-    assert criterion.weight_dict(terms) == official_weights
+    weights = {name: criterion.loss_weight(name) for name in terms if name.startswith("loss_")}
+    assert weights == official_weights
 
     weighted = criterion(outputs, targets)
     assert set(weighted) == set(train["weighted_loss_dict"])
@@ -73,12 +98,12 @@ def test_gradients_match_the_official_head_gradients(official):
         return {k: head[k].detach().clone().requires_grad_() for k in ("pred_logits", "pred_boxes")}
 
     outputs = official_outputs(official)
-    final, aux0 = leaf_head(outputs), leaf_head(outputs["aux_outputs"][0])
-    enc, enc_aux0 = leaf_head(outputs["enc_outputs"]), leaf_head(outputs["enc_aux_outputs"][0])
-    token_scores = outputs["token_scores"].detach().clone().requires_grad_()
-    outputs.update(
-        final, aux_outputs=[aux0], enc_outputs=enc, enc_aux_outputs=[enc_aux0], token_scores=token_scores
-    )
+    final, aux0 = leaf_head(outputs.predictions), leaf_head(outputs.aux_predictions[0])
+    enc, enc_aux0 = leaf_head(outputs.two_stage_predictions), leaf_head(outputs.encoder_aux_predictions[0])
+    token_scores = outputs.selection.scores.detach().clone().requires_grad_()
+    outputs.predictions, outputs.aux_predictions = final, [aux0]
+    outputs.two_stage_predictions, outputs.encoder_aux_predictions = enc, [enc_aux0]
+    outputs.selection.loss_inputs.dam_logits = token_scores
     sum(SparseDETRCriterion(num_classes=91)(outputs, train["targets"]).values()).backward()
 
     def box_bias_grad(head):
@@ -135,25 +160,28 @@ def synthetic_outputs(seed=0, batch=2, num_queries=6, num_classes=4, num_dec=3, 
     padding_mask[1, 15:20] = True
     padding_mask[1, 24:26] = True
     sampling_shape = (batch, num_dec, num_queries, 2, 2, 2)
-    return {
-        **head(num_queries),
-        "aux_outputs": [head(num_queries) for _ in range(num_dec - 1)],
-        "enc_outputs": head(num_tokens),
-        "enc_aux_outputs": [head(k) for _ in range(num_enc - 1)],
-        "token_scores": torch.randn(batch, num_tokens, generator=g).requires_grad_(),
-        "num_kept": torch.tensor([5, 4]),
-        "padding_mask": padding_mask,
-        "spatial_shapes": shapes,
-        "level_start_index": starts,
-        "dec_sampling_locations": torch.rand(*sampling_shape, 2, generator=g).requires_grad_(),
-        "dec_attention_weights": torch.rand(*sampling_shape, generator=g).requires_grad_(),
-        "selected_indices": torch.stack([torch.randperm(20, generator=g)[:k] for _ in range(batch)]),
-    }
+    return network_output(
+        head(num_queries),
+        [head(num_queries) for _ in range(num_dec - 1)],
+        head(num_tokens),
+        [head(k) for _ in range(num_enc - 1)],
+        torch.randn(batch, num_tokens, generator=g).requires_grad_(),
+        torch.tensor([5, 4]),
+        padding_mask,
+        shapes,
+        starts,
+        torch.rand(*sampling_shape, 2, generator=g).requires_grad_(),
+        torch.rand(*sampling_shape, generator=g).requires_grad_(),
+        torch.stack([torch.randperm(20, generator=g)[:k] for _ in range(batch)]),
+    )
 
 
 def leaves(outputs):
-    heads = [outputs, outputs["enc_outputs"], *outputs["aux_outputs"], *outputs["enc_aux_outputs"]]
-    return [h[key] for h in heads for key in ("pred_logits", "pred_boxes")] + [outputs["token_scores"]]
+    heads = [
+        outputs.predictions, outputs.two_stage_predictions, *outputs.aux_predictions,
+        *outputs.encoder_aux_predictions,
+    ]
+    return [h[key] for h in heads for key in ("pred_logits", "pred_boxes")] + [outputs.selection.scores]
 
 
 EMPTY = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
@@ -202,7 +230,8 @@ def test_images_without_targets_train():
         total.backward()
         for leaf in leaves(outputs):
             assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
-        logits_grads = [h["pred_logits"].grad.abs().sum() for h in [outputs, *outputs["aux_outputs"]]]
+        decoder_heads = [outputs.predictions, *outputs.aux_predictions]
+        logits_grads = [h["pred_logits"].grad.abs().sum() for h in decoder_heads]
         assert all(g > 0 for g in logits_grads)
     # No box anywhere: the box terms vanish and num_boxes is clamped to 1.
     terms = criterion.losses(outputs, [EMPTY, EMPTY])
@@ -216,29 +245,30 @@ def test_dam_loss_trains_only_the_scoring_network():
     outputs = synthetic_outputs()
     terms = SparseDETRCriterion(num_classes=4).losses(outputs, [EMPTY, EMPTY])
     terms["loss_mask_prediction"].backward()
-    assert outputs["token_scores"].grad.abs().sum() > 0
-    assert outputs["dec_sampling_locations"].grad is None and outputs["dec_attention_weights"].grad is None
+    assert outputs.selection.scores.grad.abs().sum() > 0
+    assert outputs.decoder_sampling.locations.grad is None and outputs.decoder_sampling.weights.grad is None
 
 
 def test_objectness_scorer_gets_a_hungarian_loss_and_no_dam_loss():
     outputs = synthetic_outputs()
     g = torch.Generator().manual_seed(3)
-    outputs["objectness_outputs"] = {
+    objectness = {
         "pred_logits": torch.randn(2, 26, 4, generator=g, requires_grad=True),
         "pred_boxes": torch.rand(2, 26, 4, generator=g, requires_grad=True),
     }
+    outputs.selection.loss_inputs = ScorerLossInputs(detection_heads={"_backbone": objectness})
     targets = [{"labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])}, EMPTY]
     terms = SparseDETRCriterion(num_classes=4).losses(outputs, targets)
     assert {"loss_ce_backbone", "loss_bbox_backbone", "loss_giou_backbone"} <= set(terms)
     assert "loss_mask_prediction" not in terms
     sum(terms.values()).backward()
-    assert outputs["objectness_outputs"]["pred_logits"].grad.abs().sum() > 0
+    assert objectness["pred_logits"].grad.abs().sum() > 0
 
 
 def test_class_agnostic_two_stage_head_uses_foreground_label():
     outputs = synthetic_outputs()
     targets = [{"labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])}, EMPTY]
-    enc = outputs["enc_outputs"]
+    enc = outputs.two_stage_predictions
     agnostic = SparseDETRCriterion(num_classes=4, two_stage_class_agnostic=True)
     specific = SparseDETRCriterion(num_classes=4)
     matches = agnostic.matcher(
@@ -267,32 +297,31 @@ def test_bad_input_names_the_culprit():
         criterion(outputs, [{"labels": torch.tensor([4]), "boxes": torch.rand(1, 4)}, EMPTY])
     with pytest.raises(ValueError, match=r"pred_logits must be \[B, Q, 5\]"):
         SparseDETRCriterion(num_classes=5)(outputs, [EMPTY, EMPTY])
-    broken = dict(outputs, dec_attention_weights=None)
-    with pytest.raises(KeyError, match="dec_attention_weights"):
-        criterion(broken, [EMPTY, EMPTY])
-    with pytest.raises(ValueError, match="token_scores"):
-        criterion(dict(outputs, token_scores=outputs["token_scores"][:, :10]), [EMPTY, EMPTY])
+    outputs.decoder_sampling.weights = outputs.decoder_sampling.weights[..., :1]
+    with pytest.raises(ValueError, match="attention_weights must be"):
+        criterion(outputs, [EMPTY, EMPTY])
+    outputs = synthetic_outputs()
+    outputs.selection.loss_inputs.dam_logits = outputs.selection.scores[:, :10]
+    with pytest.raises(ValueError, match="dam_logits must be"):
+        criterion(outputs, [EMPTY, EMPTY])
 
 
-def test_built_from_registry_yacs_and_lazy_config():
-    cfg = get_cfg()
-    cfg.MODEL.SPARSE_DETR = type(cfg)()
+def test_built_from_the_yacs_keys_and_lazy_config():
+    cfg = add_sparse_detr_config(get_cfg())
+    cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = "cpu", 18, 64
     sd = cfg.MODEL.SPARSE_DETR
+    sd.CRITERION_NAME = "SparseDETRCriterion"  # a CRITERION_REGISTRY name
     sd.NUM_CLASSES = 7
     sd.MATCHER_COST_CLASS, sd.MATCHER_COST_BBOX, sd.MATCHER_COST_GIOU = 1.0, 4.0, 3.0
     sd.CLASS_LOSS_WEIGHT, sd.BBOX_LOSS_WEIGHT, sd.GIOU_LOSS_WEIGHT = 2.5, 5.5, 1.5
     sd.MASK_PREDICTION_LOSS_WEIGHT = 0.25
     sd.FOCAL_ALPHA = 0.3
     sd.TWO_STAGE_CLASS_AGNOSTIC = True
-    built = CRITERION_REGISTRY.get("SparseDETRCriterion")(cfg)
+    built = build_model(cfg).criterion
     assert built.num_classes == 7 and built.two_stage_class_agnostic and built.focal_alpha == 0.3
     assert (built.matcher.cost_class, built.matcher.cost_bbox, built.matcher.cost_giou) == (1.0, 4.0, 3.0)
-    assert built.weight_dict(["loss_ce_enc_0", "loss_bbox_1", "loss_giou", "loss_mask_prediction"]) == {
-        "loss_ce_enc_0": 2.5,
-        "loss_bbox_1": 5.5,
-        "loss_giou": 1.5,
-        "loss_mask_prediction": 0.25,
-    }
+    names = ["loss_ce_enc_0", "loss_bbox_1", "loss_giou", "loss_mask_prediction"]
+    assert [built.loss_weight(name) for name in names] == [2.5, 5.5, 1.5, 0.25]
 
     lazy = instantiate(L(SparseDETRCriterion)(num_classes=3, matcher=L(HungarianMatcher)(cost_giou=1.0)))
     assert (

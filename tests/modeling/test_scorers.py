@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from sparse_detr.modeling import (
     TOKEN_SCORER_REGISTRY,
     DAMScorer,
     ObjectnessScorer,
     RandomScorer,
-    build_token_scorer,
+    ScorerLossInputs,
     kept_token_counts,
     select_tokens,
 )
+from sparse_detr.modeling.meta_arch import scorer_node
 
 
 def test_kept_counts_use_the_float32_product_like_official():
@@ -59,7 +61,7 @@ def test_dam_scorer_matches_the_paper_network_shape():
     scorer = DAMScorer(dim=64, keep_ratio=0.2)
     tokens = torch.randn(2, 30, 64)
     scores, extra = scorer.score(tokens, torch.zeros(2, 30, 4), torch.zeros(2, 30, dtype=torch.bool), True)
-    assert scores.shape == (2, 30) and extra == {}
+    assert scores.shape == (2, 30) and extra == ScorerLossInputs()
     assert [m.out_features for m in scorer.head if isinstance(m, torch.nn.Linear)] == [32, 16, 1]
     # the global half is averaged over all tokens: changing one token changes every score
     tokens2 = tokens.clone()
@@ -72,10 +74,22 @@ def test_objectness_scorer_returns_detection_outputs_only_for_the_loss():
     scorer = ObjectnessScorer(dim=32, num_classes=7, keep_ratio=0.3)
     tokens, proposals = torch.randn(2, 20, 32), torch.zeros(2, 20, 4)
     mask = torch.zeros(2, 20, dtype=torch.bool)
-    selection = scorer(tokens, proposals, mask, with_loss_outputs=True)
-    outputs = selection.loss_outputs["objectness_outputs"]
+    selection = scorer(tokens, proposals, mask, with_loss_inputs=True)
+    assert selection.loss_inputs.dam_logits is None
+    assert list(selection.loss_inputs.detection_heads) == ["_backbone"]
+    outputs = selection.loss_inputs.detection_heads["_backbone"]
     assert outputs["pred_logits"].shape == (2, 20, 7) and outputs["pred_boxes"].shape == (2, 20, 4)
-    assert scorer(tokens, proposals, mask).loss_outputs == {}
+    assert scorer(tokens, proposals, mask).loss_inputs == ScorerLossInputs()
+
+
+def test_dam_scorer_hands_its_ranked_scores_to_the_dam_loss():
+    scorer = DAMScorer(dim=32, keep_ratio=0.3)
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[1, 15:] = True
+    selection = scorer(torch.randn(2, 20, 32), torch.zeros(2, 20, 4), mask, with_loss_inputs=True)
+    assert selection.loss_inputs.dam_logits is selection.scores and not selection.loss_inputs.detection_heads
+    assert (selection.scores[1, 15:] == selection.scores.min()).all()  # padding ranked last
+    assert scorer(torch.randn(2, 20, 32), torch.zeros(2, 20, 4), mask).loss_inputs.dam_logits is None
 
 
 def test_random_scorer_needs_no_features():
@@ -85,10 +99,17 @@ def test_random_scorer_needs_no_features():
     assert selection.selected_indices.shape == (1, 6)
 
 
-def test_scorers_are_registered_and_built_by_short_name():
+def test_scorers_are_registered_and_configured_by_short_name():
     assert {"DAMScorer", "ObjectnessScorer", "RandomScorer"} <= set(dict(TOKEN_SCORER_REGISTRY))
-    assert isinstance(build_token_scorer("dam", dim=32), DAMScorer)
-    assert isinstance(build_token_scorer("random"), RandomScorer)
+    dam = scorer_node("dam", keep_ratio=0.2)
+    assert dam._target_ is DAMScorer and dam.keep_ratio == 0.2
+    assert OmegaConf.to_container(dam)["dim"] == "${..neck.hidden_dim}"  # interpolated from the graph
+    objectness = OmegaConf.to_container(scorer_node("ObjectnessScorer"))  # a registry name works too
+    assert objectness["_target_"] is ObjectnessScorer
+    assert objectness["num_classes"] == "${..heads.num_classes}"
+    random = scorer_node("random")
+    assert random._target_ is RandomScorer and "dim" not in random  # given only what its __init__ takes
+    assert scorer_node(None) is None and scorer_node("") is None
 
 
 def test_test_time_ratio_applies_only_in_eval():

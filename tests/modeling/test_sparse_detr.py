@@ -25,40 +25,41 @@ def test_training_outputs_follow_the_criterion_contract():
     model = build_tiny_model(scorer="dam", keep_ratio=0.3).train()
     images, mask = model.preprocess_image(tiny_batch())
     out = model.predict(images.tensor, mask, with_loss_outputs=True)
-    batch, queries, tokens = 2, 10, out["padding_mask"].shape[1]
-    assert out["pred_logits"].shape == (batch, queries, NUM_CLASSES)
-    assert out["pred_boxes"].shape == (batch, queries, 4)
-    assert len(out["aux_outputs"]) == 1 and out["aux_outputs"][0]["pred_logits"].shape == (
-        batch,
-        queries,
-        NUM_CLASSES,
-    )
-    assert out["enc_outputs"]["pred_logits"].shape == (batch, tokens, NUM_CLASSES)
-    k = out["selected_indices"].shape[1]
-    assert int(out["num_kept"].max()) == k
-    assert len(out["enc_aux_outputs"]) == 1 and out["enc_aux_outputs"][0]["pred_boxes"].shape == (batch, k, 4)
-    assert out["token_scores"].shape == (batch, tokens)
-    assert out["dec_sampling_locations"].shape[:3] == (batch, 2, queries)
-    assert out["dec_sampling_locations"].shape[-1] == 2
-    assert out["dec_attention_weights"].shape == out["dec_sampling_locations"].shape[:-1]
-    assert out["spatial_shapes"].shape == (4, 2) and out["level_start_index"].shape == (4,)
-    assert "objectness_outputs" not in out
+    batch, queries, tokens = 2, 10, out.tokens.padding_mask.shape[1]
+    assert out.predictions["pred_logits"].shape == (batch, queries, NUM_CLASSES)
+    assert out.predictions["pred_boxes"].shape == (batch, queries, 4)
+    assert len(out.aux_predictions) == 1
+    assert out.aux_predictions[0]["pred_logits"].shape == (batch, queries, NUM_CLASSES)
+    assert out.two_stage_predictions["pred_logits"].shape == (batch, tokens, NUM_CLASSES)
+    selection = out.selection
+    k = selection.selected_indices.shape[1]
+    assert int(out.num_kept.max()) == k
+    assert len(out.encoder_aux_predictions) == 1
+    assert out.encoder_aux_predictions[0]["pred_boxes"].shape == (batch, k, 4)
+    assert selection.loss_inputs.dam_logits.shape == (batch, tokens)
+    assert not selection.loss_inputs.detection_heads
+    assert out.decoder_sampling.locations.shape[:3] == (batch, 2, queries)
+    assert out.decoder_sampling.locations.shape[-1] == 2
+    assert out.decoder_sampling.weights.shape == out.decoder_sampling.locations.shape[:-1]
+    assert out.tokens.spatial_shapes.shape == (4, 2) and out.tokens.level_start_index.shape == (4,)
+    assert out.internals is None
     # per-image counts from that image's valid tokens; the padded image keeps fewer
-    valid = (~out["padding_mask"]).sum(1)
-    assert out["num_kept"].tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
-    assert out["num_kept"][1] < out["num_kept"][0]
+    valid = (~out.tokens.padding_mask).sum(1)
+    assert out.num_kept.tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+    assert out.num_kept[1] < out.num_kept[0]
     for i in range(batch):
-        kept = out["selected_indices"][i, : out["num_kept"][i]]
-        assert not out["padding_mask"][i, kept].any(), "padding selected"
+        kept = selection.selected_indices[i, : out.num_kept[i]]
+        assert not out.tokens.padding_mask[i, kept].any(), "padding selected"
 
 
 def test_inference_skips_loss_only_work_and_returns_instances():
     model = build_tiny_model().eval()
-    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        out = model.predict(images.tensor, mask)
-        results = model(tiny_batch(with_targets=False))
-    assert out["aux_outputs"] == [] and out["enc_aux_outputs"] == []
+        results, out = model.inference(tiny_batch(with_targets=False))
+        for again, result in zip(model(tiny_batch(with_targets=False)), results):
+            assert torch.equal(again["instances"].scores, result["instances"].scores)
+    assert out.aux_predictions == [] and out.encoder_aux_predictions == []
+    assert out.two_stage_predictions is None and out.selection.loss_inputs.dam_logits is None
     for result, (height, width) in zip(results, [(64, 96), (48, 64)]):
         instances = result["instances"]
         assert instances.image_size == (height, width)
@@ -126,25 +127,35 @@ def test_pre_norm_encoder_trains():
     assert _params_without_grad(model) == []
 
 
-def test_no_encoder_config_runs():
+def test_no_encoder_model_decodes_the_unrefined_backbone_tokens():
     model = build_tiny_model(scorer=None, enc_layers=0)
-    _train_step(model, tiny_batch())
+    losses = _train_step(model, tiny_batch())
+    assert _params_without_grad(model) == []
+    assert not [name for name in losses if "_enc_" in name] and "loss_ce_enc" in losses
     model.eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        assert len(model(tiny_batch(with_targets=False))) == 2
+        out = model.predict(images.tensor, mask, with_internals=True)
+        features = model.run_backbone(images.tensor)
+        tokens = model.neck([features[f] for f in model.in_features], mask)
+        results = model(tiny_batch(with_targets=False))
+    # the memory is the neck's output with its position embedding added (as the official "no encoder")
+    assert torch.equal(out.internals.memory, tokens.features + tokens.pos)
+    assert out.internals.enc_sampling_locations is None and out.selection is None
+    assert [len(r["instances"]) for r in results] == [50, 50]  # min(100, 10 queries x 5 classes)
 
 
 def test_dynamic_keep_ratio_at_inference():
     model = build_tiny_model(keep_ratio=0.1).eval()
     images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
-        counts_01 = model.predict(images.tensor, mask)["num_kept"]
+        counts_01 = model.predict(images.tensor, mask).num_kept
         model.set_keep_ratio(0.1, test_keep_ratio=0.5)
-        counts_05 = model.predict(images.tensor, mask)["num_kept"]
+        counts_05 = model.predict(images.tensor, mask).num_kept
         model.set_keep_ratio(0.1, test_keep_ratio=1.0)
         dense = model.predict(images.tensor, mask)
     assert (counts_05 > counts_01).all()
-    assert dense["selected_indices"] is None and dense["token_scores"] is None
+    assert dense.selection is None and torch.equal(dense.num_kept, dense.tokens.valid_counts)
     model.train()
     assert model.token_scorer.active_keep_ratio == 0.1
 
@@ -161,13 +172,25 @@ def test_keep_ratio_outside_unit_interval_is_refused(bad):
 
 
 def test_image_smaller_than_the_coarsest_stride_works():
+    """A 12 x 16 image padded into a 20 x 24 batch: one token on the coarsest level, still valid."""
     model = build_tiny_model()
-    batch = tiny_batch(sizes=((20, 24), (12, 16)))
-    _train_step(model, batch)
+    sizes = ((20, 24), (12, 16))
+    losses = _train_step(model, tiny_batch(sizes=sizes))
+    assert all(torch.isfinite(v) for v in losses.values())
     model.eval()
+    images, mask = model.preprocess_image(tiny_batch(with_targets=False, sizes=sizes))
     with torch.no_grad():
-        results = model(tiny_batch(with_targets=False, sizes=((20, 24), (12, 16))))
-    assert results[1]["instances"].image_size == (12, 16)
+        out = model.predict(images.tensor, mask)
+        results = model(tiny_batch(with_targets=False, sizes=sizes))
+    assert out.tokens.spatial_shapes.tolist() == [[3, 3], [2, 2], [1, 1], [1, 1]]
+    starts = out.tokens.level_start_index.tolist() + [out.tokens.padding_mask.shape[1]]
+    for level in range(4):  # every level keeps a valid token of the small image
+        assert not out.tokens.padding_mask[1, starts[level] : starts[level + 1]].all()
+    assert (out.num_kept >= 1).all()
+    for result, (height, width) in zip(results, sizes):
+        boxes = result["instances"].pred_boxes.tensor
+        assert result["instances"].image_size == (height, width) and torch.isfinite(boxes).all()
+        assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
 
 
 def test_bad_inputs_are_reported():
@@ -179,21 +202,21 @@ def test_bad_inputs_are_reported():
         model(tiny_batch(with_targets=False))
 
 
-def test_components_must_agree():
+def test_the_graph_ties_what_must_agree():
+    """Depths, widths and class counts are written once; what cannot be tied is refused by name."""
     from detectron2.config import instantiate
     from tiny_sparse_detr import tiny_model_config
 
-    cfg = tiny_model_config()
-    cfg.heads.num_decoder_layers = 3
-    with pytest.raises(ValueError, match="num_decoder_layers"):
-        instantiate(cfg)
+    cfg = tiny_model_config(scorer="objectness")
+    cfg.decoder.num_layers, cfg.encoder.num_layers, cfg.heads.num_classes, cfg.neck.hidden_dim = 3, 4, 7, 64
+    model = instantiate(cfg)
+    assert model.heads.num_decoder_layers == 3 and len(model.heads.decoder_box_heads()) == 3
+    assert model.heads.num_encoder_aux == 3 and model.encoder.dim == model.decoder.dim == 64
+    assert model.criterion.num_classes == model.token_scorer.class_head.out_features == 7
+    assert model.heads.class_heads[0].in_features == model.query_init.dim == 64
     cfg = tiny_model_config()
     cfg.in_features = ["res2", "res3", "res4"]
     with pytest.raises(ValueError, match="in_features"):
-        instantiate(cfg)
-    cfg = tiny_model_config()
-    cfg.criterion.num_classes = 7
-    with pytest.raises(ValueError, match="num_classes"):
         instantiate(cfg)
     cfg = tiny_model_config()
     cfg.criterion.two_stage_class_agnostic = True

@@ -8,16 +8,8 @@ from detectron2.config import instantiate
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.structures import Boxes, Instances
 
-from sparse_detr.modeling import (
-    DeformableDecoder,
-    MultiScaleNeck,
-    PredictionHeads,
-    SparseDeformableEncoder,
-    SparseDETR,
-    TwoStageQueryInit,
-    build_token_scorer,
-)
-from sparse_detr.modeling.criterion import SparseDETRCriterion
+from sparse_detr.modeling import SparseDETR
+from sparse_detr.modeling.meta_arch import sparse_detr_graph
 
 NUM_CLASSES = 5
 
@@ -32,37 +24,28 @@ def tiny_model_config(
     backbone_dtype: str = "float32",
 ):
     """LazyConfig of a small model: ResNet-18 (res3-res5), 32-d tokens, 2 heads, 2 points, 5 classes."""
-    scorer_cfg = None
-    if scorer is not None:
-        extra = {"dim": 32} if scorer in ("dam", "objectness") else {}
-        if scorer == "objectness":
-            extra["num_classes"] = NUM_CLASSES
-        scorer_cfg = L(build_token_scorer)(name=scorer, keep_ratio=keep_ratio, **extra)
-    layer = dict(dim=32, ffn_dim=64, num_heads=2, num_levels=4, num_points=2, dropout=0.0)
-    return L(SparseDETR)(
+    return sparse_detr_graph(
         backbone=L(ResNet)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
             stages=L(ResNet.make_default_stages)(depth=18, norm="FrozenBN"),
             out_features=["res3", "res4", "res5"],
             freeze_at=2,
         ),
-        in_features=["res3", "res4", "res5"],
-        neck=L(MultiScaleNeck)(in_channels=[128, 256, 512], hidden_dim=32, num_levels=4),
-        token_scorer=scorer_cfg,
-        encoder=L(SparseDeformableEncoder)(num_layers=enc_layers, pre_norm=pre_norm, **layer),
-        decoder=L(DeformableDecoder)(num_layers=dec_layers, **layer),
-        query_init=L(TwoStageQueryInit)(dim=32, num_queries=num_queries),
-        heads=L(PredictionHeads)(
-            hidden_dim=32,
-            num_classes=NUM_CLASSES,
-            num_decoder_layers=dec_layers,
-            two_stage=True,
-            num_encoder_layers=enc_layers,
-            encoder_aux=True,
-        ),
-        criterion=L(SparseDETRCriterion)(num_classes=NUM_CLASSES),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        in_channels=[128, 256, 512],
+        num_classes=NUM_CLASSES,
+        hidden_dim=32,
+        num_heads=2,
+        dim_feedforward=64,
+        dropout=0.0,
+        enc_layers=enc_layers,
+        enc_points=2,
+        pre_norm=pre_norm,
+        dec_layers=dec_layers,
+        dec_points=2,
+        num_queries=num_queries,
+        token_scorer=scorer,
+        keep_ratio=keep_ratio,
+        channels_last=False,
         backbone_dtype=backbone_dtype,
     )
 

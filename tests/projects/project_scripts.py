@@ -1,4 +1,4 @@
-"""Loads the command-line scripts of projects/SparseDETR as modules for the tests."""
+"""Loads the command-line scripts (projects/SparseDETR, benchmarks) as modules for the tests."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -7,9 +7,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = str(ROOT / "tests/configs/tiny_shapes.py")
 
 
-def load_script(name: str):
-    """Import ``projects/SparseDETR/<name>.py`` (a script, not a package module) and return it."""
-    path = ROOT / "projects/SparseDETR" / f"{name}.py"
+def load_script(name: str, folder: str = "projects/SparseDETR"):
+    """Import ``<folder>/<name>.py`` (a script, not a package module) and return it."""
+    path = ROOT / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"sparse_detr_project_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

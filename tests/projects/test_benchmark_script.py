@@ -1,4 +1,4 @@
-"""projects/SparseDETR/benchmark.py: fvcore counting like the official benchmark, JSON schema, rho sweep."""
+"""benchmarks/benchmark.py: fvcore counting like the official benchmark, JSON schema, rho sweep."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from project_scripts import TINY_CONFIG, load_script
 ROW_KEYS = {"config", "rho", "image_size", "gflops_total", "gflops_by_module", "latency_s_median", "params_m"}
 
 
-benchmark = load_script("benchmark")
+benchmark = load_script("benchmark", folder="benchmarks")
 
 
 def tiny_model(**overrides):

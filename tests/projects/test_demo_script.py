@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
+from sparse_detr.engine.apps import load_config_with_overrides
 from sparse_detr.engine.predictor import UntrainedModelError
 
 demo = load_script("demo")
@@ -62,7 +63,7 @@ def test_demo_draws_readable_images_and_names_the_unreadable_one(inputs, tmp_pat
     counts = dict(re.findall(line, log))
     assert sorted(counts) == ["first.png", "second.jpg"]
     # at threshold 0 every detection the model returns counts
-    max_detections = demo.load_config_with_overrides(TINY_CONFIG, [], None, "cpu").model.max_detections
+    max_detections = load_config_with_overrides(TINY_CONFIG, [], None, "cpu").model.max_detections
     assert {int(count) for count in counts.values()} == {max_detections}
 
 
@@ -130,7 +131,7 @@ INPUT: {MIN_SIZE_TEST: 64, MAX_SIZE_TEST: 96}
 def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(YACS_TINY)
-    cfg = demo.load_config_with_overrides(str(config), [], None, "cpu")
+    cfg = load_config_with_overrides(str(config), [], None, "cpu")
     with pytest.raises(UntrainedModelError, match="no weights given"):
         demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
     model = build_model(cfg)

@@ -8,6 +8,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
+from sparse_detr.engine import apps
+from sparse_detr.visualization import token_figure
+
 visualize = load_script("visualize_tokens")
 
 
@@ -60,13 +63,13 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(
 
 
 def test_token_view_matches_the_selection(image_path, stand_in_weights):
-    cfg = visualize.load_config_with_overrides(
+    cfg = apps.load_config_with_overrides(
         TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], stand_in_weights(TINY_CONFIG), "cpu"
     )
-    predictor = visualize.build_predictor(cfg)
+    predictor = apps.build_predictor(cfg)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
-    model_input = visualize.prepare_input(predictor, image)
-    view = visualize.analyze_image(predictor.model, model_input)
+    model_input = apps.prepare_input(predictor, image)
+    view = token_figure.analyze_image(predictor.model, model_input)
     assert len(view.refined) == len(view.attention) == 4
     num_valid = sum(level.size for level in view.refined)
     assert sum(int(level.sum()) for level in view.refined) == int(num_valid * 0.25) + 1
@@ -78,7 +81,7 @@ def test_token_view_matches_the_selection(image_path, stand_in_weights):
 
 def test_level_map_to_image_follows_the_stride_grid():
     level = np.array([[0, 1], [2, 3]], dtype=np.float32)  # stride 64 on a 100x100 input
-    upsampled = visualize.level_map_to_image(level, (100, 100), (100, 100))
+    upsampled = token_figure.level_map_to_image(level, (100, 100), (100, 100))
     assert upsampled[0, 0] == 0 and upsampled[0, 63] == 0 and upsampled[0, 64] == 1 and upsampled[99, 99] == 3
 
 
@@ -104,8 +107,8 @@ def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipp
 
 def test_class_names_of_a_converted_official_model_without_dataset():
     model_only = OmegaConf.create({"model": {}})
-    contiguous = visualize.class_names(model_only, 80)
+    contiguous = apps.class_names(model_only, 80)
     assert contiguous[0] == "person" and contiguous[-1] == "toothbrush"
-    by_category_id = visualize.class_names(model_only, 91)
+    by_category_id = apps.class_names(model_only, 91)
     assert by_category_id[1] == "person" and by_category_id[90] == "toothbrush" and by_category_id[12] == "12"
-    assert visualize.class_names(model_only, 7) == [str(i) for i in range(7)]
+    assert apps.class_names(model_only, 7) == [str(i) for i in range(7)]

@@ -10,33 +10,25 @@ from __future__ import annotations
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
-from torchvision.ops import box_convert
 
-from ..backbone import fold_frozen_batchnorm
-from ..dam import attention_correlation, dam_target, decoder_attention_map, selected_token_mask
-from ..decoder import DecoderOutput, DeformableDecoder
-from ..encoder import EncoderOutput, build_sparse_encoder
+from ..criterion import targets_from_instances
+from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..input_checks import check_input_format, check_model_inputs
 from ..neck import MultiScaleNeck
+from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
-from ..query_selection import DecoderQueries, LearnedQueryInit, TokenProjection, TwoStageQueryInit
-from ..registry import CRITERION_REGISTRY
-from ..scorers import KEEP_RATIO_KEY, TokenScorer, TokenSelection, build_token_scorer, validate_keep_ratio
-from ..tokens import TokenBatch, grid_proposals
+from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
+from ..scorers import TokenScorer, TokenSelection
+from ..tokens import TokenBatch, gather_tokens, grid_proposals
 
 __all__ = ["SparseDETR"]
 
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
-    """x: [B, N, D], indices: Long[B, k] -> [B, k, D]."""
-    return torch.gather(x, 1, indices.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 @META_ARCH_REGISTRY.register()
@@ -127,113 +119,29 @@ class SparseDETR(nn.Module):
         self._check_consistency()
 
     def _check_consistency(self) -> None:
+        """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
         missing = [f for f in self.in_features if f not in self.backbone.output_shape()]
         if missing:
             raise ValueError(
                 f"in_features {missing} are not backbone outputs {sorted(self.backbone.output_shape())}"
             )
-        if self.heads.two_stage != self.two_stage:
-            raise ValueError(
-                f"heads.two_stage={self.heads.two_stage} disagrees with the query init "
-                f"({type(self.query_init).__name__} two_stage={self.two_stage})"
-            )
-        if self.heads.num_decoder_layers != self.decoder.num_layers:
-            raise ValueError(
-                f"heads.num_decoder_layers={self.heads.num_decoder_layers} != "
-                f"decoder.num_layers={self.decoder.num_layers}"
-            )
-        if self.heads.num_encoder_aux not in (0, max(self.encoder.num_layers - 1, 0)):
-            raise ValueError(
-                f"heads.num_encoder_aux={self.heads.num_encoder_aux} must be 0 or encoder.num_layers - 1 "
-                f"= {self.encoder.num_layers - 1}"
-            )
-        num_classes = self.heads.class_heads[0].out_features
-        criterion_classes = getattr(self.criterion, "num_classes", num_classes)
-        if criterion_classes != num_classes:
-            raise ValueError(f"criterion.num_classes={criterion_classes} != heads.num_classes={num_classes}")
         agnostic = getattr(self.criterion, "two_stage_class_agnostic", None)
-        if self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific:
+        if self.heads.two_stage != self.two_stage or (
+            self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific
+        ):
             raise ValueError(
-                f"criterion.two_stage_class_agnostic={agnostic} must be the opposite of "
-                f"query_init.class_specific={self.query_init.class_specific}"
+                f"the two-stage switch disagrees: heads.two_stage={self.heads.two_stage}, query_init="
+                f"{type(self.query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
+                "the opposite of query_init.class_specific); build the model with "
+                "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
             )
-        for name, module in (("encoder", self.encoder), ("decoder", self.decoder)):
-            if module.num_levels != self.neck.num_levels:
-                raise ValueError(
-                    f"{name}.num_levels={module.num_levels} != neck.num_levels={self.neck.num_levels}"
-                )
 
     @classmethod
     def from_config(cls, cfg):
-        sd = cfg.MODEL.SPARSE_DETR
-        backbone = build_backbone(cfg)
-        if sd.FOLD_FROZEN_BN:
-            backbone = fold_frozen_batchnorm(backbone)
-        shapes = backbone.output_shape()
-        in_features = list(sd.IN_FEATURES)
-        attn = dict(
-            dim=sd.HIDDEN_DIM,
-            ffn_dim=sd.DIM_FEEDFORWARD,
-            num_heads=sd.NUM_HEADS,
-            num_levels=sd.NUM_FEATURE_LEVELS,
-            dropout=sd.DROPOUT,
-        )
-        scorer = None
-        if sd.TOKEN_SCORER:
-            validate_keep_ratio(sd.KEEP_RATIO, KEEP_RATIO_KEY)
-            scorer_kwargs = dict(keep_ratio=sd.KEEP_RATIO, test_keep_ratio=sd.TEST_KEEP_RATIO)
-            if sd.TOKEN_SCORER in ("dam", "objectness"):
-                scorer_kwargs["dim"] = sd.HIDDEN_DIM
-            if sd.TOKEN_SCORER == "objectness":
-                scorer_kwargs["num_classes"] = sd.NUM_CLASSES
-            scorer = build_token_scorer(sd.TOKEN_SCORER, **scorer_kwargs)
-        if sd.TWO_STAGE:
-            query_init = TwoStageQueryInit(
-                dim=sd.HIDDEN_DIM,
-                num_queries=sd.NUM_QUERIES,
-                from_memory=sd.QUERY_INIT_FROM_MEMORY,
-                class_specific=not sd.TWO_STAGE_CLASS_AGNOSTIC,
-            )
-        else:
-            query_init = LearnedQueryInit(dim=sd.HIDDEN_DIM, num_queries=sd.NUM_QUERIES)
-        return {
-            "backbone": backbone,
-            "in_features": in_features,
-            "neck": MultiScaleNeck(
-                in_channels=[shapes[f].channels for f in in_features],
-                hidden_dim=sd.HIDDEN_DIM,
-                num_levels=sd.NUM_FEATURE_LEVELS,
-            ),
-            "encoder": build_sparse_encoder(
-                sd.ENCODER_NAME,
-                num_layers=sd.ENC_LAYERS,
-                num_points=sd.ENC_POINTS,
-                pre_norm=sd.PRE_NORM,
-                **attn,
-            ),
-            "decoder": DeformableDecoder(num_layers=sd.DEC_LAYERS, num_points=sd.DEC_POINTS, **attn),
-            "query_init": query_init,
-            "heads": PredictionHeads(
-                hidden_dim=sd.HIDDEN_DIM,
-                num_classes=sd.NUM_CLASSES,
-                num_decoder_layers=sd.DEC_LAYERS,
-                two_stage=sd.TWO_STAGE,
-                num_encoder_layers=sd.ENC_LAYERS,
-                encoder_aux=sd.ENCODER_AUX_LOSS,
-                share=sd.SHARE_HEADS,
-            ),
-            "criterion": CRITERION_REGISTRY.get(sd.CRITERION_NAME)(cfg),
-            "token_scorer": scorer,
-            "box_refine": sd.BOX_REFINE,
-            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
-            "input_format": cfg.INPUT.FORMAT,
-            "size_divisibility": sd.SIZE_DIVISIBILITY,
-            "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "aux_loss": sd.AUX_LOSS,
-            "channels_last": sd.CHANNELS_LAST,
-            "backbone_dtype": sd.BACKBONE_DTYPE,
-        }
+        """yacs ``MODEL.SPARSE_DETR.*`` -> the components of :func:`sparse_detr_graph`'s model."""
+        from .graph import components_from_yacs  # the graph module builds this class
+
+        return components_from_yacs(cfg)
 
     @property
     def device(self) -> torch.device:
@@ -261,50 +169,20 @@ class SparseDETR(nn.Module):
     # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
         """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
+        if not self.training:
+            return self.inference(batched_inputs)[0]
         images, padding_mask = self.preprocess_image(batched_inputs)
-        if self.training:
-            outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
-            return self.criterion(outputs, self.prepare_targets(batched_inputs, images.image_sizes))
-        outputs = self.predict(images.tensor, padding_mask)
-        return self.postprocess(outputs, batched_inputs, images.image_sizes)
+        outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
+        targets = targets_from_instances(batched_inputs, images.image_sizes, self.device)
+        return self.criterion(outputs, targets)
 
-    @torch.no_grad()
-    def analyze(self, batched_inputs: list[dict]) -> dict:
-        """Inference plus the paper's analysis internals (nothing here feeds a loss).
-
-        Returns a dict with ``results`` (as the eval-mode forward), ``selected_indices`` Long[B, k] and
-        ``num_kept`` Long[B] (None / all valid tokens when dense), ``token_scores`` Float[B, N],
-        ``decoder_attention_map`` Float[B, N] (the DAM), ``dam_target`` Bool[B, N] (its binarisation at the
-        current keep counts), ``corr`` Float[B, 1 + L] (share of the decoder attention on the refined
-        tokens: overall, then per level), ``padding_mask``, ``spatial_shapes``, ``level_start_index``.
-        """
+    def inference(
+        self, batched_inputs: list[dict], with_internals: bool = False
+    ) -> tuple[list[dict], SparseDETROutput]:
+        """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output)."""
         images, padding_mask = self.preprocess_image(batched_inputs)
-        outputs = self.predict(images.tensor, padding_mask)
-        attention_map = decoder_attention_map(
-            outputs["dec_sampling_locations"],
-            outputs["dec_attention_weights"],
-            outputs["spatial_shapes"],
-            outputs["level_start_index"],
-        )
-        tokens_padding = outputs["padding_mask"]
-        if outputs["selected_indices"] is None:
-            refined = ~tokens_padding
-        else:
-            refined = selected_token_mask(
-                outputs["selected_indices"], tokens_padding.shape[1], outputs["num_kept"]
-            )
-        return {
-            "results": self.postprocess(outputs, batched_inputs, images.image_sizes),
-            "selected_indices": outputs["selected_indices"],
-            "num_kept": outputs["num_kept"],
-            "token_scores": outputs["token_scores"],
-            "decoder_attention_map": attention_map,
-            "dam_target": dam_target(attention_map, tokens_padding, outputs["num_kept"]),
-            "corr": attention_correlation(attention_map, refined, outputs["level_start_index"]),
-            "padding_mask": tokens_padding,
-            "spatial_shapes": outputs["spatial_shapes"],
-            "level_start_index": outputs["level_start_index"],
-        }
+        outputs = self.predict(images.tensor, padding_mask, with_internals=with_internals)
+        return self.postprocess(outputs, batched_inputs, images.image_sizes), outputs
 
     def preprocess_image(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
         """Normalise and pad with 0 to the largest image -> (ImageList, Bool[B, H, W] padding mask)."""
@@ -317,29 +195,16 @@ class SparseDETR(nn.Module):
             padding_mask[i, :h, :w] = False
         return images, padding_mask
 
-    def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """Detectron2 ``instances`` -> [{"labels": Long[n], "boxes": Float[n, 4] normalised cxcywh}]."""
-        targets = []
-        for x, (height, width) in zip(batched_inputs, image_sizes):
-            if "instances" not in x:
-                raise ValueError("training needs batched_inputs[i]['instances'] (gt_boxes, gt_classes)")
-            instances = x["instances"].to(self.device)
-            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
-            boxes = box_convert(instances.gt_boxes.tensor / scale, "xyxy", "cxcywh")
-            targets.append({"labels": instances.gt_classes.long(), "boxes": boxes})
-        return targets
-
     def postprocess(
-        self, outputs: dict, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
+        self, outputs: SparseDETROutput, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
     ) -> list[dict]:
-        detections = top_detections(outputs["pred_logits"], outputs["pred_boxes"], self.max_detections)
-        results = []
-        for instances, x, size in zip(
-            detections_to_instances(detections, image_sizes), batched_inputs, image_sizes
-        ):
-            height, width = x.get("height", size[0]), x.get("width", size[1])
-            results.append({"instances": detector_postprocess(instances, height, width)})
-        return results
+        """Top ``max_detections`` (query, class) pairs -> ``[{"instances": Instances}]`` at input size."""
+        logits, boxes = outputs.predictions["pred_logits"], outputs.predictions["pred_boxes"]
+        instances = detections_to_instances(top_detections(logits, boxes, self.max_detections), image_sizes)
+        return [
+            {"instances": detector_postprocess(i, x.get("height", size[0]), x.get("width", size[1]))}
+            for i, x, size in zip(instances, batched_inputs, image_sizes)
+        ]
 
     # ------------------------------------------------------------------ the network
     def predict(
@@ -348,23 +213,14 @@ class SparseDETR(nn.Module):
         padding_mask: Tensor,
         with_loss_outputs: bool = False,
         with_internals: bool = False,
-    ) -> dict:
+    ) -> SparseDETROutput:
         """Raw outputs of the network on a normalised, padded batch.
 
         Args:
             images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding.
-            with_loss_outputs: also compute what only the losses need (decoder aux layers, encoder aux heads,
-                scorer detection outputs); True in training.
-            with_internals: also return analysis tensors (encoder sampling, memory, decoder inputs).
-        Returns:
-            dict with ``pred_logits`` Float[B, Q, K], ``pred_boxes`` Float[B, Q, 4] (cxcywh in [0, 1]),
-            ``aux_outputs`` (decoder layers 0..D-2), ``enc_outputs`` (two-stage head on all N tokens),
-            ``enc_aux_outputs`` (encoder layers 0..E-2 on the selected tokens), ``token_scores`` Float[B, N]
-            (None when dense or random), ``objectness_outputs`` (objectness scorer only),
-            ``num_kept`` Long[B], ``selected_indices`` Long[B, k] (None when dense),
-            ``padding_mask`` Bool[B, N], ``spatial_shapes``,
-            ``level_start_index``, ``dec_sampling_locations`` Float[B, D, Q, M, L, P, 2] and
-            ``dec_attention_weights`` Float[B, D, Q, M, L, P]; with_internals adds ``internals``.
+            with_loss_outputs: also compute what only the losses need (decoder aux layers, the two-stage head
+                on all tokens, encoder aux heads, the scorer's loss inputs); True in training.
+            with_internals: also return :class:`NetworkInternals` (encoder sampling, memory, decoder inputs).
         """
         if images.dim() != 4 or padding_mask.shape != (images.shape[0], *images.shape[-2:]):
             raise ValueError(
@@ -381,53 +237,52 @@ class SparseDETR(nn.Module):
             selection.num_kept if selection is not None else None,
             return_sampling=with_internals,
         )
-        memory = encoded.memory
-        outputs: dict = {}
+        two_stage_predictions = None
         if self.two_stage:
-            queries, enc_outputs = self._two_stage_queries(
-                memory, proposals, proposal_valid, with_enc_outputs=with_loss_outputs or with_internals
+            queries, two_stage_predictions = two_stage_queries(
+                self.query_init,
+                self.heads,
+                self.token_projection(encoded.memory, proposal_valid),
+                encoded.memory,
+                proposals,
+                with_predictions=with_loss_outputs,
             )
-            if enc_outputs is not None:
-                outputs["enc_outputs"] = enc_outputs
         else:
             queries = self.query_init(images.shape[0])
         decoded = self.decoder(
             queries.queries,
             queries.query_pos,
             queries.reference,
-            memory,
+            encoded.memory,
             tokens,
             box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
         )
-        outputs.update(self._decoder_predictions(decoded, with_aux=with_loss_outputs and self.aux_loss))
-        outputs["enc_aux_outputs"] = []
+        predictions = self.heads.decoder_predictions(
+            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs and self.aux_loss
+        )
+        outputs = SparseDETROutput(
+            predictions=predictions[-1],
+            tokens=TokenGeometry.of(tokens),
+            decoder_sampling=DecoderSampling(decoded.sampling_locations, decoded.attention_weights),
+            selection=selection,
+            aux_predictions=predictions[:-1],
+            two_stage_predictions=two_stage_predictions,
+        )
         if with_loss_outputs and self.heads.num_encoder_aux:
-            outputs["enc_aux_outputs"] = self._encoder_aux_predictions(encoded, proposals, selection)
-
-        learned_scores = selection is not None and self.token_scorer.learned
-        outputs["token_scores"] = selection.scores if learned_scores else None
-        if selection is not None:
-            outputs.update(selection.loss_outputs)
-        outputs["num_kept"] = selection.num_kept if selection is not None else tokens.valid_counts
-        outputs["selected_indices"] = selection.selected_indices if selection is not None else None
-        outputs["padding_mask"] = tokens.padding_mask
-        outputs["spatial_shapes"] = tokens.spatial_shapes
-        outputs["level_start_index"] = tokens.level_start_index
-        outputs["dec_sampling_locations"] = decoded.sampling_locations
-        outputs["dec_attention_weights"] = decoded.attention_weights
+            if selection is not None:
+                proposals = gather_tokens(proposals, selection.selected_indices)
+            aux = self.heads.encoder_aux_predictions(encoded.layer_queries, proposals)
+            outputs.encoder_aux_predictions = aux
         if with_internals:
-            outputs["internals"] = {
-                "memory": memory,
-                "enc_sampling_locations": encoded.sampling_locations,
-                "enc_attention_weights": encoded.attention_weights,
-                "decoder_queries": queries.queries,
-                "decoder_query_pos": queries.query_pos,
-                "decoder_reference": queries.reference,
-                "query_token_indices": queries.token_indices,
-                "hidden_states": decoded.hidden_states,
-                "proposals": proposals,
-                "proposal_valid": proposal_valid,
-            }
+            outputs.internals = NetworkInternals(
+                memory=encoded.memory,
+                enc_sampling_locations=encoded.sampling_locations,
+                enc_attention_weights=encoded.attention_weights,
+                queries=queries,
+                hidden_states=decoded.hidden_states,
+                proposals=proposals,
+                proposal_valid=proposal_valid,
+            )
         return outputs
 
     def run_backbone(self, images: Tensor) -> dict[str, Tensor]:
@@ -456,44 +311,3 @@ class SparseDETR(nn.Module):
             # the scoring network sees the projected backbone tokens, like the two-stage head
             token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
         return self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
-
-    def _two_stage_queries(
-        self, memory: Tensor, proposals: Tensor, proposal_valid: Tensor, with_enc_outputs: bool
-    ) -> tuple[DecoderQueries, dict | None]:
-        """Top-Q tokens of the two-stage head -> decoder queries (+ the head's outputs on all N tokens)."""
-        projected = self.token_projection(memory, proposal_valid)
-        site = self.heads.two_stage_site()
-        proposal_logits = self.heads.class_heads[site](projected)
-        token_indices = self.query_init.select(proposal_logits)
-        enc_outputs = None
-        if with_enc_outputs:
-            proposal_boxes = self.heads.box_heads[site](projected) + proposals
-            enc_outputs = {"pred_logits": proposal_logits, "pred_boxes": proposal_boxes.sigmoid()}
-            query_boxes = _gather_tokens(proposal_boxes, token_indices)
-        else:  # inference: regress the boxes of the Q chosen tokens only
-            query_boxes = self.heads.box_heads[site](_gather_tokens(projected, token_indices))
-            query_boxes = query_boxes + _gather_tokens(proposals, token_indices)
-        return self.query_init(memory, token_indices, query_boxes), enc_outputs
-
-    def _decoder_predictions(self, decoded: DecoderOutput, with_aux: bool) -> dict:
-        """Last-layer ``pred_logits`` / ``pred_boxes`` and, with ``with_aux``, the ``aux_outputs`` list."""
-        last = self.decoder.num_layers - 1
-        layers = range(last + 1) if with_aux else [last]
-        predictions = [
-            self.heads.predict_from_reference(
-                self.heads.decoder_site(layer), decoded.hidden_states[layer], decoded.references[layer]
-            )
-            for layer in layers
-        ]
-        return {**predictions[-1], "aux_outputs": predictions[:-1]}
-
-    def _encoder_aux_predictions(
-        self, encoded: EncoderOutput, proposals: Tensor, selection: TokenSelection | None
-    ) -> list[dict]:
-        """Heads on the refined queries of encoder layers 0..E-2, boxes relative to their grid proposals."""
-        if selection is not None:
-            proposals = _gather_tokens(proposals, selection.selected_indices)
-        return [
-            self.heads.predict(self.heads.encoder_aux_site(layer), encoded.layer_queries[layer], proposals)
-            for layer in range(self.heads.num_encoder_aux)
-        ]

@@ -2,11 +2,11 @@
 """GFLOPs (fvcore) and inference latency of Sparse DETR models, over keeping ratios and configs.
 
     # the paper's Table 1 rows: R-50 dense baseline and Sparse DETR at rho 0.1-0.5 (dynamic sparsification)
-    python projects/SparseDETR/benchmark.py --flops \\
+    python benchmarks/benchmark.py --flops \\
         --config-file deformable_detr_plus_r50_50ep sparse_detr_r50_rho0.1_50ep \\
         --rho 0.1 0.2 0.3 0.4 0.5 --json out/flops_r50.json --plot out/flops_r50.png
     # CPU latency, 2 threads, median of 10 runs after 2 warm-up runs
-    python projects/SparseDETR/benchmark.py --latency --config-file sparse_detr_r50_rho0.1_50ep \\
+    python benchmarks/benchmark.py --latency --config-file sparse_detr_r50_rho0.1_50ep \\
         --device cpu --threads 2 --num-runs 10 --warmup 2
 
 FLOPs are counted as the official code (kakaobrain/sparse-detr ``util/benchmark.py``) counts them: fvcore
@@ -38,15 +38,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.jit_handles import get_shape
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from sparse_detr.engine.apps import load_config_with_overrides, set_inference_keep_ratio, test_loader
 from sparse_detr.layers import add_msda_flop_handle
-from sparse_detr.model_zoo import build_model_from_config, config_label, load_config
+from sparse_detr.model_zoo import build_model_from_config, config_label
 
 logger = logging.getLogger("sparse_detr.benchmark")
 
@@ -237,17 +236,7 @@ def random_images(height: int, width: int, count: int, seed: int = 0) -> list[di
 
 def dataset_images(cfg, dataset: str, count: int) -> list[dict]:
     """The first ``count`` test inputs of ``dataset`` through the config's test loader (resize included)."""
-    if isinstance(cfg, CfgNode):
-        from detectron2.data import build_detection_test_loader
-
-        loader = build_detection_test_loader(cfg, dataset)
-    else:
-        if OmegaConf.select(cfg, "dataloader.test") is None:
-            raise SystemExit(f"--dataset {dataset}: the config has no dataloader.test to read it with")
-        test = cfg.dataloader.test
-        test.dataset.names = dataset
-        test.num_workers = 0
-        loader = instantiate(test)
+    loader = test_loader(cfg, dataset)
     images = []
     for batch in loader:
         images.extend({"image": x["image"].float()} for x in batch)
@@ -289,7 +278,7 @@ def apply_inference_keep_ratio(model: torch.nn.Module, rho: float | None) -> flo
             raise ValueError(f"--rho {rho}: this model has no token scorer (it runs at rho = {effective})")
         return effective
     if rho is not None:
-        scorer.test_keep_ratio = rho
+        set_inference_keep_ratio(model, rho)
     return scorer.active_keep_ratio if encoder_layers else 0.0
 
 
@@ -298,18 +287,9 @@ def trainable_params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
 
 
-def load_and_override(path_or_name: str, opts: list[str]):
-    cfg = load_config(path_or_name)
-    if isinstance(cfg, CfgNode):
-        cfg.merge_from_list(opts)
-    else:
-        cfg = LazyConfig.apply_overrides(cfg, opts)
-    return cfg
-
-
 def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     """All rows of one config: one per ``--rho`` value (or one at the config's own rho)."""
-    cfg = load_and_override(path_or_name, args.opts)
+    cfg = load_config_with_overrides(path_or_name, args.opts)
     torch.manual_seed(0)
     model = build_model_from_config(cfg, device="cpu")
     label = config_label(path_or_name)

@@ -1,0 +1,227 @@
+"""The one description of the Sparse DETR model graph, as a LazyConfig node.
+
+:func:`sparse_detr_graph` turns the model's hyperparameters (one flat, documented set: the lower-case
+names of the yacs keys ``MODEL.SPARSE_DETR.*``) into a ``LazyCall(SparseDETR)`` tree. Every other way of
+describing a model is a delta on it: the LazyConfig base (``configs/common/models/sparse_detr_r50.py``),
+the yacs path (:func:`graph_from_yacs`, used by ``SparseDETR.from_config``), the official-checkpoint converter
+and the tests' tiny models. Values that must agree are written once: dimensions and level counts are
+interpolated from ``neck``, the heads' sites from the encoder and decoder depths, the class count from
+``heads.num_classes``, and the two-stage head, query init and criterion follow the ``two_stage`` /
+``two_stage_class_agnostic`` switches.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+from detectron2.config import LazyCall as L
+from detectron2.config import instantiate
+from detectron2.modeling import build_backbone
+from omegaconf import DictConfig
+
+from ..backbone import fold_frozen_batchnorm
+from ..decoder import DeformableDecoder
+from ..heads import PredictionHeads
+from ..matcher import HungarianMatcher
+from ..neck import MultiScaleNeck
+from ..query_selection import LearnedQueryInit, TwoStageQueryInit
+from ..registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY
+from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
+from .sparse_detr import SparseDETR
+
+__all__ = ["sparse_detr_graph", "graph_from_yacs", "components_from_yacs", "scorer_node"]
+
+# official normalisation: RGB, ImageNet mean/std, in 0-255 pixels
+IMAGENET_PIXEL_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_PIXEL_STD = [58.395, 57.12, 57.375]
+# yacs keys of MODEL.SPARSE_DETR that configure the backbone, not the graph below it
+BACKBONE_KEYS = ("FOLD_FROZEN_BN",)
+
+
+def scorer_node(
+    name: str | None, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None
+) -> DictConfig | None:
+    """LazyCall of a registered token scorer (short name ``dam`` / ``objectness`` / ``random`` or class name).
+
+    The model context a scorer may take (``dim``, ``num_classes``) is interpolated from the graph, passed only
+    if the scorer's ``__init__`` accepts it. None -> None (the dense encoder).
+    """
+    if not name:
+        return None
+    scorer_cls = TOKEN_SCORER_REGISTRY.get(SCORER_ALIASES.get(name, name))
+    context = {"dim": "${..neck.hidden_dim}", "num_classes": "${..heads.num_classes}"}
+    accepted = inspect.signature(scorer_cls.__init__).parameters
+    kwargs = {key: value for key, value in context.items() if key in accepted}
+    return L(scorer_cls)(**kwargs, keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+
+
+def sparse_detr_graph(
+    *,
+    backbone,
+    in_channels: Sequence[int],
+    in_features: Sequence[str] = ("res3", "res4", "res5"),
+    num_classes: int = 80,
+    hidden_dim: int = 256,
+    num_feature_levels: int = 4,
+    num_heads: int = 8,
+    dim_feedforward: int = 1024,
+    dropout: float = 0.1,
+    encoder_name: str = "SparseDeformableEncoder",
+    enc_layers: int = 6,
+    enc_points: int = 4,
+    pre_norm: bool = False,
+    dec_layers: int = 6,
+    dec_points: int = 4,
+    num_queries: int = 300,
+    two_stage: bool = True,
+    query_init_from_memory: bool = True,
+    two_stage_class_agnostic: bool = False,
+    box_refine: bool = True,
+    share_heads: bool = False,
+    encoder_aux_loss: bool = True,
+    aux_loss: bool = True,
+    token_scorer: str | None = "dam",
+    keep_ratio: float = 0.1,
+    test_keep_ratio: float | None = None,
+    criterion_name: str = "SparseDETRCriterion",
+    matcher_cost_class: float = 2.0,
+    matcher_cost_bbox: float = 5.0,
+    matcher_cost_giou: float = 2.0,
+    focal_alpha: float = 0.25,
+    matcher_focal_alpha: float | None = None,
+    class_loss_weight: float = 2.0,
+    bbox_loss_weight: float = 5.0,
+    giou_loss_weight: float = 2.0,
+    mask_prediction_loss_weight: float = 1.0,
+    pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+    pixel_std: Sequence[float] = IMAGENET_PIXEL_STD,
+    input_format: str = "RGB",
+    size_divisibility: int = 0,
+    max_detections: int = 100,
+    channels_last: bool = True,
+    backbone_dtype: str = "float32",
+) -> DictConfig:
+    """``LazyCall(SparseDETR)`` of the whole model; defaults = the paper's R-50 model with rho = 0.1.
+
+    Args:
+        backbone: a LazyCall node (or a built ``Backbone``) whose ``in_features`` maps have ``in_channels``.
+        two_stage: two-stage queries (top-k encoder tokens) and the two-stage head, or learned queries.
+        two_stage_class_agnostic: rank proposals by logit 0 and train the two-stage and scorer detection
+            heads class-agnostically (official without ``--eff_specific_head``).
+        token_scorer: a scorer name (see :func:`scorer_node`) or None for the dense encoder.
+        matcher_focal_alpha: the matcher's focal alpha (None = ``focal_alpha``).
+        Others: as the yacs keys ``MODEL.SPARSE_DETR.<NAME>`` of the same name (``config/defaults.py``),
+        ``pixel_mean`` / ``pixel_std`` / ``input_format`` / ``max_detections`` as ``MODEL.PIXEL_*``,
+        ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE``.
+    """
+    attention = dict(
+        dim="${..neck.hidden_dim}",
+        ffn_dim=dim_feedforward,
+        num_heads=num_heads,
+        num_levels="${..neck.num_levels}",
+        dropout=dropout,
+    )
+    if two_stage:
+        query_init = L(TwoStageQueryInit)(
+            dim="${..neck.hidden_dim}",
+            num_queries=num_queries,
+            from_memory=query_init_from_memory,
+            class_specific=not two_stage_class_agnostic,
+        )
+    else:
+        query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=num_queries)
+    return L(SparseDETR)(
+        backbone=backbone,
+        in_features=list(in_features),
+        neck=L(MultiScaleNeck)(
+            in_channels=list(in_channels), hidden_dim=hidden_dim, num_levels=num_feature_levels
+        ),
+        token_scorer=scorer_node(token_scorer, keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio),
+        encoder=L(SPARSE_ENCODER_REGISTRY.get(encoder_name))(
+            num_layers=enc_layers, num_points=enc_points, pre_norm=pre_norm, **attention
+        ),
+        decoder=L(DeformableDecoder)(num_layers=dec_layers, num_points=dec_points, **attention),
+        query_init=query_init,
+        heads=L(PredictionHeads)(
+            hidden_dim="${..neck.hidden_dim}",
+            num_classes=num_classes,
+            num_decoder_layers="${..decoder.num_layers}",
+            two_stage=two_stage,
+            num_encoder_layers="${..encoder.num_layers}",
+            encoder_aux=encoder_aux_loss,
+            share=share_heads,
+        ),
+        criterion=L(CRITERION_REGISTRY.get(criterion_name))(
+            num_classes="${..heads.num_classes}",
+            matcher=L(HungarianMatcher)(
+                cost_class=matcher_cost_class,
+                cost_bbox=matcher_cost_bbox,
+                cost_giou=matcher_cost_giou,
+                focal_alpha=focal_alpha if matcher_focal_alpha is None else matcher_focal_alpha,
+            ),
+            class_weight=class_loss_weight,
+            bbox_weight=bbox_loss_weight,
+            giou_weight=giou_loss_weight,
+            mask_prediction_weight=mask_prediction_loss_weight,
+            focal_alpha=focal_alpha,
+            two_stage_class_agnostic=two_stage_class_agnostic,
+        ),
+        box_refine=box_refine,
+        pixel_mean=list(pixel_mean),
+        pixel_std=list(pixel_std),
+        input_format=input_format,
+        size_divisibility=size_divisibility,
+        max_detections=max_detections,
+        aux_loss=aux_loss,
+        channels_last=channels_last,
+        backbone_dtype=backbone_dtype,
+    )
+
+
+def graph_from_yacs(cfg, backbone) -> DictConfig:
+    """The model graph of a yacs config: ``MODEL.SPARSE_DETR.<KEY>`` -> ``sparse_detr_graph(<key>=...)``.
+
+    Args:
+        cfg: a config with ``add_sparse_detr_config`` keys.
+        backbone: the built backbone (its output channels give the neck's ``in_channels``).
+    """
+    sd = cfg.MODEL.SPARSE_DETR
+    knobs = {key.lower(): value for key, value in sd.items() if key not in BACKBONE_KEYS}
+    unknown = sorted(set(knobs) - set(inspect.signature(sparse_detr_graph).parameters))
+    if unknown:
+        names = [key.upper() for key in unknown]
+        raise KeyError(f"MODEL.SPARSE_DETR has keys the model graph does not know: {names}")
+    shapes = backbone.output_shape()
+    missing = [f for f in sd.IN_FEATURES if f not in shapes]
+    if missing:
+        raise ValueError(
+            f"MODEL.SPARSE_DETR.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}"
+        )
+    return sparse_detr_graph(
+        backbone=backbone,
+        in_channels=[shapes[f].channels for f in sd.IN_FEATURES],
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+        input_format=cfg.INPUT.FORMAT,
+        max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
+        **knobs,
+    )
+
+
+def _keyword_arguments(**kwargs) -> dict:
+    return kwargs
+
+
+def components_from_yacs(cfg) -> dict:
+    """The built components of a yacs config's model: ``SparseDETR``'s keyword arguments (``from_config``).
+
+    The backbone is Detectron2's ``build_backbone(cfg)``, with FrozenBN folded when
+    ``MODEL.SPARSE_DETR.FOLD_FROZEN_BN``; the rest is :func:`graph_from_yacs` instantiated.
+    """
+    backbone = build_backbone(cfg)
+    if cfg.MODEL.SPARSE_DETR.FOLD_FROZEN_BN:
+        backbone = fold_frozen_batchnorm(backbone)
+    graph = graph_from_yacs(cfg, backbone)
+    graph._target_ = _keyword_arguments  # the components only: @configurable calls SparseDETR itself
+    return instantiate(graph)
