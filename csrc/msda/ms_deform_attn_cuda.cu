@@ -119,7 +119,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
         const scalar_t g = grad_out[d];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          if (!corner_in_map(corners, k)) continue;
+          if (!corner_contributes(corners, k)) continue;
           const int64_t offset = corners.token[k] * token_stride + d;
           corner_dot[k] += g * level_value[offset];
           if (scatter[k] != 0) gpuAtomicAdd(level_grad + offset, scatter[k] * g);
