@@ -351,10 +351,12 @@ def write_report(work: Path, out: Path, dry_run: bool, command: str, seconds: fl
         environment.update(torch=torch.__version__, torch_cuda=torch.version.cuda)
     except ImportError as error:
         environment["torch"] = f"not importable: {error}"
+    # a dry run's numbers (CPU, small sizes) say nothing about the targets
+    targets = evaluate_targets(None, None, None) if dry_run else evaluate_targets(bench, train, tests)
     report = {"dry_run": dry_run, "command": command, "commit": commit(),
               "source_fingerprint": source_fingerprint(), "seconds": seconds, "environment": environment,
               "steps": steps, "tests": tests, "train": train, "bench": bench,
-              "targets": evaluate_targets(bench, train, None if dry_run else tests)}
+              "targets": targets}
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_report.json").write_text(json.dumps(report, indent=1))
     (out / "gpu_report.md").write_text(markdown(report))

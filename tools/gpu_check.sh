@@ -9,14 +9,15 @@
 #   3. measures the kernel and the model (benchmarks/bench_gpu.py);
 #   4. writes gpu_report.json, gpu_report.md and gpu_check.log into $OUT (default output/gpu_check) and
 #      prints a one-line summary last.
-# Every step has a time limit inside one overall budget (GPU_CHECK_BUDGET seconds, default 540), so the
+# Every step has a time limit inside one overall budget (GPU_CHECK_BUDGET seconds, default 480), so the
 # report is written even when a step fails or hangs. Exit status 0 only when every step and target passed.
 #
 #   tools/gpu_check.sh            # on the GPU machine (python3 = the machine's Python with torch)
 #   tools/gpu_check.sh --dry-run  # on any machine: every step that needs no GPU, small CPU sizes
 #
 # Environment: PYTHON (default python3; .venv/bin/python for --dry-run when present), OUT, GIT_COMMIT
-# (the commit, recorded in the report when the tree travels without .git), GPU_CHECK_BUDGET, TMPDIR.
+# (the commit, recorded in the report when the tree travels without .git), GPU_CHECK_BUDGET, TMPDIR,
+# TORCH_CUDA_ARCH_LIST (default: the capability of the GPU present), CUDA_HOME.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=0
@@ -26,7 +27,7 @@ case "${1:-}" in
     *) echo "usage: tools/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
 esac
 START=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET:-540}
+BUDGET=${GPU_CHECK_BUDGET:-480}
 REPORT_RESERVE=30  # seconds kept for the report
 OUT=${OUT:-output/gpu_check}
 mkdir -p "$OUT"
@@ -109,8 +110,9 @@ install_wheels() {
 }
 
 build_extension() {
-    local arch
-    arch=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())') || return 1
+    local arch=${TORCH_CUDA_ARCH_LIST:-}  # default: the GPU present
+    [[ -n $arch ]] || arch=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())') \
+        || return 1
     if [[ -z "${CUDA_HOME:-}" ]]; then
         if [[ -x /usr/local/cuda/bin/nvcc ]]; then export CUDA_HOME=/usr/local/cuda
         elif command -v nvcc >/dev/null; then CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")

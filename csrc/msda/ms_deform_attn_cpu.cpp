@@ -214,7 +214,7 @@ struct BackwardHeads {
                 corner_dot[0] = r0, corner_dot[1] = r1, corner_dot[2] = r2, corner_dot[3] = r3;
               } else {
                 for (int k = 0; k < 4; ++k) {
-                  if (!corner_in_map(corners, k)) continue;
+                  if (!corner_contributes(corners, k)) continue;
                   const scalar_t* v = level_value + corners.token[k] * token_stride;
                   scalar_t* gv = level_grad + corners.token[k] * token_stride;
                   const scalar_t w = scatter[k];

@@ -27,11 +27,11 @@ constexpr int kWarpSize = 32;
 
 inline int64_t num_blocks(int64_t threads) { return (threads + kThreads - 1) / kThreads; }
 
-// Lanes per sample in the backward: D rounded up to a power of two, at most a warp.
-inline int lanes_per_sample(int64_t head_dim) {
-  int lanes = 1;
-  while (lanes < head_dim && lanes < kWarpSize) lanes *= 2;
-  return lanes;
+// log2 of the lanes per sample in the backward: D rounded up to a power of two, at most a warp.
+inline int lane_bits_for(int64_t head_dim) {
+  int bits = 0;
+  while ((int64_t{1} << bits) < head_dim && (1 << bits) < kWarpSize) ++bits;
+  return bits;
 }
 
 template <typename scalar_t>
@@ -86,10 +86,11 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
                                 scalar_t* __restrict__ grad_locations, scalar_t* __restrict__ grad_weights,
                                 int64_t num_samples, int64_t num_tokens, int64_t num_queries,
                                 int64_t num_heads, int64_t head_dim, int64_t num_levels,
-                                int64_t num_points, int lanes) {
+                                int64_t num_points, int lane_bits) {
+  const int lanes = 1 << lane_bits;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t sample = thread / lanes;
-  const int lane = static_cast<int>(thread % lanes);
+  const int64_t sample = thread >> lane_bits;
+  const int lane = static_cast<int>(thread & (lanes - 1));
   // no early return: every lane of the warp takes part in the shuffles below
   const bool active = sample < num_samples;
   BilinearCorners<scalar_t> corners;
@@ -118,7 +119,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
         const scalar_t g = grad_out[d];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          if (!corner_in_map(corners, k)) continue;
+          if (!corner_contributes(corners, k)) continue;
           const int64_t offset = corners.token[k] * token_stride + d;
           corner_dot[k] += g * level_value[offset];
           if (scatter[k] != 0) gpuAtomicAdd(level_grad + offset, scatter[k] * g);
@@ -207,15 +208,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   const int64_t num_samples = attention_weights.numel();
   if (num_samples == 0 || head_dim == 0) return {grad_value, grad_locations, grad_weights};
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const int lanes = lanes_per_sample(head_dim);
+  const int lane_bits = lane_bits_for(head_dim);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-    backward_kernel<scalar_t><<<num_blocks(num_samples * lanes), kThreads, 0, stream>>>(
+    backward_kernel<scalar_t><<<num_blocks(num_samples << lane_bits), kThreads, 0, stream>>>(
         value_c.const_data_ptr<scalar_t>(), shapes_c.const_data_ptr<int64_t>(),
         starts_c.const_data_ptr<int64_t>(), locations_c.const_data_ptr<scalar_t>(),
         weights_c.const_data_ptr<scalar_t>(), grad_output_c.const_data_ptr<scalar_t>(),
         grad_value.mutable_data_ptr<scalar_t>(), grad_locations.mutable_data_ptr<scalar_t>(),
         grad_weights.mutable_data_ptr<scalar_t>(), num_samples, num_tokens, num_queries, num_heads,
-        head_dim, num_levels, num_points, lanes);
+        head_dim, num_levels, num_points, lane_bits);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_value, grad_locations, grad_weights};

@@ -70,10 +70,11 @@ C10_HOST_DEVICE inline bool bilinear_corners(scalar_t loc_x, scalar_t loc_y, int
   return true;
 }
 
-// Whether corner k lies in the map (a corner outside has zero weight and zero derivatives, and one
-// inside never has all three zero: its weight is hy * hx with derivatives +-hy and +-hx).
+// Whether corner k takes part in the sample or its gradients: a corner outside the map has zero weight
+// and zero derivatives (so has, inside, the corner (x0 + 1, y0 + 1) of a point exactly on a pixel
+// centre, which contributes nothing either).
 template <typename scalar_t>
-C10_HOST_DEVICE inline bool corner_in_map(const BilinearCorners<scalar_t>& corners, int k) {
+C10_HOST_DEVICE inline bool corner_contributes(const BilinearCorners<scalar_t>& corners, int k) {
   return corners.weight[k] != 0 || corners.d_dx[k] != 0 || corners.d_dy[k] != 0;
 }
 
@@ -98,7 +99,8 @@ C10_HOST_DEVICE inline scalar_t weighted_corner_sum(const scalar_t scatter[4], s
 // What a sample that reads no value (bilinear_corners returned false) adds to every output channel:
 // 0, or NaN when its location or its attention weight is not finite (x - x and w * 0 are NaN then).
 template <typename scalar_t>
-C10_HOST_DEVICE inline scalar_t skipped_sample_term(scalar_t loc_x, scalar_t loc_y, scalar_t attention_weight) {
+C10_HOST_DEVICE inline scalar_t skipped_sample_term(scalar_t loc_x, scalar_t loc_y,
+                                                    scalar_t attention_weight) {
   return (loc_x - loc_x) + (loc_y - loc_y) + attention_weight * static_cast<scalar_t>(0);
 }
 
@@ -110,8 +112,8 @@ C10_HOST_DEVICE inline scalar_t skipped_sample_weight_gradient(scalar_t loc_x, s
   return (loc_x - loc_x) + (loc_y - loc_y);
 }
 
-// Gradients of one sample from the four dot products corner_dot[k] = sum_d grad_out[d] * corner_value_k[d]
-// (0 for invalid corners): d/d attention weight, d/d loc_x and d/d loc_y.
+// Gradients of one sample from the four dot products corner_dot[k] = sum_d grad_out[d] * value_k[d]
+// (0 for corners that do not contribute): d/d attention weight, d/d loc_x and d/d loc_y.
 template <typename scalar_t>
 C10_HOST_DEVICE inline void sample_gradients(const BilinearCorners<scalar_t>& corners,
                                              const scalar_t corner_dot[4], scalar_t attention_weight,

@@ -43,6 +43,7 @@ def test_dry_run_runs_every_cpu_step_and_writes_the_report(tmp_path):
     assert all(row["loss_finite"] for row in bench["model"]["training"])
     markdown = (tmp_path / "out" / "gpu_report.md").read_text()
     assert "## Kernel" in markdown and "## Inference" in markdown and "dry run" in markdown
+    assert set(report["targets"].values()) == {None}  # CPU numbers at small sizes judge nothing
     assert (tmp_path / "out" / "gpu_check.log").stat().st_size > 0
     assert not list(tmp_path.glob("gpu_check.*")), "the scratch directory is removed"
 
