@@ -44,8 +44,8 @@ def check_exportable(model: nn.Module) -> None:
         )
     if model.backbone_dtype != "float32":
         raise ValueError(
-            f"MODEL.SPARSE_DETR.BACKBONE_DTYPE (LazyConfig: model.backbone_dtype) = {model.backbone_dtype!r}: "
-            "export runs the backbone in float32; set it to 'float32'"
+            "MODEL.SPARSE_DETR.BACKBONE_DTYPE (LazyConfig: model.backbone_dtype) = "
+            f"{model.backbone_dtype!r}: export runs the backbone in float32; set it to 'float32'"
         )
     if isinstance(model.token_scorer, RandomScorer):
         raise ValueError(

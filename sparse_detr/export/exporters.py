@@ -42,7 +42,7 @@ def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) ->
 
 
 def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """(image,) or (image, keep_ratio): a 0-255 random image of ``image_size`` (H, W) on the model's device."""
+    """(image,) or (image, keep_ratio): a random 0-255 image of ``image_size`` (H, W), model's device."""
     height, width = image_size
     if min(height, width) < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image_size}")
