@@ -35,6 +35,11 @@ OUTPUT_NAMES = ("boxes", "scores", "classes")
 
 def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) -> DeployableSparseDETR:
     deployable = DeployableSparseDETR(model, deform_attn=deform_attn)
+    if keep_ratio is not None and not deployable.is_sparse:
+        raise ValueError(
+            f"keep_ratio (--rho) {keep_ratio}: this model has a dense encoder (no token scorer, "
+            "MODEL.SPARSE_DETR.TOKEN_SCORER / model.token_scorer, or no encoder layer)"
+        )
     rho = default_keep_ratio(model, keep_ratio)
     if deployable.is_sparse and rho is not None:
         deployable.default_keep_ratio.fill_(rho)
