@@ -59,14 +59,19 @@ def check_exportable(model: nn.Module) -> None:
         )
 
 
-def _level_sizes_xy(level_shapes: list[tuple], like: Tensor) -> Tensor:
-    """Float[L, 2] (W_l, H_l) of the levels, from (possibly symbolic) sizes."""
-    return torch.stack([torch.stack([_size_tensor(w, like), _size_tensor(h, like)]) for h, w in level_shapes])
-
-
 def _size_tensor(size, like: Tensor) -> Tensor:
     """A (possibly symbolic) int as a 0-dim float tensor of ``like``'s dtype and device."""
     return torch.scalar_tensor(size, dtype=like.dtype, device=like.device)
+
+
+def _spatial_shapes(level_shapes: list[tuple], device: torch.device) -> Tensor:
+    """Long[L, 2] (H_l, W_l) from (possibly symbolic) sizes, computed in the graph."""
+    return torch.stack(
+        [
+            torch.stack([torch.scalar_tensor(size, dtype=torch.long) for size in shape])
+            for shape in level_shapes
+        ]
+    ).to(device)
 
 
 def _deform_attend(
@@ -75,39 +80,19 @@ def _deform_attend(
     reference_points: Tensor,
     value: Tensor,
     level_shapes: list[tuple],
+    spatial_shapes: Tensor,
     impl: str,
 ) -> Tensor:
     """``MSDeformAttn.forward`` without padding: Float[1, Q, C] queries over Float[1, S, C] values.
 
     Args:
         reference_points: Float[1, Q, L, 2] points or [1, Q, L, 4] boxes, normalised.
-        level_shapes: L pairs (H_l, W_l), Python or symbolic ints.
+        level_shapes: L pairs (H_l, W_l), Python or symbolic ints; spatial_shapes: the same as Long[L, 2].
         impl: "grid_sample" (standard ops) or "extension" (the compiled op).
     """
-    batch, num_queries, _ = query.shape
-    heads, levels, points = attn.num_heads, attn.num_levels, attn.num_points
-    offsets = attn.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
-    weights = attn.attention_weights(query).view(batch, num_queries, heads, levels * points)
-    weights = weights.softmax(-1).view(batch, num_queries, heads, levels, points)
-    if reference_points.shape[-1] == 2:
-        level_sizes_xy = _level_sizes_xy(level_shapes, offsets)
-        locations = (
-            reference_points[:, :, None, :, None, :] + offsets / level_sizes_xy[None, None, None, :, None]
-        )
-    else:
-        centers = reference_points[:, :, None, :, None, :2]
-        sizes = reference_points[:, :, None, :, None, 2:]
-        locations = centers + offsets / points * sizes * 0.5
+    locations, weights = attn.sampling(query, reference_points, spatial_shapes)
     projected = attn.project_values(value)
     if impl == "extension":
-        spatial_shapes = torch.stack(
-            [
-                torch.stack(
-                    [torch.scalar_tensor(h, dtype=torch.long), torch.scalar_tensor(w, dtype=torch.long)]
-                )
-                for h, w in level_shapes
-            ]
-        ).to(value.device)
         sizes = spatial_shapes.prod(1)
         level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
         sampled = torch.ops.sparse_detr.ms_deform_attn(
@@ -174,9 +159,10 @@ class DeployableSparseDETR(nn.Module):
             selected = self._select_tokens(tokens, pos, proposals, proposal_valid, padding_mask, keep_ratio)
         else:
             selected = None
-        memory = self._encode(tokens, pos, level_shapes, selected)
+        geometry = (level_shapes, _spatial_shapes(level_shapes, tokens.device))
+        memory = self._encode(tokens, pos, geometry, selected)
         queries, query_pos, reference = self._decoder_queries(memory, proposals, proposal_valid)
-        logits, boxes = self._decode(queries, query_pos, reference, memory, level_shapes)
+        logits, boxes = self._decode(queries, query_pos, reference, memory, geometry)
         return self._postprocess(logits, boxes, image)
 
     # ------------------------------------------------------------------ tokens
@@ -237,11 +223,13 @@ class DeployableSparseDETR(nn.Module):
         torch._check(k <= scores.shape[1])
         return torch.topk(scores, k, dim=1).indices
 
-    def _encode(
-        self, tokens: Tensor, pos: Tensor, level_shapes: list[tuple], selected: Tensor | None
-    ) -> Tensor:
-        """The sparse encoder (``SparseDeformableEncoder.forward`` for one unpadded image)."""
+    def _encode(self, tokens: Tensor, pos: Tensor, geometry: tuple, selected: Tensor | None) -> Tensor:
+        """The sparse encoder (``SparseDeformableEncoder.forward`` for one unpadded image).
+
+        ``geometry``: (level shapes as ints, Long[L, 2] spatial shapes); ``selected``: Long[1, k] or None.
+        """
         encoder = self.model.encoder
+        level_shapes = geometry[0]
         if encoder.num_layers == 0:
             return tokens + pos
         reference = torch.cat(self._level_grids(level_shapes, tokens), 0)  # valid ratios are all 1
@@ -258,7 +246,7 @@ class DeployableSparseDETR(nn.Module):
 
             def attend(query, reference_points, layer=layer, value=memory):
                 return _deform_attend(
-                    layer.self_attn, query, reference_points, value, level_shapes, self.deform_attn
+                    layer.self_attn, query, reference_points, value, *geometry, self.deform_attn
                 )
 
             queries, _, _ = layer._refine(attend, queries, query_pos, reference, False)
@@ -285,11 +273,11 @@ class DeployableSparseDETR(nn.Module):
         queries = model.query_init(memory, token_indices, boxes)
         return queries.queries, queries.query_pos, queries.reference
 
-    def _decode(self, queries, query_pos, reference, memory, level_shapes) -> tuple[Tensor, Tensor]:
+    def _decode(self, queries, query_pos, reference, memory, geometry) -> tuple[Tensor, Tensor]:
         """``DeformableDecoder.forward`` + the last layer's heads -> (Float[1, Q, K], Float[1, Q, 4])."""
         model = self.model
         box_heads = model.heads.decoder_box_heads() if model.box_refine else None
-        num_levels = len(level_shapes)
+        num_levels = len(geometry[0])
         last = model.decoder.num_layers - 1
         for lid, layer in enumerate(model.decoder.layers):
             start_reference = reference
@@ -298,7 +286,7 @@ class DeployableSparseDETR(nn.Module):
             queries = layer.self_attn_norm(queries + attn)
             reference_input = reference[:, :, None].expand(-1, -1, num_levels, -1)  # valid ratios are all 1
             attn = _deform_attend(
-                layer.cross_attn, queries + query_pos, reference_input, memory, level_shapes, self.deform_attn
+                layer.cross_attn, queries + query_pos, reference_input, memory, *geometry, self.deform_attn
             )
             queries = layer.cross_attn_norm(queries + attn)
             queries = layer.ffn_norm(queries + layer.ffn(queries))
