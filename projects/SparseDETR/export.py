@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Export a Sparse DETR model for deployment: ONNX (ONNX Runtime, OpenVINO, ...) or a torch.export program.
+
+    python projects/SparseDETR/export.py --config-file converted/config.yaml \\
+        --weights converted/model_final.pth --format onnx --output deploy/sparse_detr.onnx --rho 0.1
+    python projects/SparseDETR/export.py --config-file configs/quickstart_shapes.py \\
+        --weights output/quickstart/model_final.pth --format torch-export --output deploy/model.pt2
+
+The config is a LazyConfig (``.py`` or a ``.yaml`` saved by ``LazyConfig.save``, e.g. by
+``convert_official.py``), a yacs ``.yaml`` (merged on ``add_sparse_detr_config``) or a model-zoo name;
+trailing ``opts`` override it (``key=value`` for a LazyConfig, ``KEY VALUE`` for yacs).
+
+The exported graph takes one image ``image`` Float[3, H, W] (the model's channel order, 0-255, any H and W
+>= 65) and, for a sparse model, ``keep_ratio`` Float[] (rho, default ``--rho`` or the config's inference
+rho, recorded in the ONNX metadata); it returns ``boxes`` Float[K, 4] (x1, y1, x2, y2 in input pixels),
+``scores`` Float[K] and ``classes`` Int64[K]: the model's top detections for that image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, LazyConfig
+
+import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, export_model
+from sparse_detr.model_zoo import build_model_from_config, load_config
+
+
+def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
+    """The config's model (``opts`` applied) with ``weights`` loaded, in eval mode on ``device``."""
+    cfg = load_config(config_file)
+    if isinstance(cfg, CfgNode):
+        cfg.merge_from_list(opts)
+        weights = weights or cfg.MODEL.WEIGHTS
+    else:
+        cfg = LazyConfig.apply_overrides(cfg, opts)
+        weights = weights or cfg.get("train", {}).get("init_checkpoint")
+    model = build_model_from_config(cfg, device)
+    if weights:
+        DetectionCheckpointer(model).load(weights)
+    return model.eval(), weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file", required=True, help="LazyConfig .py/.yaml, yacs .yaml or model-zoo name"
+    )
+    parser.add_argument("--weights", help="checkpoint to load (default: the config's weights)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format")
+    parser.add_argument("--output", required=True, help="output file (.onnx or .pt2)")
+    parser.add_argument(
+        "--rho", type=float, help="default keep_ratio of a sparse model (default: the config's)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=(640, 640),
+        help="size of the example image traced (the exported graph runs at any size >= 65)",
+    )
+    parser.add_argument(
+        "--deform-attn",
+        choices=DEFORM_ATTN_IMPLS,
+        default="grid_sample",
+        help="torch-export only: 'extension' keeps the compiled sparse_detr op (needs sparse_detr to run)",
+    )
+    parser.add_argument("--device", default="cpu", help="device the model is exported on")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: key=value (LazyConfig) or KEY VALUE"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model, weights = load_model(args.config_file, args.weights, args.opts, args.device)
+    if not weights:
+        print(
+            "warning: no weights given (--weights): exporting the randomly initialised model", file=sys.stderr
+        )
+    try:
+        path = export_model(
+            model,
+            args.output,
+            args.format,
+            image_size=tuple(args.image_size),
+            keep_ratio=args.rho,
+            deform_attn=args.deform_attn,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

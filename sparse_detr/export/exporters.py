@@ -1,0 +1,213 @@
+"""Export a :class:`SparseDETR` to ONNX or to a ``torch.export`` program (one image, dynamic H and W).
+
+Both take the image as ``image`` (Float[3, H, W], 0-255, the model's channel order) and, for a sparse
+model, the keeping ratio as ``keep_ratio`` (Float[]); they return ``boxes`` Float[K, 4] (x1, y1, x2, y2,
+input pixels), ``scores`` Float[K] and ``classes`` Int64[K] (see :class:`DeployableSparseDETR`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .deployable import DeployableSparseDETR, default_keep_ratio
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "MIN_IMAGE_SIZE",
+    "ONNX_OPSET",
+    "export_onnx",
+    "export_torch_program",
+    "export_model",
+    "example_inputs",
+]
+
+EXPORT_FORMATS = ("onnx", "torch-export")
+ONNX_OPSET = 18
+# the smallest level (stride 64 with 4 levels) must be at least 2 x 2 for one graph to serve every size
+MIN_IMAGE_SIZE = 65
+INPUT_NAMES = ("image", "keep_ratio")
+OUTPUT_NAMES = ("boxes", "scores", "classes")
+
+
+def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) -> DeployableSparseDETR:
+    deployable = DeployableSparseDETR(model, deform_attn=deform_attn)
+    if keep_ratio is not None and not deployable.is_sparse:
+        raise ValueError(
+            f"keep_ratio (--rho) {keep_ratio}: this model has a dense encoder (no token scorer, "
+            "MODEL.SPARSE_DETR.TOKEN_SCORER / model.token_scorer, or no encoder layer)"
+        )
+    rho = default_keep_ratio(model, keep_ratio)
+    if deployable.is_sparse and rho is not None:
+        deployable.default_keep_ratio.fill_(rho)
+    return deployable.eval()
+
+
+def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """(image,) or (image, keep_ratio): a random 0-255 image of ``image_size`` (H, W), model's device."""
+    height, width = image_size
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image_size}")
+    device = deployable.model.device
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)).to(device) * 255
+    if not deployable.is_sparse:
+        return (image,)
+    return image, deployable.default_keep_ratio.clone()
+
+
+def _dynamic_shapes(deployable: DeployableSparseDETR):
+    height = torch.export.Dim("height", min=MIN_IMAGE_SIZE)
+    width = torch.export.Dim("width", min=MIN_IMAGE_SIZE)
+    image = {1: height, 2: width}
+    return (image, None) if deployable.is_sparse else (image,)
+
+
+def _export_program(deployable: DeployableSparseDETR, image_size: tuple[int, int]):
+    with torch.no_grad():
+        return torch.export.export(
+            deployable, example_inputs(deployable, image_size), dynamic_shapes=_dynamic_shapes(deployable)
+        )
+
+
+def export_torch_program(
+    model: nn.Module,
+    path: str | Path | None = None,
+    *,
+    image_size: tuple[int, int] = (640, 640),
+    keep_ratio: float | None = None,
+    deform_attn: str = "grid_sample",
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of the one-image detector with dynamic H and W, saved to ``path`` if given.
+
+    Args:
+        model: a :class:`SparseDETR` (weights loaded; put on the device the program should run on).
+        path: ``.pt2`` file for ``torch.export.save`` (load with ``torch.export.load``), or None.
+        image_size: (H, W) of the example image used for tracing (any size >= 65 runs afterwards).
+        keep_ratio: default rho recorded in the wrapper (the model's inference rho if None). The program's
+            inputs are ``(image, keep_ratio)`` for a sparse model, ``(image,)`` for a dense one.
+        deform_attn: "grid_sample" (standard ops) or "extension" (the compiled ``sparse_detr`` op: the
+            program then needs ``import sparse_detr`` where it runs).
+    """
+    program = _export_program(_deployable(model, keep_ratio, deform_attn), image_size)
+    if path is not None:
+        torch.export.save(program, str(path))
+    return program
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    image_size: tuple[int, int] = (640, 640),
+    keep_ratio: float | None = None,
+    opset: int = ONNX_OPSET,
+) -> Path:
+    """Export the one-image detector to an ONNX file (dynamo exporter, standard ops only).
+
+    The graph's inputs are ``image`` Float[3, height, width] and, for a sparse model, ``keep_ratio``
+    Float[], a required input (an ONNX input with a default initializer becomes a constant in OpenVINO);
+    its default, the model's inference rho or ``keep_ratio``, is in the metadata
+    (``sparse_detr.default_keep_ratio``). The file passes
+    ``onnx.checker`` (full check) and strict shape inference.
+
+    Args:
+        model: a :class:`SparseDETR` on the CPU.
+        path: output ``.onnx`` file.
+        image_size: (H, W) of the example image used for tracing.
+        keep_ratio: default rho (the model's inference rho if None).
+        opset: ONNX opset (>= 17: GridSample and LayerNormalization).
+    Returns:
+        the path written.
+    """
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (GridSample, LayerNormalization), got {opset}")
+    deployable = _deployable(model, keep_ratio, "grid_sample")
+    program = _export_program(deployable, image_size)
+    names = list(INPUT_NAMES[: 2 if deployable.is_sparse else 1])
+    onnx_program = torch.onnx.export(
+        program,
+        input_names=names,
+        output_names=list(OUTPUT_NAMES),
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    proto = onnx_program.model_proto
+    _name_image_dims(proto)
+    _add_metadata(proto, deployable)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    check_onnx(path)
+    return path
+
+
+def _name_image_dims(proto) -> None:
+    """Call the image's symbolic dims ``height`` and ``width`` everywhere in the graph."""
+    image = next(i for i in proto.graph.input if i.name == INPUT_NAMES[0])
+    dims = image.type.tensor_type.shape.dim
+    names = {dims[1].dim_param: "height", dims[2].dim_param: "width"}
+    graph = proto.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
+def _add_metadata(proto, deployable: DeployableSparseDETR) -> None:
+    """Input format, normalisation and default keep ratio as ONNX metadata (``sparse_detr.*`` keys)."""
+    model = deployable.model
+    metadata = {
+        "sparse_detr.input_format": model.input_format,
+        "sparse_detr.num_classes": str(model.heads.class_heads[0].out_features),
+        "sparse_detr.max_detections": str(model.max_detections),
+        "sparse_detr.min_image_size": str(MIN_IMAGE_SIZE),
+        "sparse_detr.pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
+        "sparse_detr.pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
+    }
+    if deployable.is_sparse:
+        metadata["sparse_detr.default_keep_ratio"] = repr(float(deployable.default_keep_ratio))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def check_onnx(path: str | Path) -> None:
+    """``onnx.checker`` (full check) and strict shape inference: every value gets a type."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    typed = {v.name for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    typed |= {t.name for t in inferred.graph.initializer}
+    missing = [out for node in inferred.graph.node for out in node.output if out and out not in typed]
+    if missing:
+        raise ValueError(f"{path}: shape inference left {len(missing)} values untyped, e.g. {missing[:5]}")
+
+
+def export_model(
+    model: nn.Module,
+    output: str | Path,
+    export_format: str,
+    *,
+    image_size: tuple[int, int] = (640, 640),
+    keep_ratio: float | None = None,
+    deform_attn: str = "grid_sample",
+) -> Path:
+    """Export ``model`` to ``output`` in ``export_format`` ("onnx" or "torch-export"); returns the path."""
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
+    if export_format == "onnx":
+        if deform_attn != "grid_sample":
+            raise ValueError("ONNX export uses deform_attn='grid_sample' (standard ops only)")
+        return export_onnx(model, output, image_size=image_size, keep_ratio=keep_ratio)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    export_torch_program(model, output, image_size=image_size, keep_ratio=keep_ratio, deform_attn=deform_attn)
+    return output
