@@ -21,21 +21,19 @@ Command line: ``python -m sparse_detr.data.generate_shapes [--root DIR] [NAME ..
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from iopath.common.file_io import file_lock
 from PIL import Image, ImageDraw
 
 __all__ = [
@@ -257,18 +255,6 @@ def _is_complete(root: str, spec: ShapesSpec) -> bool:
     return all(os.path.isfile(os.path.join(image_root, f"{i:06d}.jpg")) for i in range(spec.num_images))
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: str) -> Iterator[None]:
-    """An inter-process lock (several training processes may ask for the same set at once)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_atomically(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -286,7 +272,7 @@ def ensure_shapes_dataset(spec: ShapesSpec, root: str | None = None) -> tuple[st
     json_file, image_root, spec_file = _paths(root, spec)
     if _is_complete(root, spec):
         return json_file, image_root
-    with _exclusive_lock(os.path.join(root, "shapes", f".{spec.split}.lock")):
+    with file_lock(os.path.join(root, "shapes", f".{spec.split}")):  # several processes may ask at once
         if _is_complete(root, spec):  # another process generated it while we waited
             return json_file, image_root
         start = time.perf_counter()

@@ -23,8 +23,6 @@ converted on the next call.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import http.client
 import json
@@ -34,11 +32,10 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iopath.common.file_io import PathHandler
+from iopath.common.file_io import PathHandler, file_lock
 
 __all__ = [
     "DEFAULT_OFFICIAL_URL",
@@ -112,18 +109,6 @@ def _cached(stem: str) -> ConvertedRelease | None:
     directory = _release_dir(stem)
     release = ConvertedRelease(stem, directory / "model_final.pth", directory / "config.yaml")
     return release if release.weights.is_file() and release.config.is_file() else None
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """An inter-process lock: the processes of a multi-GPU run all ask for the same weights at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _download(url: str, destination: Path) -> str:
@@ -224,7 +209,7 @@ def ensure_official_release(stem: str, force: bool = False) -> ConvertedRelease:
     if cached is not None:
         return cached
     official_dir = cache_root() / "official"
-    with _exclusive_lock(official_dir / f".{stem}.lock"):
+    with file_lock(str(official_dir / f".{stem}")):  # the processes of a multi-GPU run ask at once
         cached = None if force else _cached(stem)  # another process may have finished it meanwhile
         if cached is not None:
             return cached

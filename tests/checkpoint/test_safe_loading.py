@@ -24,7 +24,7 @@ from sparse_detr.engine import (
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "modeling"))
-from tiny_sparse_detr import build_tiny_model  # noqa: E402
+from tiny_sparse_detr import build_tiny_model, tiny_yacs_config  # noqa: E402
 
 
 class _RunsCode:
@@ -184,32 +184,9 @@ def test_lazy_predictor_and_eval_only_refuse_wrong_weights(tmp_path):
 
 
 def test_default_predictor_loads_through_the_safe_loader(tmp_path):
-    from detectron2.config import get_cfg
-
-    from sparse_detr import add_sparse_detr_config
     from sparse_detr.engine import StrictDefaultPredictor
 
-    cfg = add_sparse_detr_config(get_cfg())
-    cfg.merge_from_list(
-        [
-            "MODEL.RESNETS.DEPTH",
-            18,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS",
-            64,
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.SPARSE_DETR.HIDDEN_DIM",
-            32,
-            "MODEL.SPARSE_DETR.ENC_LAYERS",
-            1,
-            "MODEL.SPARSE_DETR.DEC_LAYERS",
-            1,
-            "MODEL.SPARSE_DETR.NUM_QUERIES",
-            10,
-            "MODEL.SPARSE_DETR.DIM_FEEDFORWARD",
-            64,
-        ]
-    )
+    cfg = tiny_yacs_config()
     path, marker = _evil_pickle(tmp_path)
     cfg.MODEL.WEIGHTS = str(path)
     with pytest.raises(UnsafeCheckpointError, match="evil.pkl"):

@@ -88,37 +88,11 @@ def test_extreme_aspect_ratio_is_named(predictor):
 
 def test_detectron2_default_predictor_inputs_are_checked_by_the_model():
     """Detectron2's DefaultPredictor casts to float before the model: the model's check catches the rest."""
-    from detectron2.config import get_cfg
     from detectron2.engine import DefaultPredictor
 
-    from sparse_detr import add_sparse_detr_config
+    from tests.modeling.tiny_sparse_detr import tiny_yacs_config
 
-    cfg = add_sparse_detr_config(get_cfg())
-    cfg.merge_from_list(
-        [
-            "MODEL.RESNETS.DEPTH",
-            18,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS",
-            64,
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.SPARSE_DETR.HIDDEN_DIM",
-            32,
-            "MODEL.SPARSE_DETR.ENC_LAYERS",
-            1,
-            "MODEL.SPARSE_DETR.DEC_LAYERS",
-            1,
-            "MODEL.SPARSE_DETR.NUM_QUERIES",
-            10,
-            "MODEL.SPARSE_DETR.DIM_FEEDFORWARD",
-            64,
-            "INPUT.MIN_SIZE_TEST",
-            64,
-            "INPUT.MAX_SIZE_TEST",
-            96,
-        ]
-    )
-    predictor = DefaultPredictor(cfg)
+    predictor = DefaultPredictor(tiny_yacs_config())
     with pytest.raises(ValueError, match=r"got shape \(4, 64, 96\)"):
         predictor(np.zeros((60, 90, 4), np.uint8))
     with pytest.raises(ValueError, match=r"values in \[60000, 60000\]"):

@@ -80,3 +80,20 @@ def tiny_batch(
             item["instances"] = instances
         batch.append(item)
     return batch
+
+
+def tiny_yacs_config():
+    """A yacs config (``add_sparse_detr_config``) of a small CPU model: ResNet-18, width 32, 1 + 1 layers,
+    10 queries, test images resized to 64 / 96 pixels."""
+    from detectron2.config import get_cfg
+
+    from sparse_detr import add_sparse_detr_config
+
+    cfg = add_sparse_detr_config(get_cfg())
+    cfg.merge_from_list(
+        ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.DEVICE", "cpu"]
+        + ["MODEL.SPARSE_DETR.HIDDEN_DIM", 32, "MODEL.SPARSE_DETR.DIM_FEEDFORWARD", 64]
+        + ["MODEL.SPARSE_DETR.ENC_LAYERS", 1, "MODEL.SPARSE_DETR.DEC_LAYERS", 1]
+        + ["MODEL.SPARSE_DETR.NUM_QUERIES", 10, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96]
+    )
+    return cfg
