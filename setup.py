@@ -98,6 +98,9 @@ INSTALL_REQUIRES = [
     "tabulate",
 ]
 
+# deployment (sparse_detr.export, projects/SparseDETR/export.py): pip install "sparse_detr[export]"
+EXTRAS_REQUIRE = {"export": ["onnx", "onnxscript", "onnxruntime", "openvino"]}
+
 setup(
     name="sparse_detr",
     version="0.1.0",
@@ -106,6 +109,7 @@ setup(
     packages=find_packages(include=["sparse_detr", "sparse_detr.*"]),
     package_data={"sparse_detr.model_zoo": model_zoo_configs()},
     install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

@@ -21,26 +21,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, LazyConfig
+from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.engine import load_weights
+from sparse_detr.engine.apps import config_weights, load_config_with_overrides
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, export_model
-from sparse_detr.model_zoo import build_model_from_config, load_config
+from sparse_detr.model_zoo import build_model_from_config
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
-    """The config's model (``opts`` applied) with ``weights`` loaded, in eval mode on ``device``."""
-    cfg = load_config(config_file)
-    if isinstance(cfg, CfgNode):
-        cfg.merge_from_list(opts)
-        weights = weights or cfg.MODEL.WEIGHTS
-    else:
-        cfg = LazyConfig.apply_overrides(cfg, opts)
-        weights = weights or cfg.get("train", {}).get("init_checkpoint")
+    """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded strictly and
+    safely, in eval mode on ``device``; returns (model, the weights loaded or "")."""
+    cfg = load_config_with_overrides(config_file, opts, weights, device)
     model = build_model_from_config(cfg, device)
+    weights = config_weights(cfg)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        load_weights(model, weights, strict=True)
     return model.eval(), weights
 
 
@@ -80,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logger(name="sparse_detr")  # the project's log messages on the console
     model, weights = load_model(args.config_file, args.weights, args.opts, args.device)
     if not weights:
         print(

@@ -30,6 +30,7 @@ from .predictor import LazyConfigPredictor, StrictDefaultPredictor
 
 __all__ = [
     "load_config_with_overrides",
+    "config_weights",
     "build_predictor",
     "predict_bgr",
     "prepare_input",
@@ -68,6 +69,13 @@ def load_config_with_overrides(
         if device is not None:
             cfg.train.device = device
     return cfg
+
+
+def config_weights(cfg) -> str:
+    """The weights a config names: ``MODEL.WEIGHTS`` (yacs) or ``train.init_checkpoint`` (LazyConfig)."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.WEIGHTS
+    return OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
 
 
 def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:

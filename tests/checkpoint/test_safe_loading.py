@@ -3,13 +3,13 @@
 import logging
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig
+from tiny_sparse_detr import build_tiny_model, tiny_yacs_config
 from torch import nn
 
 from sparse_detr.checkpoint.safe_pickle import UnsafeCheckpointError, load_restricted_pickle
@@ -23,8 +23,6 @@ from sparse_detr.engine import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "modeling"))
-from tiny_sparse_detr import build_tiny_model, tiny_yacs_config  # noqa: E402
 
 
 class _RunsCode:
@@ -174,7 +172,6 @@ def test_lazy_predictor_and_eval_only_refuse_wrong_weights(tmp_path):
     # the class heads do not fit: refused as weights that leave them untrained, the mismatch named
     with pytest.raises(UntrainedModelError, match=r"nine\.pth holds no weights .*nine\.pth.*another shape"):
         LazyConfigPredictor(cfg, path, device="cpu")
-    sys.path.insert(0, str(ROOT))
     import train_net
 
     cfg.train.init_checkpoint = path

@@ -1,6 +1,5 @@
 """Config values and overrides are checked before anything is built, naming the key."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -104,7 +103,6 @@ def test_total_batch_size_must_divide_among_processes(cfg):
     ],
 )
 def test_train_net_refuses_before_building_anything(tmp_path, monkeypatch, opts, message):
-    sys.path.insert(0, str(ROOT))
     import train_net
 
     built = []

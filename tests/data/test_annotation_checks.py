@@ -2,7 +2,6 @@
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,6 @@ def test_more_categories_than_model_classes_is_refused(tmp_path, register):
 
 
 def test_train_net_names_a_broken_json_before_building_the_model(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT))
     from detectron2.engine import default_argument_parser
 
     import train_net

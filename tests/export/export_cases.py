@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modeling"))
-from tiny_sparse_detr import build_tiny_model  # noqa: E402
+from tiny_sparse_detr import build_tiny_model
 
 EXPORT_SIZE = (96, 128)  # (H, W) of the example image the graphs are traced with
 RUN_SIZES = ((80, 72), (130, 164))  # other sizes the exported graphs must handle

@@ -177,12 +177,8 @@ def test_unknown_release_names_are_refused_with_the_list():
 
 @pytest.mark.slow  # an R-50 at the official 800-pixel test size
 def test_demo_runs_an_official_model_by_name(server, release_bytes, tmp_path):
-    import sys
-
     import numpy as np
     from PIL import Image
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects"))
     from project_scripts import load_script
 
     server.serve(STEM, release_bytes)
