@@ -52,6 +52,7 @@ def _run_outside(target: Path, cwd: Path, script: str) -> dict:
 def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
     report = _run_outside(installed_wheel, tmp_path, """
         import json
+        from detectron2.config import CfgNode
         from omegaconf import DictConfig
         import sparse_detr
         from sparse_detr import model_zoo
@@ -59,7 +60,8 @@ def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
 
         names = model_zoo.list_configs()
         for name in names:
-            assert isinstance(model_zoo.get_config(name), DictConfig), name
+            expected_type = CfgNode if name.endswith(".yaml") else DictConfig
+            assert isinstance(model_zoo.get_config(name), expected_type), name
         model = model_zoo.get("quickstart_shapes", device="cpu")
         print(json.dumps({
             "package": sparse_detr.__path__[0],
@@ -72,7 +74,9 @@ def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
     target = str(installed_wheel.resolve())
     assert report["package"].startswith(target), report["package"]
     assert report["config_root"].startswith(target), report["config_root"]
-    expected = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+    expected = sorted(p.stem for p in (REPO / "configs").glob("*.py")) + sorted(
+        f"yacs/{p.name}" for p in (REPO / "configs/yacs").glob("*.yaml") if not p.name.startswith("Base-")
+    )
     assert report["configs"] == expected
     assert report["num_parameters"] > 1_000_000
     assert report["extension_built"]

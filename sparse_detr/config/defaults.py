@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from detectron2.config import CfgNode as CN
 
 from sparse_detr.modeling.backbone.swin import add_swin_config
@@ -14,8 +15,18 @@ def add_sparse_detr_config(cfg: CN) -> CN:
 
     Sets ``MODEL.META_ARCHITECTURE = "SparseDETR"``, a torchvision-style frozen ResNet-50 returning res3-res5,
     RGB input with the ImageNet mean/std of the official code, and 100 detections per image; also adds
-    ``MODEL.SWIN`` so ``MODEL.BACKBONE.NAME = "SwinBackbone"`` works. Returns ``cfg`` for chaining.
+    ``MODEL.SWIN`` so ``MODEL.BACKBONE.NAME = "SwinBackbone"`` works. ``MODEL.DEVICE`` becomes ``"cpu"``
+    when it is Detectron2's default ``"cuda"`` and no CUDA device is available.
+
+    Test score threshold: the model returns the top ``TEST.DETECTIONS_PER_IMAGE`` detections scoring above
+    the largest of ``MODEL.SPARSE_DETR.SCORE_THRESH_TEST`` and Detectron2's
+    ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` / ``MODEL.RETINANET.SCORE_THRESH_TEST`` (the keys Detectron2's
+    ``demo/demo.py --confidence-threshold`` sets); all three are set to 0 here (no threshold, as the official
+    code and the COCO evaluation).
+    Returns ``cfg`` for chaining.
     """
+    if cfg.MODEL.DEVICE == "cuda" and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "SparseDETR"
     cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
     cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem + res2, like the official conv1 + layer1
@@ -27,6 +38,8 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
     cfg.INPUT.FORMAT = "RGB"
     cfg.TEST.DETECTIONS_PER_IMAGE = 100
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
     add_swin_config(cfg)
 
     sd = cfg.MODEL.SPARSE_DETR = CN()
@@ -55,6 +68,7 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     sd.KEEP_RATIO = 0.1  # rho in (0, 1]; 1.0 = dense
     sd.TEST_KEEP_RATIO = None  # rho at inference; None = KEEP_RATIO
     sd.SIZE_DIVISIBILITY = 0  # pad to the largest image only, as the official batching
+    sd.SCORE_THRESH_TEST = 0.0  # see the docstring: the Detectron2 threshold keys count too
     # speed: backbone + neck on channels-last maps, FrozenBN folded into the convs (same function,
     # different rounding from the official model; set both False to match official outputs bit-closely)
     sd.CHANNELS_LAST = True

@@ -100,9 +100,7 @@ def predict_bgr(
 
     ``name`` is how errors call the image (e.g. its file name).
     """
-    if isinstance(predictor, LazyConfigPredictor):
-        return predictor(image_bgr, image_format="BGR", name=name)
-    return predictor(image_bgr, name=name)  # StrictDefaultPredictor takes BGR images
+    return predictor(image_bgr, name=name)  # both take BGR images, as Detectron2's DefaultPredictor
 
 
 def prepare_input(

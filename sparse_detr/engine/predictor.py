@@ -15,6 +15,7 @@ from detectron2.engine import DefaultPredictor
 
 from ..data.augmentations import ImageAugmentationError, apply_augmentations
 from ..modeling.input_checks import check_image_array, check_input_format
+from ..modeling.trained_heads import HOW_TO_GET_WEIGHTS, UntrainedModelError
 from .checkpoint import CheckpointMismatchError, load_weights
 
 __all__ = [
@@ -27,15 +28,6 @@ __all__ = [
 
 # weights that initialise the backbone only (training starting points, not detectors)
 BACKBONE_INITIALISATIONS = ("detectron2://ImageNetPretrained/",)
-HOW_TO_GET_WEIGHTS = (
-    "Give trained weights: an official COCO model by name (sparse_detr://official/sparse_detr_r50_10, "
-    "..._swint_10, ..._r50_scrl_10, rho 10..50 %; downloaded once), a checkpoint converted with "
-    "projects/SparseDETR/convert_official.py, or a model_final.pth written by train_net.py"
-)
-
-
-class UntrainedModelError(ValueError):
-    """The weights given to a predictor leave the model's detection heads untrained."""
 
 
 def refuse_missing_weights(weights: str) -> None:
@@ -77,8 +69,9 @@ def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
 class LazyConfigPredictor:
     """Builds ``cfg.model``, loads ``weights`` (strictly) and predicts on one image at a time.
 
-    The image is resized with the test augmentations of ``cfg.dataloader.test.mapper`` and converted to the
-    model's ``input_format``; predictions come back in the original image's pixel coordinates. Weights that
+    The image (BGR by default, as for Detectron2's ``DefaultPredictor``) is resized with the test
+    augmentations of ``cfg.dataloader.test.mapper`` and converted to the model's ``input_format``;
+    predictions come back in the original image's pixel coordinates. Weights that
     leave the detection heads untrained are refused (:class:`UntrainedModelError`).
     """
 
@@ -91,10 +84,12 @@ class LazyConfigPredictor:
         self.input_format = self.model.input_format
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, image_format: str = "RGB", name: str = "image") -> dict:
+    def __call__(self, image: np.ndarray, image_format: str = "BGR", name: str = "image") -> dict:
         """
         Args:
-            image: (H, W, 3) uint8 array in ``image_format`` channel order ("RGB" or "BGR").
+            image: (H, W, 3) uint8 array in ``image_format`` channel order: "BGR" by default, as
+                Detectron2's ``DefaultPredictor`` (what ``cv2.imread`` and ``read_image(path, format="BGR")``
+                give), or "RGB" (e.g. ``np.asarray(PIL.Image.open(path).convert("RGB"))``).
             name: how errors call the image (e.g. its file name).
         Returns:
             the model's output for the image: ``{"instances": Instances}`` (boxes in input pixels).

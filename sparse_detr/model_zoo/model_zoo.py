@@ -38,6 +38,8 @@ OFFICIAL_CHECKPOINTS = {
 }
 
 _CONFIG_SUFFIXES = (".py", ".yaml")
+# the yacs twins of the LazyConfig models (Detectron2-style yaml with _BASE_ files named Base-*.yaml)
+YACS_DIR = "yacs"
 
 
 def config_root() -> Path:
@@ -60,14 +62,18 @@ def config_root() -> Path:
 
 
 def list_configs() -> list[str]:
-    """Every config under ``configs/`` except ``common/``, by name (e.g. ``sparse_detr_r50_rho0.1_50ep``)."""
+    """Every config under ``configs/`` except ``common/`` and yacs bases, by name.
+
+    LazyConfigs without their suffix (``sparse_detr_r50_rho0.1_50ep``), their yacs twins with it
+    (``yacs/sparse_detr_r50_rho0.1_50ep.yaml``).
+    """
     root = config_root()
     names = [
-        path.relative_to(root).with_suffix("").as_posix()
+        path.relative_to(root).with_suffix("" if path.suffix == ".py" else path.suffix).as_posix()
         for path in root.rglob("*")
         if path.suffix in _CONFIG_SUFFIXES
         and "common" not in path.relative_to(root).parts
-        and not path.name.startswith("_")
+        and not path.name.startswith(("_", "Base-"))
     ]
     return sorted(names)
 
@@ -77,11 +83,15 @@ def get_config_file(config_path: str) -> str:
 
     Args:
         config_path: a name relative to ``configs/``, with or without its suffix
-            (``"sparse_detr_r50_rho0.1_50ep"`` or ``"sparse_detr_r50_rho0.1_50ep.py"``).
+            (``"sparse_detr_r50_rho0.1_50ep"`` or ``"sparse_detr_r50_rho0.1_50ep.py"``: the LazyConfig);
+            a ``.yaml`` name is the yacs twin, in ``configs/yacs/`` (``"sparse_detr_r50_rho0.1_50ep.yaml"``
+            or ``"yacs/sparse_detr_r50_rho0.1_50ep.yaml"``).
     """
     root = config_root()
     candidate = root / config_path
     matches = [candidate] if candidate.suffix in _CONFIG_SUFFIXES else []
+    if candidate.suffix == ".yaml":
+        matches.append(root / YACS_DIR / config_path)
     matches += [candidate.with_name(candidate.name + suffix) for suffix in _CONFIG_SUFFIXES]
     for path in matches:
         if path.is_file():
@@ -92,7 +102,8 @@ def get_config_file(config_path: str) -> str:
 
 
 def get_config(config_path: str, trained: bool = False) -> DictConfig | CfgNode:
-    """Load a model-zoo config: a LazyConfig for ``.py`` files, a yacs ``CfgNode`` for ``.yaml`` files.
+    """Load a model-zoo config: a LazyConfig for ``.py`` files, a yacs ``CfgNode`` for ``.yaml`` files
+    (merged on top of ``add_sparse_detr_config(get_cfg())``, ready for ``DefaultPredictor``).
 
     Args:
         config_path: see :func:`get_config_file`.

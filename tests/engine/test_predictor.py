@@ -32,14 +32,16 @@ def test_weights_that_leave_the_heads_untrained_are_refused(tmp_path, stand_in_w
 
 def test_predictions_are_in_original_image_coordinates(predictor):
     image = np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)
-    instances = predictor(image)["instances"]
+    instances = predictor(image, image_format="RGB")["instances"]
     assert instances.image_size == (60, 90)
     assert len(instances) == predictor.model.max_detections
     boxes = instances.pred_boxes.tensor
     assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 90).all() and (boxes[:, 1::2] <= 60).all()
-    # the channel order of the input is honoured: BGR input of the flipped image gives the same result
-    bgr = predictor(np.ascontiguousarray(image[:, :, ::-1]), image_format="BGR")["instances"]
+    # BGR by default, as Detectron2's DefaultPredictor: the flipped image gives the same result
+    bgr = predictor(np.ascontiguousarray(image[:, :, ::-1]))["instances"]
     torch.testing.assert_close(bgr.scores, instances.scores)
+    swapped = predictor(image)["instances"]  # the RGB array read as BGR: another image for the model
+    assert not torch.equal(swapped.scores, instances.scores)
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         predictor(image[:, :, 0])
 

@@ -99,6 +99,7 @@ def sparse_detr_graph(
     input_format: str = "RGB",
     size_divisibility: int = 0,
     max_detections: int = 100,
+    score_thresh_test: float = 0.0,
     channels_last: bool = True,
     backbone_dtype: str = "float32",
 ) -> DictConfig:
@@ -114,6 +115,8 @@ def sparse_detr_graph(
         Others: as the yacs keys ``MODEL.SPARSE_DETR.<NAME>`` of the same name (``config/defaults.py``),
         ``pixel_mean`` / ``pixel_std`` / ``input_format`` / ``max_detections`` as ``MODEL.PIXEL_*``,
         ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE``.
+        score_thresh_test: the model's ``score_threshold``: detections scoring at most this are dropped
+            at inference (0 = keep the top ``max_detections``).
     """
     attention = dict(
         dim="${..neck.hidden_dim}",
@@ -173,6 +176,7 @@ def sparse_detr_graph(
         input_format=input_format,
         size_divisibility=size_divisibility,
         max_detections=max_detections,
+        score_threshold=score_thresh_test,
         aux_loss=aux_loss,
         channels_last=channels_last,
         backbone_dtype=backbone_dtype,
@@ -198,6 +202,10 @@ def graph_from_yacs(cfg, backbone) -> DictConfig:
         raise ValueError(
             f"MODEL.SPARSE_DETR.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}"
         )
+    # Detectron2's demo/demo.py --confidence-threshold sets the ROI-heads and RetinaNet keys
+    knobs["score_thresh_test"] = max(
+        sd.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.RETINANET.SCORE_THRESH_TEST
+    )
     return sparse_detr_graph(
         backbone=backbone,
         in_channels=[shapes[f].channels for f in sd.IN_FEATURES],
@@ -224,4 +232,4 @@ def components_from_yacs(cfg) -> dict:
         backbone = fold_frozen_batchnorm(backbone)
     graph = graph_from_yacs(cfg, backbone)
     graph._target_ = _keyword_arguments  # the components only: @configurable calls SparseDETR itself
-    return instantiate(graph)
+    return {**instantiate(graph), "weights_name": cfg.MODEL.WEIGHTS}

@@ -25,6 +25,7 @@ from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
+from ..trained_heads import record_loaded_heads, refuse_untrained_heads
 
 __all__ = ["SparseDETR"]
 
@@ -58,9 +59,11 @@ class SparseDETR(nn.Module):
         input_format: str = "RGB",
         size_divisibility: int = 0,
         max_detections: int = 100,
+        score_threshold: float = 0.0,
         aux_loss: bool = True,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
+        weights_name: str = "",
     ):
         """
         Args:
@@ -78,6 +81,8 @@ class SparseDETR(nn.Module):
             input_format: channel order of ``batched_inputs[i]["image"]`` ("RGB" or "BGR").
             size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
             max_detections: detections returned per image at inference.
+            score_threshold: of those, only the ones scoring above this are returned (0 = all, as the
+                official code and the COCO evaluation).
             aux_loss: return the decoder auxiliary layers' predictions in training (their losses).
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
@@ -86,6 +91,9 @@ class SparseDETR(nn.Module):
                 ``torch.autocast`` (its convolutions in that precision, the bulk of the CPU inference time);
                 its maps return to float32, so everything from the neck on (token geometry, sampling
                 locations, boxes) keeps full precision.
+            weights_name: the weights this model is meant to be loaded from (yacs ``MODEL.WEIGHTS``), only
+                to name them when inference refuses class heads that were not loaded
+                (:mod:`sparse_detr.modeling.trained_heads`).
         """
         super().__init__()
         self.backbone = backbone
@@ -102,6 +110,12 @@ class SparseDETR(nn.Module):
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(
+                "score_threshold (MODEL.SPARSE_DETR.SCORE_THRESH_TEST / MODEL.ROI_HEADS.SCORE_THRESH_TEST) "
+                f"must be in [0, 1], got {score_threshold}"
+            )
+        self.score_threshold = score_threshold
         self.aux_loss = aux_loss
         self.channels_last = channels_last
         if backbone_dtype not in BACKBONE_DTYPES:
@@ -117,6 +131,9 @@ class SparseDETR(nn.Module):
         )
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self._check_consistency()
+        self.weights_name = weights_name
+        self.untrained_heads: str | None = None  # set by record_loaded_heads after each load_state_dict
+        self.register_load_state_dict_post_hook(record_loaded_heads)
 
     def _check_consistency(self) -> None:
         """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
@@ -171,6 +188,7 @@ class SparseDETR(nn.Module):
         """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
         if not self.training:
             return self.inference(batched_inputs)[0]
+        self.untrained_heads = None  # trained from here on
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
         targets = targets_from_instances(batched_inputs, images.image_sizes, self.device)
@@ -179,7 +197,12 @@ class SparseDETR(nn.Module):
     def inference(
         self, batched_inputs: list[dict], with_internals: bool = False
     ) -> tuple[list[dict], SparseDETROutput]:
-        """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output)."""
+        """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output).
+
+        Raises:
+            UntrainedModelError: the weights loaded last left the class heads random (and no training since).
+        """
+        refuse_untrained_heads(self)
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_internals=with_internals)
         return self.postprocess(outputs, batched_inputs, images.image_sizes), outputs
@@ -198,9 +221,12 @@ class SparseDETR(nn.Module):
     def postprocess(
         self, outputs: SparseDETROutput, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
     ) -> list[dict]:
-        """Top ``max_detections`` (query, class) pairs -> ``[{"instances": Instances}]`` at input size."""
+        """Top ``max_detections`` (query, class) pairs scoring above ``score_threshold`` ->
+        ``[{"instances": Instances}]`` at input size."""
         logits, boxes = outputs.predictions["pred_logits"], outputs.predictions["pred_boxes"]
         instances = detections_to_instances(top_detections(logits, boxes, self.max_detections), image_sizes)
+        if self.score_threshold > 0:
+            instances = [i[i.scores > self.score_threshold] for i in instances]
         return [
             {"instances": detector_postprocess(i, x.get("height", size[0]), x.get("width", size[1]))}
             for i, x, size in zip(instances, batched_inputs, image_sizes)

@@ -1,0 +1,106 @@
+"""The yacs twins of the model-zoo configs (configs/yacs/*.yaml): the same models as their LazyConfigs, found
+by model_zoo.get_config_file; the README's DefaultPredictor snippet runs as printed on a CPU machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import CfgNode, instantiate
+from detectron2.modeling import build_model
+from PIL import Image
+
+from sparse_detr import model_zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+YACS_NAMES = [name for name in model_zoo.list_configs() if name.startswith("yacs/")]
+
+
+def _twin(yacs_name: str) -> str:
+    return yacs_name.removeprefix("yacs/").removesuffix(".yaml")
+
+
+def test_every_lazy_config_has_a_yacs_twin_found_by_name():
+    lazy_names = [name for name in model_zoo.list_configs() if "/" not in name]
+    assert sorted(_twin(name) for name in YACS_NAMES) == lazy_names
+    path = model_zoo.get_config_file("sparse_detr_r50_rho0.2_50ep.yaml")
+    assert path == str(ROOT / "configs/yacs/sparse_detr_r50_rho0.2_50ep.yaml")
+    assert model_zoo.get_config_file("yacs/sparse_detr_r50_rho0.2_50ep.yaml") == path
+    assert model_zoo.get_config_file("sparse_detr_r50_rho0.2_50ep").endswith(".py")  # the LazyConfig
+    cfg = model_zoo.get_config("sparse_detr_r50_rho0.2_50ep.yaml", trained=True)
+    assert isinstance(cfg, CfgNode) and pytest.approx(0.2) == cfg.MODEL.SPARSE_DETR.KEEP_RATIO
+    assert cfg.MODEL.WEIGHTS == "sparse_detr://official/sparse_detr_r50_20"
+    assert not any("Base-" in name for name in model_zoo.list_configs())
+
+
+@pytest.mark.parametrize("yacs_name", YACS_NAMES)
+def test_yacs_twin_builds_the_architecture_of_its_lazy_config(yacs_name):
+    """Built on the meta device (no memory, no init): module tree, parameter names/shapes and settings."""
+    cfg = model_zoo.get_config(yacs_name)
+    cfg.MODEL.DEVICE = "meta"
+    lazy = model_zoo.get_config(_twin(yacs_name))
+    with torch.device("meta"):
+        from_yacs, from_lazy = build_model(cfg), instantiate(lazy.model)
+    assert repr(from_yacs) == repr(from_lazy)
+    shapes = {k: v.shape for k, v in from_yacs.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in from_lazy.state_dict().items()}
+    settings = ("input_format", "max_detections", "score_threshold", "size_divisibility", "channels_last")
+    assert {s: getattr(from_yacs, s) for s in settings} == {s: getattr(from_lazy, s) for s in settings}
+    scorers = (from_yacs.token_scorer, from_lazy.token_scorer)
+    scorer = [(m.keep_ratio, m.test_keep_ratio) for m in scorers if m]
+    assert len(set(scorer)) <= 1
+    assert (lazy.train.init_checkpoint or "") == cfg.MODEL.WEIGHTS
+    assert cfg.DATASETS.TEST[0] == lazy.dataloader.test.dataset.names
+    augmentation = lazy.dataloader.test.mapper.augmentations
+    resize = (augmentation.min_size, augmentation.max_size)
+    assert resize == (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+
+
+def test_yacs_yaml_and_lazy_config_build_bit_identical_models():
+    """Same seed -> the same state_dict bit for bit and the same detections."""
+    cfg = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    from_yacs = build_model(cfg).eval()
+    torch.manual_seed(0)
+    from_lazy = instantiate(model_zoo.get_config("sparse_detr_r50_rho0.1_50ep").model).eval()
+    yacs_state, lazy_state = from_yacs.state_dict(), from_lazy.state_dict()
+    assert list(yacs_state) == list(lazy_state)
+    assert all(torch.equal(yacs_state[k], lazy_state[k]) for k in yacs_state)
+    image = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        (ours,), (theirs,) = from_yacs([{"image": image}]), from_lazy([{"image": image}])
+    assert torch.equal(ours["instances"].scores, theirs["instances"].scores)
+    assert torch.equal(ours["instances"].pred_boxes.tensor, theirs["instances"].pred_boxes.tensor)
+
+
+def _readme_block(heading_text: str) -> str:
+    """The first ```python block after ``heading_text`` in the README."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(heading_text)
+    return re.search(r"```python\n(.*?)```", readme[start:], re.S).group(1)
+
+
+@pytest.mark.slow
+def test_readme_default_predictor_snippet_runs_as_printed_on_cpu(tmp_path, stand_in_weights):
+    """The application snippet, unmodified, in a process that sees no CUDA device."""
+    snippet = _readme_block("In an application, with a yacs config")
+    assert "cfg.MODEL.DEVICE =" not in snippet  # the CPU fallback is add_sparse_detr_config's
+    weights = stand_in_weights(str(ROOT / "configs/sparse_detr_r50_rho0.1_50ep.py"))
+    os.symlink(weights, tmp_path / "model_final.pth")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
+    script = snippet + "\nprint('DETECTIONS', len(instances), predictor.model.device)\n"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, device = re.search(r"DETECTIONS (\d+) (\S+)", result.stdout).groups()
+    assert device == "cpu" and int(count) <= 100
