@@ -43,6 +43,7 @@ from detectron2.utils.logger import setup_logger
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+import _prefer_installed_sparse_detr  # noqa: F401  (before sparse_detr: see that module)
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
 from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)

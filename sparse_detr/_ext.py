@@ -7,7 +7,11 @@ Only an ImportError selects the fallback, so errors raised by a built kernel alw
 
 from __future__ import annotations
 
+import importlib.metadata
+from pathlib import Path
+
 BUILD_COMMAND = "pip install --no-build-isolation -e ."
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 try:
     from sparse_detr import _C
@@ -23,14 +27,44 @@ def extension_available() -> bool:
     return _C is not None
 
 
+def _installed_build_elsewhere() -> Path | None:
+    """The ``_C`` file of an installed ``sparse-detr`` distribution outside this package directory, if any."""
+    try:
+        files = importlib.metadata.distribution("sparse-detr").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name.startswith("_C") and file.suffix in (".so", ".pyd"):
+            path = Path(file.locate()).resolve()
+            if path.is_file() and path.parent != PACKAGE_DIR:
+                return path
+    return None
+
+
+def missing_extension_message() -> str:
+    """Why ``sparse_detr._C`` is missing, and how to build it (for the fallback warning and the error)."""
+    built_files = [p for p in PACKAGE_DIR.glob("_C*") if p.suffix in (".so", ".pyd")]
+    if built_files:
+        reason = f"{built_files[0]} does not load ({EXTENSION_IMPORT_ERROR}; built for another torch?)"
+    else:
+        reason = f"not built: {PACKAGE_DIR} holds no compiled _C file"
+    elsewhere = _installed_build_elsewhere()
+    if elsewhere is not None:
+        reason += (
+            f". This is a source checkout shadowing the installed, built sparse_detr ({elsewhere.parent}): "
+            "run the scripts from outside the checkout's root or without it on PYTHONPATH, or build it in "
+            "place"
+        )
+    return (
+        f"sparse_detr._C is {reason}. Build it from the repository root with `{BUILD_COMMAND}` (or "
+        "`python setup.py build_ext --inplace`; FORCE_CUDA=1 compiles the CUDA kernels without a visible GPU)"
+    )
+
+
 def require_extension():
     """Return the ``sparse_detr._C`` module or raise an ImportError that says how to build it."""
     if _C is None:
-        raise ImportError(
-            f"sparse_detr._C is not built or does not load ({EXTENSION_IMPORT_ERROR}). Build it from the "
-            f"repository root with `{BUILD_COMMAND}` (add FORCE_CUDA=1 to compile the CUDA kernels "
-            "without a visible GPU)."
-        ) from EXTENSION_IMPORT_ERROR
+        raise ImportError(missing_extension_message() + ".") from EXTENSION_IMPORT_ERROR
     return _C
 
 
