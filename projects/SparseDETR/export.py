@@ -19,25 +19,37 @@ rho, recorded in the ONNX metadata); it returns ``boxes`` Float[K, 4] (x1, y1, x
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 
 from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
-from sparse_detr.engine import load_weights
 from sparse_detr.engine.apps import config_weights, load_config_with_overrides
+from sparse_detr.engine.predictor import load_detector_weights, refuse_missing_weights
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, export_model
 from sparse_detr.model_zoo import build_model_from_config
 
+logger = logging.getLogger("sparse_detr.export")
+
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
-    """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded strictly and
-    safely, in eval mode on ``device``; returns (model, the weights loaded or "")."""
+    """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded as the predictors
+    load them, in eval mode on ``device``; returns (model, the weights loaded).
+
+    Raises:
+        UntrainedModelError: no weights, a backbone initialisation (refused before anything is downloaded)
+            or weights without fitting class heads: an export of random heads is no detector.
+        CheckpointMismatchError: weights of another architecture.
+    """
     cfg = load_config_with_overrides(config_file, opts, weights, device)
-    model = build_model_from_config(cfg, device)
     weights = config_weights(cfg)
-    if weights:
-        load_weights(model, weights, strict=True)
+    refuse_missing_weights(weights)
+    start = time.perf_counter()
+    model = build_model_from_config(cfg, device)
+    load_detector_weights(model, weights)
+    logger.info("built the model and loaded %s in %.1f s", weights, time.perf_counter() - start)
     return model.eval(), weights
 
 
@@ -48,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-file", required=True, help="LazyConfig .py/.yaml, yacs .yaml or model-zoo name"
     )
-    parser.add_argument("--weights", help="checkpoint to load (default: the config's weights)")
+    parser.add_argument(
+        "--weights", help="trained checkpoint to export (default: the config's trained weights)"
+    )
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format")
     parser.add_argument("--output", required=True, help="output file (.onnx or .pt2)")
     parser.add_argument(
@@ -78,12 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logger(name="sparse_detr")  # the project's log messages on the console
-    model, weights = load_model(args.config_file, args.weights, args.opts, args.device)
-    if not weights:
-        print(
-            "warning: no weights given (--weights): exporting the randomly initialised model", file=sys.stderr
-        )
+    start = time.perf_counter()
     try:
+        model, _ = load_model(args.config_file, args.weights, args.opts, args.device)
         path = export_model(
             model,
             args.output,
@@ -92,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             keep_ratio=args.rho,
             deform_attn=args.deform_attn,
         )
-    except ValueError as error:
+    except ValueError as error:  # bad weights or config (UntrainedModelError, CheckpointMismatchError, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
     return 0
 
 

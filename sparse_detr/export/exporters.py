@@ -7,7 +7,11 @@ input pixels), ``scores`` Float[K] and ``classes`` Int64[K] (see :class:`Deploya
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
+import time
 from pathlib import Path
 
 import torch
@@ -31,6 +35,33 @@ ONNX_OPSET = 18
 MIN_IMAGE_SIZE = 65
 INPUT_NAMES = ("image", "keep_ratio")
 OUTPUT_NAMES = ("boxes", "scores", "classes")
+# what ONNX export imports, all in the package's "export" extra (with the runtimes)
+ONNX_MODULES = ("onnx", "onnxscript")
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _step(description: str):
+    """Log ``description`` when the step starts and how long it took when it ends."""
+    logger.info("%s ...", description)
+    start = time.perf_counter()
+    yield
+    logger.info("%s: done in %.1f s", description, time.perf_counter() - start)
+
+
+def _import_onnx():
+    """``onnx``, or a ModuleNotFoundError naming the package extra that installs the export modules."""
+    missing = [name for name in ONNX_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f"ONNX export needs {' and '.join(missing)}, which are not installed: install the export extra, "
+            "pip install 'sparse-detr[export]' (onnx, onnxscript, onnxruntime, openvino)",
+            name=missing[0],
+        )
+    import onnx
+
+    return onnx
 
 
 def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) -> DeployableSparseDETR:
@@ -66,7 +97,8 @@ def _dynamic_shapes(deployable: DeployableSparseDETR):
 
 
 def _export_program(deployable: DeployableSparseDETR, image_size: tuple[int, int]):
-    with torch.no_grad():
+    height, width = image_size
+    with torch.no_grad(), _step(f"tracing the model (torch.export, example image {height} x {width})"):
         return torch.export.export(
             deployable, example_inputs(deployable, image_size), dynamic_shapes=_dynamic_shapes(deployable)
         )
@@ -93,7 +125,8 @@ def export_torch_program(
     """
     program = _export_program(_deployable(model, keep_ratio, deform_attn), image_size)
     if path is not None:
-        torch.export.save(program, str(path))
+        with _step(f"writing {path}"):
+            torch.export.save(program, str(path))
     return program
 
 
@@ -122,28 +155,30 @@ def export_onnx(
     Returns:
         the path written.
     """
-    import onnx
-
+    onnx = _import_onnx()
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (GridSample, LayerNormalization), got {opset}")
     deployable = _deployable(model, keep_ratio, "grid_sample")
     program = _export_program(deployable, image_size)
     names = list(INPUT_NAMES[: 2 if deployable.is_sparse else 1])
-    onnx_program = torch.onnx.export(
-        program,
-        input_names=names,
-        output_names=list(OUTPUT_NAMES),
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
+    with _step(f"converting to ONNX (opset {opset})"):
+        onnx_program = torch.onnx.export(
+            program,
+            input_names=names,
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
     proto = onnx_program.model_proto
     _name_image_dims(proto)
     _add_metadata(proto, deployable)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    check_onnx(path)
+    with _step(f"writing {path}"):
+        onnx.save(proto, str(path))
+    with _step("checking the file (onnx.checker, strict shape inference)"):
+        check_onnx(path)
     return path
 
 
@@ -179,8 +214,7 @@ def _add_metadata(proto, deployable: DeployableSparseDETR) -> None:
 
 def check_onnx(path: str | Path) -> None:
     """``onnx.checker`` (full check) and strict shape inference: every value gets a type."""
-    import onnx
-
+    onnx = _import_onnx()
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)

@@ -1,5 +1,7 @@
 """projects/SparseDETR/export.py: LazyConfig and yacs configs, weights, formats, refusals by name."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -61,17 +63,79 @@ def test_lazy_config_overrides_reach_the_refusal(tiny_weights, tmp_path, capsys)
     assert not (tmp_path / "x.onnx").exists()
 
 
+def _tiny_yacs(tmp_path, token_scorer: str) -> list[str]:
+    """``--config-file X --weights Y`` of the tests' tiny yacs model with that scorer (weights saved)."""
+    from detectron2.modeling import build_model
+    from tiny_sparse_detr import tiny_yacs_config
+
+    cfg = tiny_yacs_config()
+    cfg.MODEL.SPARSE_DETR.TOKEN_SCORER = token_scorer
+    cfg.MODEL.SPARSE_DETR.ENCODER_AUX_LOSS = bool(token_scorer)
+    (tmp_path / "yacs.yaml").write_text(cfg.dump())
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "yacs.pth")
+    return ["--config-file", str(tmp_path / "yacs.yaml"), "--weights", str(tmp_path / "yacs.pth")]
+
+
 def test_yacs_config_is_accepted_and_refusals_name_the_setting(tmp_path, capsys):
-    config = tmp_path / "yacs.yaml"
-    config.write_text("MODEL:\n  META_ARCHITECTURE: SparseDETR\n  SPARSE_DETR:\n    TOKEN_SCORER: random\n")
-    argv = ["--config-file", str(config), "--format", "torch-export", "--output", str(tmp_path / "m.pt2")]
+    argv = [*_tiny_yacs(tmp_path, "random"), "--format", "torch-export", "--output", str(tmp_path / "m.pt2")]
     assert export_script.main(argv) == 2
     assert "TOKEN_SCORER" in capsys.readouterr().err
 
 
 def test_rho_on_a_dense_model_is_refused(tmp_path, capsys):
-    config = tmp_path / "dense.yaml"
-    config.write_text("MODEL:\n  META_ARCHITECTURE: SparseDETR\n  SPARSE_DETR:\n    TOKEN_SCORER: ''\n")
-    argv = ["--config-file", str(config), "--output", str(tmp_path / "m.onnx"), "--rho", "0.3"]
+    argv = [*_tiny_yacs(tmp_path, ""), "--output", str(tmp_path / "m.onnx"), "--rho", "0.3"]
     assert export_script.main(argv) == 2
     assert "TOKEN_SCORER" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (None, r"no weights given.*sparse_detr://official/"),  # the R-50 config names the ImageNet R-50
+        ("detectron2://ImageNetPretrained/torchvision/R-50.pkl", r"initialises the backbone only"),
+    ],
+)
+def test_weights_are_checked_as_the_predictors_do(tmp_path, capsys, weights, message):
+    """Without trained weights nothing is downloaded and nothing is exported."""
+    output = tmp_path / "m.onnx"
+    argv = ["--config-file", "sparse_detr_r50_rho0.1_50ep", "--output", str(output)]
+    if weights is not None:
+        argv += ["--weights", weights]
+    else:
+        argv += ["train.init_checkpoint="]
+    assert export_script.main(argv) == 2
+    assert re.search(message, capsys.readouterr().err) and not output.exists()
+
+
+def test_weights_of_another_model_are_refused(tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights), "--output", str(tmp_path / "m.onnx")]
+    assert export_script.main([*argv, "model.heads.num_classes=7"]) == 2
+    assert "holds no weights for the model's class heads" in capsys.readouterr().err
+
+
+def test_export_says_what_it_does_and_how_long_it_took(tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+    output = tmp_path / "m.pt2"
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights), "--format", "torch-export",
+            "--output", str(output), "--image-size", "96", "96"]
+    assert export_script.main(argv) == 0
+    out = capsys.readouterr().out  # the project's logger writes to the console
+    assert re.search(r"built the model and loaded .*tiny\.pth in \d+\.\d s", out)
+    assert re.search(r"tracing the model .*: done in \d+\.\d s", out)
+    assert re.search(rf"writing {re.escape(str(output))}: done in \d+\.\d s", out)
+    assert re.search(rf"wrote {re.escape(str(output))} \(\d+\.\d MiB\) in \d+\.\d s", out)
+
+
+def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights, tmp_path):
+    import importlib.util
+
+    from sparse_detr import export_onnx
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a)
+    )
+    model, _ = tiny_weights
+    with pytest.raises(ModuleNotFoundError, match=r"needs onnx.*pip install 'sparse-detr\[export\]'"):
+        export_onnx(model, tmp_path / "m.onnx")
