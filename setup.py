@@ -96,6 +96,7 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "pycocotools",
     "tabulate",
+    "tqdm",
 ]
 
 # deployment (sparse_detr.export, projects/SparseDETR/export.py): pip install "sparse_detr[export]"

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iopath.common.file_io import PathHandler, file_lock
+from tqdm import tqdm
 
 __all__ = [
     "DEFAULT_OFFICIAL_URL",
@@ -112,20 +113,32 @@ def _cached(stem: str) -> ConvertedRelease | None:
 
 
 def _download(url: str, destination: Path) -> str:
-    """Stream ``url`` into ``destination`` (complete or absent afterwards); returns the file's SHA-256."""
+    """Stream ``url`` into ``destination`` (complete or absent afterwards); returns the file's SHA-256.
+
+    Logs the size the server announces and shows a progress bar (tqdm, on stderr) while downloading.
+    """
     partial = destination.with_name(f".{destination.name}.part{os.getpid()}")
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             expected = response.headers.get("Content-Length")
+            size = f"{int(expected) / 2**20:.1f} MiB" if expected is not None else "size not announced"
+            logger.info(f"Downloading {url} ({size})")
             received = 0
+            progress = tqdm(
+                total=int(expected) if expected is not None else None, desc=destination.name, unit="B",
+                unit_scale=True, unit_divisor=1024,
+            )
             try:
                 while chunk := response.read(_DOWNLOAD_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
+                    progress.update(len(chunk))
             except http.client.IncompleteRead as error:
                 received += len(error.partial)
+            finally:
+                progress.close()
         if expected is not None and received != int(expected):
             raise OfficialWeightsUnavailable(
                 f"download of {url} is truncated: {received} of {expected} bytes; the partial file was "

@@ -193,3 +193,16 @@ def test_demo_runs_an_official_model_by_name(server, release_bytes, tmp_path):
     assert (output / "photo.png").is_file()
     assert "photo.png: 100 detection(s) with score >= 0.0" in (output / "log.txt").read_text()
     assert len(server.requests) == 1  # the demo used the cache
+
+
+def test_download_shows_its_size_and_a_progress_bar(server, tmp_path, capsys, caplog):
+    from sparse_detr.model_zoo.official_weights import _download
+
+    server.serve(STEM, bytes(3 * 2**20 + 12345))
+    destination = tmp_path / f"{STEM}.pth"
+    with caplog.at_level("INFO", logger="sparse_detr.model_zoo"):
+        _download(f"{server.url}/{STEM}.pth", destination)
+    assert destination.stat().st_size == 3 * 2**20 + 12345
+    assert f"Downloading {server.url}/{STEM}.pth (3.0 MiB)" in caplog.text
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert bar.startswith(f"{STEM}.pth: 100%") and "3.01M/3.01M" in bar
