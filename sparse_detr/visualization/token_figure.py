@@ -19,6 +19,7 @@ from sparse_detr.modeling.analysis import analyze
 __all__ = ["TokenView", "analyze_image", "draw_figure", "level_map_to_image", "level_stride"]
 
 LEVEL_COLOURS = ("#e41a1c", "#ff7f00", "#4daf4a", "#377eb8", "#984ea3", "#a65628")
+LABEL_FONT_SIZE = 8  # detection labels (class name and score) and panel titles
 
 
 @dataclass
@@ -138,7 +139,8 @@ def matplotlib_colour(name: str) -> tuple[float, float, float]:
 
 
 def draw_queries(ax, image_rgb: np.ndarray, view: TokenView, top_k: int, names: list[str], threshold: float):
-    """The image, the top-k decoder queries (reference points by level) and confident detections."""
+    """The image, the top-k decoder queries (reference points by level) and confident detections labelled
+    with their class names; the legend of the query levels sits below the image, not over it."""
     height, width = image_rgb.shape[:2]
     ax.imshow(image_rgb)
     points = view.queries[:top_k]
@@ -165,13 +167,17 @@ def draw_queries(ax, image_rgb: np.ndarray, view: TokenView, top_k: int, names: 
             x0,
             y0,
             f"{names[int(cls)]} {score:.2f}",
-            fontsize=6,
+            fontsize=LABEL_FONT_SIZE,
             color="w",
             va="bottom",
             bbox=dict(facecolor="k", alpha=0.5, pad=0.5, linewidth=0),
         )
     if len(points):
-        ax.legend(fontsize=6, loc="lower right", markerscale=2)
+        handles = ax.get_legend_handles_labels()[0]
+        ax.legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(len(handles), 4),
+            markerscale=2, frameon=False, handletextpad=0.2, columnspacing=0.8,
+        )
     ax.set_title(
         f"top-{len(points)} decoder queries\nrho {view.keep_ratio:g}, Corr {view.corr[0]:.2f}", fontsize=8
     )
@@ -190,8 +196,11 @@ def draw_figure(
     top_k: int,
     names_per_model: list[list[str]],
     threshold: float,
-) -> None:
-    """One row per model: queries, 4 levels of refined tokens, the DAM density, the scorer output."""
+):
+    """One row per model: queries, 4 levels of refined tokens, the DAM density, the scorer output.
+
+    The DAM and scorer panels have colour bars. Returns the (closed) matplotlib figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +210,7 @@ def draw_figure(
     columns = 3 + num_levels
     aspect = image_rgb.shape[0] / image_rgb.shape[1]
     fig, axes = plt.subplots(
-        len(views), columns, figsize=(2.6 * columns, (2.6 * aspect + 0.5) * len(views)), squeeze=False
+        len(views), columns, figsize=(2.6 * columns, (2.6 * aspect + 0.8) * len(views)), squeeze=False
     )
     image_size = image_rgb.shape[:2]
     for row, ((label, view), names) in enumerate(zip(views, names_per_model)):
@@ -209,9 +218,11 @@ def draw_figure(
         for level in range(num_levels):
             draw_refined_level(axes[row, 1 + level], image_rgb, view, level)
         density = attention_density(view, image_size)
-        axes[row, 1 + num_levels].imshow(image_rgb)
-        axes[row, 1 + num_levels].imshow(density, cmap="jet", alpha=0.6)
-        axes[row, 1 + num_levels].set_title("DAM (decoder attention)", fontsize=8)
+        dam_ax = axes[row, 1 + num_levels]
+        dam_ax.imshow(image_rgb)
+        shown = dam_ax.imshow(density, cmap="jet", alpha=0.6)
+        dam_ax.set_title("DAM (decoder attention)", fontsize=8)
+        _colour_bar(fig, shown, dam_ax, "attention per pixel")
         ax = axes[row, 2 + num_levels]
         if view.scores is None:
             ax.text(0.5, 0.5, "no learned scorer", ha="center", va="center", fontsize=8)
@@ -219,7 +230,8 @@ def draw_figure(
         else:
             # the finest level has the most tokens; min-max colours: only the ranking decides the selection
             scores = level_map_to_image(view.scores[0], view.input_size, image_size)
-            ax.imshow(scores, cmap="viridis", vmin=float(scores.min()), vmax=float(scores.max()))
+            shown = ax.imshow(scores, cmap="viridis", vmin=float(scores.min()), vmax=float(scores.max()))
+            _colour_bar(fig, shown, ax, "sigmoid score")
             ax.set_title(
                 f"scorer output, level 1\n(sigmoid {scores.min():.2f}-{scores.max():.2f})", fontsize=8
             )
@@ -229,5 +241,12 @@ def draw_figure(
             ax.set_yticks([])
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends below the images included
     plt.close(fig)
+    return fig
+
+
+def _colour_bar(fig, mappable, ax, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)

@@ -1,0 +1,52 @@
+"""The refined-token figure: class names on the detections, the query legend outside the image, colour bars
+on the DAM and scorer panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from detectron2.structures import Boxes, Instances
+
+from sparse_detr.visualization.token_figure import TokenView, draw_figure
+
+SHAPES = [(8, 10), (4, 5), (2, 3), (1, 2)]
+
+
+def _view() -> TokenView:
+    rng = np.random.default_rng(0)
+    detections = Instances((64, 80))
+    detections.pred_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 20.0, 70.0, 60.0]]))
+    detections.scores = torch.tensor([0.9, 0.2])
+    detections.pred_classes = torch.tensor([1, 0])
+    return TokenView(
+        detections=detections,
+        refined=[rng.random(shape) > 0.7 for shape in SHAPES],
+        attention=[rng.random(shape) for shape in SHAPES],
+        scores=[rng.random(shape) for shape in SHAPES],
+        queries=rng.random((12, 2)),
+        query_levels=np.arange(12) % 4,
+        corr=np.full(5, 0.5),
+        input_size=(64, 80),
+        keep_ratio=0.3,
+    )
+
+
+def test_figure_labels_legend_and_colour_bars(tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    path = tmp_path / "figure.png"
+    fig = draw_figure(image, [("tiny", _view())], str(path), top_k=12, names_per_model=[["circle", "square"]],
+                      threshold=0.5)
+    assert path.is_file()
+    queries_ax = fig.axes[0]
+    labels = [text.get_text() for text in queries_ax.texts]
+    assert labels == ["square 0.90"]  # the class name, confident detections only
+    assert min(text.get_fontsize() for text in queries_ax.texts) >= 8
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure is closed: a canvas to measure on
+    legend = queries_ax.get_legend().get_window_extent(renderer)
+    image_box = queries_ax.get_window_extent(renderer)
+    assert legend.y1 <= image_box.y0 + 1  # below the image, not over it
+    assert [t.get_text() for t in queries_ax.get_legend().get_texts()] == [f"level {i}" for i in range(1, 5)]
+    colour_bar_labels = [ax.get_ylabel() for ax in fig.axes[len(SHAPES) + 3 :]]
+    assert colour_bar_labels == ["attention per pixel", "sigmoid score"]
