@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from sparse_detr.layers import MSDeformAttn
 
 from .feed_forward import FeedForward
+from .layer_stack import DeformableLayerStack
 from .tokens import TokenBatch, inverse_sigmoid
 
 __all__ = ["DeformableDecoderLayer", "DeformableDecoder", "DecoderOutput"]
@@ -77,7 +78,7 @@ class DeformableDecoderLayer(nn.Module):
         return queries, locations, weights
 
 
-class DeformableDecoder(nn.Module):
+class DeformableDecoder(DeformableLayerStack):
     """Stack of :class:`DeformableDecoderLayer`; with ``box_heads`` the reference boxes are refined per layer.
 
     Refinement: ``reference <- sigmoid(box_head_l(h_l) + inverse_sigmoid(reference))``, detached between
@@ -95,23 +96,17 @@ class DeformableDecoder(nn.Module):
         num_points: int = 4,
         dropout: float = 0.1,
     ):
-        super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"the decoder needs at least one layer, got num_layers={num_layers}")
-        self.layers = nn.ModuleList(
-            DeformableDecoderLayer(
-                dim=dim,
-                ffn_dim=ffn_dim,
-                num_heads=num_heads,
-                num_levels=num_levels,
-                num_points=num_points,
-                dropout=dropout,
-            )
-            for _ in range(num_layers)
+        super().__init__(
+            DeformableDecoderLayer,
+            num_layers=num_layers,
+            min_layers=1,
+            dim=dim,
+            num_levels=num_levels,
+            ffn_dim=ffn_dim,
+            num_heads=num_heads,
+            num_points=num_points,
+            dropout=dropout,
         )
-        self.num_layers = num_layers
-        self.dim = dim
-        self.num_levels = num_levels
 
     def forward(
         self,
