@@ -85,28 +85,8 @@ class DeformableDecoder(DeformableLayerStack):
     layers (2-d references only move their centre).
     """
 
-    def __init__(
-        self,
-        *,
-        num_layers: int = 6,
-        dim: int = 256,
-        ffn_dim: int = 1024,
-        num_heads: int = 8,
-        num_levels: int = 4,
-        num_points: int = 4,
-        dropout: float = 0.1,
-    ):
-        super().__init__(
-            DeformableDecoderLayer,
-            num_layers=num_layers,
-            min_layers=1,
-            dim=dim,
-            num_levels=num_levels,
-            ffn_dim=ffn_dim,
-            num_heads=num_heads,
-            num_points=num_points,
-            dropout=dropout,
-        )
+    layer_class = DeformableDecoderLayer
+    min_layers = 1
 
     def forward(
         self,

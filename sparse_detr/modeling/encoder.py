@@ -137,6 +137,9 @@ class SparseDeformableEncoder(DeformableLayerStack):
     layers the memory is ``features + pos`` (the "no encoder" ablation of the paper).
     """
 
+    layer_class = SparseEncoderLayer
+    min_layers = 0  # zero layers: the "no encoder" ablation
+
     def __init__(
         self,
         *,
@@ -150,16 +153,14 @@ class SparseDeformableEncoder(DeformableLayerStack):
         pre_norm: bool = False,
     ):
         super().__init__(
-            SparseEncoderLayer,
             num_layers=num_layers,
-            min_layers=0,
             dim=dim,
-            num_levels=num_levels,
             ffn_dim=ffn_dim,
             num_heads=num_heads,
+            num_levels=num_levels,
             num_points=num_points,
             dropout=dropout,
-            pre_norm=pre_norm,
+            layer_options={"pre_norm": pre_norm},
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm and num_layers else None
 
