@@ -14,7 +14,7 @@ BUILD_COMMAND = "pip install --no-build-isolation -e ."
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 try:
-    from sparse_detr import _C
+    import sparse_detr._C as _C
 except ImportError as error:  # the only failure that means "not built" (or built for another torch)
     _C = None
     EXTENSION_IMPORT_ERROR: ImportError | None = error
