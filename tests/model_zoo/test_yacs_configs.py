@@ -88,15 +88,20 @@ def _readme_block(heading_text: str) -> str:
 
 
 @pytest.mark.slow
-def test_readme_default_predictor_snippet_runs_as_printed_on_cpu(tmp_path, stand_in_weights):
-    """The application snippet, unmodified, in a process that sees no CUDA device."""
+def test_readme_predictor_snippets_run_as_printed_on_cpu(tmp_path, stand_in_weights):
+    """The application snippets (DefaultPredictor, then LazyConfigPredictor), unmodified, in a process that
+    sees no CUDA device."""
     snippet = _readme_block("In an application, with a yacs config")
     assert "cfg.MODEL.DEVICE =" not in snippet  # the CPU fallback is add_sparse_detr_config's
+    lazy_snippet = _readme_block("With a LazyConfig, `LazyConfigPredictor` takes the same BGR images")
     weights = stand_in_weights(str(ROOT / "configs/sparse_detr_r50_rho0.1_50ep.py"))
     os.symlink(weights, tmp_path / "model_final.pth")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
-    script = snippet + "\nprint('DETECTIONS', len(instances), predictor.model.device)\n"
+    script = (
+        snippet + "\nprint('DETECTIONS', len(instances), predictor.model.device)\n"
+        + lazy_snippet + "\nprint('LAZY', len(instances), predictor.model.device)\n"
+    )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
@@ -104,3 +109,5 @@ def test_readme_default_predictor_snippet_runs_as_printed_on_cpu(tmp_path, stand
     assert result.returncode == 0, result.stderr[-3000:]
     count, device = re.search(r"DETECTIONS (\d+) (\S+)", result.stdout).groups()
     assert device == "cpu" and int(count) <= 100
+    count, device = re.search(r"LAZY (\d+) (\S+)", result.stdout).groups()
+    assert device == "cpu" and int(count) == 100
