@@ -44,6 +44,7 @@ from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleK
 
 from ..checkpoint.safe_pickle import UnsafeCheckpointError, check_checkpoint_file, load_restricted_pickle
 from ..checkpoint.zip_integrity import check_zip_members
+from .output_lock import process_alive
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -376,18 +377,6 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale_temporary_files(directory: str) -> list[str]:
     """Delete ``.<name>.tmp<pid>`` files left in ``directory`` by processes that no longer run."""
     removed = []
@@ -395,7 +384,7 @@ def remove_stale_temporary_files(directory: str) -> list[str]:
         return removed
     for name in os.listdir(directory):
         match = _TEMPORARY_FILE.match(name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             path = os.path.join(directory, name)
             try:
                 os.remove(path)
