@@ -445,8 +445,9 @@ class AtomicDetectionCheckpointer(SafeDetectionCheckpointer):
                 else "no earlier checkpoint exists"
             )
             raise NoSpaceLeftError(
-                errno.ENOSPC, f"Checkpoint {name!r} not saved: {error.strerror}; {kept}. Free space in "
-                f"{self.save_dir} (or set train.output_dir elsewhere) and resume with --resume"
+                errno.ENOSPC,
+                f"Checkpoint {name!r} not saved: {error.strerror}; {kept}. Free space in "
+                f"{self.save_dir} (or set train.output_dir elsewhere) and resume with --resume",
             ) from error
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
