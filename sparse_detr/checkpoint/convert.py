@@ -12,10 +12,10 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..utils.safe_pickle import check_checkpoint_file
+from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
-from .safe_pickle import check_checkpoint_file
-from .zip_integrity import check_zip_members
 
 __all__ = [
     "CheckpointMismatch",

@@ -20,28 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["LOCK_FILE_NAME", "OutputDirectoryLock", "OutputDirectoryLockedError", "process_alive"]
+from ..utils.processes import process_alive
+
+__all__ = ["LOCK_FILE_NAME", "OutputDirectoryLock", "OutputDirectoryLockedError"]
 
 LOCK_FILE_NAME = "train_net.lock"
 
 
 class OutputDirectoryLockedError(RuntimeError):
     """Another live process writes the output directory."""
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (``True`` for this process)."""
-    if pid == os.getpid():
-        return True
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class OutputDirectoryLock:

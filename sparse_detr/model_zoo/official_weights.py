@@ -46,7 +46,8 @@ from pathlib import Path
 
 from iopath.common.file_io import PathHandler, file_lock
 
-from sparse_detr.checkpoint.zip_integrity import CorruptedCheckpointError, check_zip_members
+from sparse_detr.utils.processes import process_alive
+from sparse_detr.utils.zip_integrity import CorruptedCheckpointError, check_zip_members
 
 from .release_contents import ReleaseMismatch, check_release_contents
 
@@ -321,8 +322,6 @@ def _unwritable_cache(directory: Path, error: OSError) -> OfficialWeightsUnavail
 
 def _remove_stale_staging(official_dir: Path) -> None:
     """Delete the ``.<stem>.tmp<pid>/`` folders of downloads whose process (on this host) no longer runs."""
-    from sparse_detr.engine.output_lock import process_alive
-
     host = socket.gethostname()
     for entry in official_dir.iterdir():
         match = _STAGING_DIR.match(entry.name)

@@ -14,7 +14,6 @@ from tiny_sparse_detr import build_tiny_model
 from torch import nn
 
 from sparse_detr.checkpoint import load_official_checkpoint
-from sparse_detr.checkpoint.zip_integrity import CorruptedCheckpointError
 from sparse_detr.engine import (
     AtomicDetectionCheckpointer,
     CheckpointMismatchError,
@@ -24,6 +23,7 @@ from sparse_detr.engine import (
     SafeDetectionCheckpointer,
     load_weights,
 )
+from sparse_detr.utils.zip_integrity import CorruptedCheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 
