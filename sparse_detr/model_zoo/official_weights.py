@@ -379,7 +379,7 @@ class OfficialWeightsHandler(PathHandler):
     def _stem(self, path: str) -> str:
         if not path.startswith(OFFICIAL_PREFIX):
             raise ValueError(f"{path}: sparse_detr:// paths are {OFFICIAL_PREFIX}<release file stem>")
-        stem = path[len(OFFICIAL_PREFIX) :]
+        stem = path[len(OFFICIAL_PREFIX):]
         return stem[: -len(".pth")] if stem.endswith(".pth") else stem
 
     def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
