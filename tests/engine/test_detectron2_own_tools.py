@@ -130,3 +130,28 @@ def test_lazy_config_score_threshold():
         from detectron2.config import instantiate
 
         instantiate(cfg.model)
+
+
+@pytest.mark.slow
+def test_detectron2_lazyconfig_train_net_eval_only_refuses_heads_it_did_not_load(tmp_path):
+    """Detectron2's own tools/lazyconfig_train_net.py (from the installed wheel, unmodified), --eval-only with
+    a checkpoint for another number of classes: Detectron2 loads the rest, the model refuses to predict."""
+    import os
+    import subprocess
+    import sys
+
+    import detectron2
+    from detectron2.config import LazyConfig, instantiate
+
+    tiny = str(ROOT / "tests/configs/tiny_shapes.py")
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(tiny), ["model.heads.num_classes=7"])
+    torch.save({"model": instantiate(cfg.model).state_dict()}, tmp_path / "seven_classes.pth")
+    script = Path(detectron2.__file__).parents[1] / "tools" / "lazyconfig_train_net.py"  # in the wheel
+    command = [sys.executable, str(script), "--config-file", tiny, "--eval-only",
+               f"train.init_checkpoint={tmp_path / 'seven_classes.pth'}", "train.device=cpu",
+               f"train.output_dir={tmp_path / 'out'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETECTRON2_DATASETS": str(tmp_path / "datasets")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "UntrainedModelError: SparseDETR refuses to predict" in result.stderr, result.stderr[-3000:]
+    assert "class-head tensor(s)" in result.stderr
