@@ -27,9 +27,9 @@ from tqdm import tqdm
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.validation import check_option_order
+from sparse_detr.data import class_names
 from sparse_detr.engine.apps import (
     build_predictor,
-    class_names,
     dataset_entries,
     expand_inputs,
     load_config_with_overrides,

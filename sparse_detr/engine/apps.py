@@ -1,5 +1,5 @@
 """What the command-line tools (``projects/SparseDETR/*.py``) share: configs with overrides, predictors,
-model inputs, class names, the inference keep ratio, test loaders and image inputs.
+model inputs, the inference keep ratio, test loaders and image inputs.
 
 A config is a LazyConfig or a yacs ``CfgNode`` (see ``sparse_detr.model_zoo.load_config``); this module is the
 one place that tells them apart, so the tools do not.
@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.config import LazyCall as L
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import DefaultPredictor
 from omegaconf import OmegaConf
 
 from sparse_detr.config.validation import check_option_order, check_override_types
-from sparse_detr.data import build_detr_test_augmentations
+from sparse_detr.data import build_detr_test_augmentations, check_dataset_names, register_config_datasets
 from sparse_detr.data.augmentations import apply_augmentations
 from sparse_detr.data.image_io import read_image
 from sparse_detr.model_zoo import load_config
@@ -36,7 +35,6 @@ __all__ = [
     "prepare_input",
     "set_inference_keep_ratio",
     "num_model_classes",
-    "class_names",
     "test_loader",
     "expand_inputs",
     "read_image_or_none",
@@ -45,14 +43,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_COCO_LOGITS = 91
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_config_with_overrides(
     path_or_name: str, opts: list[str], weights: str | None = None, device: str | None = None
 ):
-    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given."""
+    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
+
+    The config's ``datasets.coco_json`` entries are registered (``--dataset my_val`` finds them)."""
     check_option_order(opts, "--config-file CONFIG [options]")
     cfg = load_config(path_or_name)
     if isinstance(cfg, CfgNode):
@@ -68,6 +67,7 @@ def load_config_with_overrides(
             cfg.train.init_checkpoint = weights
         if device is not None:
             cfg.train.device = device
+        register_config_datasets(cfg)
     return cfg
 
 
@@ -130,31 +130,6 @@ def num_model_classes(model: torch.nn.Module) -> int:
     return model.heads.class_heads[0].out_features
 
 
-def class_names(cfg, num_classes: int) -> list[str]:
-    """Class names of the config's test dataset.
-
-    Without them (a model-only config): the COCO names of a converted official model (91 logits: label =
-    category id; 80: Detectron2's contiguous order), else the label numbers.
-    """
-    from detectron2.data import MetadataCatalog
-
-    if isinstance(cfg, CfgNode):
-        dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    else:
-        dataset = cfg.get("dataloader", {}).get("test", {}).get("dataset", {}).get("names")
-        dataset = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
-    names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
-    if names and len(names) >= num_classes:
-        return list(names)
-    if num_classes == OFFICIAL_COCO_LOGITS:  # converted official model: label = COCO category id
-        by_id = {c["id"]: c["name"] for c in COCO_CATEGORIES if c["isthing"]}
-        return [by_id.get(i, str(i)) for i in range(num_classes)]
-    coco_names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
-    if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
-        return coco_names
-    return [str(i) for i in range(num_classes)]
-
-
 def test_loader(cfg, dataset: str):
     """The config's test data loader, reading ``dataset`` in the main process."""
     if isinstance(cfg, CfgNode):
@@ -165,6 +140,8 @@ def test_loader(cfg, dataset: str):
         raise SystemExit(f"--dataset {dataset}: the config has no dataloader.test to read it with")
     test = cfg.dataloader.test
     test.dataset.names = dataset
+    if "num_classes" in test.dataset:
+        test.dataset.num_classes = None  # images only: any dataset, whatever the model's classes
     test.num_workers = 0
     return instantiate(test)
 
@@ -199,6 +176,7 @@ def dataset_entries(dataset: str, count: int) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the first ``count`` entries of a registered dataset."""
     from detectron2.data import DatasetCatalog
 
+    check_dataset_names(dataset, "--dataset")
     entries = []
     for record in DatasetCatalog.get(dataset)[:count]:
         image = read_image_or_none(record["file_name"])

@@ -15,6 +15,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from ..analysis import token_statistics
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -25,6 +26,7 @@ from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
+from ..training_rng import seed_for_trainer_iteration
 
 __all__ = ["SparseDETR"]
 
@@ -61,6 +63,8 @@ class SparseDETR(nn.Module):
         aux_loss: bool = True,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
+        train_seed: int | None = None,
+        report_token_statistics: bool = False,
     ):
         """
         Args:
@@ -86,6 +90,11 @@ class SparseDETR(nn.Module):
                 ``torch.autocast`` (its convolutions in that precision, the bulk of the CPU inference time);
                 its maps return to float32, so everything from the neck on (token geometry, sampling
                 locations, boxes) keeps full precision.
+            train_seed: seed of the training randomness: inside a Detectron2 trainer every training forward
+                first seeds the global RNGs from (train_seed, the trainer's iteration, rank), so a resumed run
+                reproduces the uninterrupted one whichever trainer runs it (None: no seeding).
+            report_token_statistics: eval outputs also carry ``"token_stats"`` per image (refined / valid
+                tokens, Corr), which ``TokenStatisticsEvaluator`` averages; not while tracing or compiling.
         """
         super().__init__()
         self.backbone = backbone
@@ -110,6 +119,8 @@ class SparseDETR(nn.Module):
                 f"{sorted(BACKBONE_DTYPES)}, got {backbone_dtype!r}"
             )
         self.backbone_dtype = backbone_dtype
+        self.train_seed = train_seed
+        self.report_token_statistics = report_token_statistics
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         self.register_buffer(
@@ -168,9 +179,16 @@ class SparseDETR(nn.Module):
 
     # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
-        """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
+        """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]
+        (and ``"token_stats"`` with ``report_token_statistics``)."""
         if not self.training:
-            return self.inference(batched_inputs)[0]
+            results, outputs = self.inference(batched_inputs)
+            if self.report_token_statistics and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+                for result, stats in zip(results, token_statistics(outputs)):
+                    result["token_stats"] = stats
+            return results
+        if self.train_seed is not None:
+            seed_for_trainer_iteration(self.train_seed)
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
         targets = targets_from_instances(batched_inputs, images.image_sizes, self.device)
