@@ -5,6 +5,7 @@ offline from a local checkpoint, through train_net.py and through the installed 
 The data: a copy of the tiny shapes set with other category ids and only 3 of the 5 categories; the starting
 point: a checkpoint of the tiny model with 5 classes (so the class heads restart, as when fine-tuning COCO).
 """
+import ast
 import json
 import os
 import re
@@ -164,3 +165,47 @@ def test_lazyconfig_train_net_resumes_exactly(own_data, runs):
     expected, actual = _final_model(outputs["lazyconfig"]), _final_model(resumed)
     for key, value in expected.items():
         torch.testing.assert_close(actual[key], value, rtol=0, atol=0, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+def _tiny_eval_model_and_input():
+    cfg = LazyConfig.load(str(TINY_CONFIG))
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    return model, next(iter(instantiate(cfg.dataloader.test)))
+
+
+def _benchmark_msda_flops(model, inputs) -> float:
+    sys.path.insert(0, str(ROOT / "tests/projects"))
+    from project_scripts import load_script
+
+    benchmark = load_script("benchmark", folder="benchmarks")
+    return benchmark.official_flop_analysis(model, inputs).by_operator()["ms_deform_attn"]
+
+
+@pytest.fixture
+def compiled_msda():
+    from sparse_detr.layers import extension_available
+
+    if not extension_available():
+        pytest.skip("the compiled MSDA op is not built (the PyTorch path traces as grid_sample)")
+
+
+def test_detectron2_flop_count_operators_counts_the_deformable_attention(compiled_msda):
+    from detectron2.utils.analysis import flop_count_operators
+
+    model, inputs = _tiny_eval_model_and_input()
+    gflops = flop_count_operators(model, inputs)
+    assert gflops["ms_deform_attn"] * 1e9 == pytest.approx(_benchmark_msda_flops(model, inputs), rel=1e-12)
+    assert gflops["ms_deform_attn"] > 0
+
+
+def test_detectron2_analyze_model_counts_the_deformable_attention(compiled_msda, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    output = _run(DETECTRON2_TOOLS / "analyze_model.py", TINY_CONFIG, env, "--tasks", "flop",
+                  "--num-inputs", "1", f"train.output_dir={tmp_path}")
+    assert "Unsupported operator sparse_detr::ms_deform_attn" not in output
+    averages = re.search(r"Average GFlops for each type of operators:\n(\[.*?\])\n", output).group(1)
+    counted = dict(ast.literal_eval(averages))
+    model, inputs = _tiny_eval_model_and_input()  # the same first test image, the same initialisation
+    assert counted["ms_deform_attn"] * 1e9 == pytest.approx(_benchmark_msda_flops(model, inputs), rel=1e-9)
