@@ -106,22 +106,13 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _checks_its_data(loader_cfg) -> bool:
-    """Whether the loader's dataset node is the project's, which checks the data itself when built."""
-    target = OmegaConf.select(loader_cfg, "dataset._target_", default=None)
-    if isinstance(target, str):
-        from detectron2.utils.registry import locate
-
-        target = locate(target)
-    return target is catalog.detection_dataset_dicts
-
-
 def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
     """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
 
     For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
-    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built,
-    unless the loader's dataset node does it when built (:func:`sparse_detr.data.detection_dataset_dicts`).
+    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built
+    (the project's dataset node, :func:`sparse_detr.data.detection_dataset_dicts`, checks them again when the
+    loader is built, which is what other trainers rely on).
     """
     catalog.register_config_datasets(cfg)
     num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
@@ -129,7 +120,7 @@ def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
         if split in cfg.dataloader:
             names = _dataset_names(cfg.dataloader[split])
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
-            if split in contents_of and not _checks_its_data(cfg.dataloader[split]):
+            if split in contents_of:
                 check_dataset_annotations(names, f"dataloader.{split}.dataset.names", num_classes)
 
 
