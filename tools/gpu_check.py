@@ -87,7 +87,9 @@ def imported_modules() -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    local = {p.stem for p in REPO.rglob("*.py") if ".venv" not in p.parts} | {"sparse_detr", "load_fixture"}
+    sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts]
+    packages = {p.parent.name for p in sources if p.name == "__init__.py"}
+    local = {p.stem for p in sources} | packages | {"sparse_detr", "load_fixture"}
     return {
         m for m in modules if m not in sys.stdlib_module_names and m not in local and m not in NOT_RUN_ON_GPU
     }

@@ -135,7 +135,7 @@ run_tests() {  # run_tests JUNIT_XML [--no-skips] PYTEST_ARGS...
 }
 
 train() {  # train OVERRIDES...
-    "$PYTHON" -m sparse_detr.data.generate_shapes shapes_val || return 1
+    "$PYTHON" tools/generate_shapes.py shapes_val || return 1
     "$PYTHON" train_net.py --config-file "$TRAIN_CONFIG" --num-gpus 1 "$@" || return 1
     "$PYTHON" tools/gpu_check.py train-summary "$WORK/train/metrics.json" "$WORK/train_summary.json"
 }
@@ -151,7 +151,7 @@ if ((DRY_RUN)); then
     step cuda-tests 180 run_tests "$WORK/cuda_tests.xml" "" -m cuda "${CUDA_TESTS[@]}"
     step training-overrides 120 "$PYTHON" tools/gpu_check.py overrides "$TRAIN_CONFIG" "${TRAIN_OVERRIDES[@]}"
     skip training "no GPU"
-    step benchmark 240 "$PYTHON" benchmarks/bench_gpu.py --small --device cpu --json "$WORK/bench.json"
+    step benchmark 240 "$PYTHON" -m benchmarks.bench_gpu --small --device cpu --json "$WORK/bench.json"
 else
     export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
     step environment 60 environment
@@ -161,7 +161,7 @@ else
     step cuda-tests 180 run_tests "$WORK/cuda_tests.xml" --no-skips -m cuda "${CUDA_TESTS[@]}"
     step op-tests-cpu 120 run_tests "$WORK/op_tests.xml" "" tests/layers -m "not cuda"
     step training 240 train "${TRAIN_OVERRIDES[@]}"
-    step benchmark 300 "$PYTHON" benchmarks/bench_gpu.py --json "$WORK/bench.json"
+    step benchmark 300 "$PYTHON" -m benchmarks.bench_gpu --json "$WORK/bench.json"
 fi
 
 cp "$WORK/train/metrics.json" "$OUT/train_metrics.json" 2>/dev/null || true

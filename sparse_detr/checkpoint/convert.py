@@ -12,9 +12,9 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..utils.safe_pickle import check_checkpoint_file
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
-from .safe_pickle import check_checkpoint_file
 
 __all__ = [
     "CheckpointMismatch",

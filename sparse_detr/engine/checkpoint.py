@@ -3,7 +3,7 @@
 Loading (:class:`SafeDetectionCheckpointer`, the one loader of the project's apps, training and
 evaluation):
 
-- ``.pkl`` files go through a restricted unpickler (:mod:`sparse_detr.checkpoint.safe_pickle`): numpy
+- ``.pkl`` files go through a restricted unpickler (:mod:`sparse_detr.utils.safe_pickle`): numpy
   arrays, containers, strings and numbers only; any other global is refused by name, nothing runs.
   Other files are read with ``torch.load(weights_only=True)``.
 - a missing, empty or unreadable file is named;
@@ -37,7 +37,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from detectron2.engine import hooks
 from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleKeys
 
-from ..checkpoint.safe_pickle import UnsafeCheckpointError, check_checkpoint_file, load_restricted_pickle
+from ..utils.safe_pickle import UnsafeCheckpointError, check_checkpoint_file, load_restricted_pickle
 
 __all__ = [
     "AtomicDetectionCheckpointer",

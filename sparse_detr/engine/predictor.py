@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 
 from ..data.augmentations import ImageAugmentationError, apply_augmentations
-from ..modeling.input_checks import check_image_array, check_input_format
+from ..utils.input_checks import check_image_array, check_input_format
 from .checkpoint import CheckpointMismatchError, load_weights
 
 __all__ = [
@@ -118,7 +118,7 @@ class StrictDefaultPredictor(DefaultPredictor):
 
     Detectron2's own predictor unpickles ``.pkl`` weights with plain ``pickle`` and accepts checkpoints of
     another architecture with warnings. Images are BGR/RGB uint8 (H, W, 3) as for ``DefaultPredictor``; what
-    still reaches the model unfit (see :func:`sparse_detr.modeling.input_checks.check_model_inputs`) is
+    still reaches the model unfit (see :func:`sparse_detr.utils.input_checks.check_model_inputs`) is
     refused there.
     """
 
