@@ -15,9 +15,11 @@
 #   tools/gpu_check.sh            # on the GPU machine (python3 = the machine's Python with torch)
 #   tools/gpu_check.sh --dry-run  # on any machine: every step that needs no GPU, small CPU sizes
 #
+# The wheels must be the ones of tools/gpu_wheels.txt, each with its pinned sha256 (missing or other wheels
+# fail the check, a dry run included: it says what a GPU run would lack).
 # Environment: PYTHON (default python3; .venv/bin/python for --dry-run when present), OUT, GIT_COMMIT
 # (the commit, recorded in the report when the tree travels without .git), GPU_CHECK_BUDGET, TMPDIR,
-# TORCH_CUDA_ARCH_LIST (default: the capability of the GPU present), CUDA_HOME.
+# TORCH_CUDA_ARCH_LIST (default: the capability of the GPU present), CUDA_HOME, WHEELS_DIR (default .whl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=0
@@ -43,6 +45,7 @@ PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export DETECTRON2_DATASETS="$WORK/datasets"
 SITE="$WORK/site"
+WHEELS_DIR=${WHEELS_DIR:-.whl}
 CUDA_TESTS=(tests/layers/test_ms_deform_attn_cuda.py tests/modeling/test_sparse_detr_cuda.py)
 TRAIN_CONFIG=configs/quickstart_shapes.py
 # ~100 AMP iterations of the quickstart model on one GPU; it trains on shapes_val (300 images) so that the
@@ -103,8 +106,9 @@ PY
 }
 
 install_wheels() {
-    local wheels=(.whl/*.whl)
-    [[ -e ${wheels[0]} ]] || { echo "no wheels in .whl/: run tools/gpu_wheels.sh where registries work"; return 1; }
+    # only the wheels of the list, with their pinned sha256 (names alone prove nothing)
+    "$PYTHON" tools/gpu_check.py wheels "$WHEELS_DIR" --summary "$WORK/wheels.json" || return 1
+    local wheels=("$WHEELS_DIR"/*.whl)
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --disable-pip-version-check --target "$SITE" "${wheels[@]}"
 }
@@ -141,12 +145,12 @@ train() {  # train OVERRIDES...
 }
 
 export -f environment install_wheels build_extension run_tests train
-export PYTHON WORK SITE TRAIN_CONFIG
+export PYTHON WORK SITE TRAIN_CONFIG WHEELS_DIR
 
 if ((DRY_RUN)); then
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     step environment 60 environment
-    step dependencies 120 "$PYTHON" tools/gpu_check.py deps --wheels-dir .whl
+    step dependencies 120 "$PYTHON" tools/gpu_check.py deps --wheels-dir "$WHEELS_DIR" --summary "$WORK/wheels.json"
     skip build "no GPU: the environment's own sparse_detr._C is used"
     step cuda-tests 180 run_tests "$WORK/cuda_tests.xml" "" -m cuda "${CUDA_TESTS[@]}"
     step training-overrides 120 "$PYTHON" tools/gpu_check.py overrides "$TRAIN_CONFIG" "${TRAIN_OVERRIDES[@]}"

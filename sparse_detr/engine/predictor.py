@@ -57,12 +57,15 @@ def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
     Raises:
         UntrainedModelError: no weights, a backbone initialisation, or a checkpoint without (fitting) class
             heads (a backbone-only checkpoint, or one trained for another number of classes).
-        CheckpointMismatchError: any other key or shape that does not fit the model.
+        CheckpointMismatchError: any other key or shape that does not fit the model, or layer stacks of
+            other depths than the model's (a checkpoint of another architecture than the config's).
     """
     refuse_missing_weights(weights)
     try:
         load_weights(model, weights, strict=True)
     except CheckpointMismatchError as error:
+        if error.architecture:  # other layer counts: the config is at fault, not missing class heads
+            raise
         incompatible = error.incompatible
         unfit = set(incompatible.missing_keys) | {key for key, _, _ in incompatible.incorrect_shapes}
         if any(".class_heads." in f".{key}" for key in unfit):
