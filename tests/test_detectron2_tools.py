@@ -167,6 +167,18 @@ def test_lazyconfig_train_net_resumes_exactly(own_data, runs):
         torch.testing.assert_close(actual[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_lazyconfig_train_net_eval_only_reports_detections_and_tokens(own_data, runs):
+    root, config, env = own_data
+    outputs, _ = runs
+    log = _run(DETECTRON2_TOOLS / "lazyconfig_train_net.py", config, env, "--eval-only",
+               f"train.init_checkpoint={outputs['lazyconfig'] / 'model_final.pth'}",
+               f"train.output_dir={root / 'lazyconfig_eval'}")
+    assert "received no token statistics" not in log
+    # the tool prints the results dict: OrderedDict([('bbox', {'AP': ...}), ('tokens', {'corr': ...})])
+    assert re.search(r"\('tokens', \{'corr': 0\.\d+", log) and "('bbox', {'AP'" in log
+
+
+
 # ---------------------------------------------------------------------------------------------- FLOPs
 def _tiny_eval_model_and_input():
     cfg = LazyConfig.load(str(TINY_CONFIG))
