@@ -55,10 +55,8 @@ from sparse_detr.engine.checkpoint import (
     load_weights,
     set_aside_diverged_checkpoint,
 )
-from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.engine.output_lock import OutputDirectoryLock
-from sparse_detr.evaluation import with_token_statistics
 
 logger = logging.getLogger("sparse_detr.train_net")
 
@@ -115,9 +113,11 @@ def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
     """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
 
     For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
-    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built.
+    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built
+    (the project's dataset node, :func:`sparse_detr.data.detection_dataset_dicts`, checks them again when the
+    loader is built, which is what other trainers rely on).
     """
-    catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
+    catalog.register_config_datasets(cfg)
     num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
     for split in ("train", "test"):
         if split in cfg.dataloader:
@@ -147,7 +147,6 @@ def do_test(cfg, model) -> dict:
         return {}
     test_loader = instantiate(cfg.dataloader.test)  # first: loading a dataset may generate its files
     evaluator = instantiate(cfg.dataloader.evaluator)
-    model = with_token_statistics(model, evaluator)
     results = inference_on_dataset(model, test_loader, evaluator)
     if comm.is_main_process():
         print_csv_format(results)
@@ -204,13 +203,12 @@ def do_train(args, cfg) -> dict:
         final_results.update(do_test(cfg, model))
         return final_results
 
-    clip = cfg.train.get("clip_grad", {"enabled": False})
+    # gradient clipping (ClippedAdamW), per-iteration seeding (model.train_seed) and the token statistics
+    # (model.report_token_statistics) are in the optimizer and the model, as under any Detectron2 trainer
     is_main = comm.is_main_process()
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
-            IterationSeeder(cfg.train.seed),
-            GradientClipper(clip.max_norm, clip.get("norm_type", 2.0)) if clip.enabled else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             PersistentPeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),

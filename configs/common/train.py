@@ -1,5 +1,6 @@
-"""Training settings read by ``train_net.py`` (Detectron2's LazyConfig ``train`` node, plus ``seed`` and
-``clip_grad``)."""
+"""Training settings (Detectron2's LazyConfig ``train`` node, read by ``train_net.py`` and by Detectron2's
+``tools/lazyconfig_train_net.py``; ``seed`` also seeds the model's per-iteration randomness and the sample
+order). Gradient clipping is in the optimizer (``configs/common/optim.py``)."""
 import torch
 
 train = dict(
@@ -13,5 +14,4 @@ train = dict(
     log_period=20,
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=42,  # model init, sample order, augmentations and per-iteration RNG (exact resume)
-    clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),
 )

@@ -1,5 +1,5 @@
-"""What the command-line tools of this folder share: predictors, model inputs, class names, the inference
-keep ratio and image inputs (the scripts run with this folder on ``sys.path``).
+"""What the command-line tools of this folder share: predictors, model inputs, the inference keep ratio and
+image inputs (the scripts run with this folder on ``sys.path``); class names: ``sparse_detr.data``.
 
 A config is a LazyConfig or a yacs ``CfgNode`` (see ``sparse_detr.model_zoo.load_config``); this module is the
 one place of the tools that tells them apart, so the tools do not.
@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.config import LazyCall as L
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import DefaultPredictor
 from omegaconf import OmegaConf
 
-from sparse_detr.data import build_detr_test_augmentations
+from sparse_detr.data import build_detr_test_augmentations, check_dataset_names
 from sparse_detr.data.augmentations import apply_augmentations
 from sparse_detr.data.image_io import read_image
 from sparse_detr.engine import LazyConfigPredictor, StrictDefaultPredictor
@@ -31,7 +30,6 @@ __all__ = [
     "prepare_input",
     "set_inference_keep_ratio",
     "num_model_classes",
-    "class_names",
     "expand_inputs",
     "read_image_or_none",
     "dataset_entries",
@@ -39,7 +37,6 @@ __all__ = [
 
 logger = logging.getLogger("sparse_detr.apps")  # under the tools' setup_logger(name="sparse_detr")
 
-OFFICIAL_COCO_LOGITS = 91
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -99,33 +96,6 @@ def num_model_classes(model: torch.nn.Module) -> int:
     return model.heads.class_heads[0].out_features
 
 
-def class_names(cfg, num_classes: int) -> list[str]:
-    """Class names of the config's test dataset.
-
-    Without them (a model-only config): the COCO names of a converted official model (91 logits: label =
-    category id; 80: Detectron2's contiguous order), else the label numbers.
-    """
-    from detectron2.data import MetadataCatalog
-
-    if isinstance(cfg, CfgNode):
-        dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    else:
-        dataset = cfg.get("dataloader", {}).get("test", {}).get("dataset", {}).get("names")
-        dataset = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
-    names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
-    if names and len(names) >= num_classes:
-        return list(names)
-    if num_classes == OFFICIAL_COCO_LOGITS:  # converted official model: label = COCO category id
-        by_id = {c["id"]: c["name"] for c in COCO_CATEGORIES if c["isthing"]}
-        return [by_id.get(i, str(i)) for i in range(num_classes)]
-    coco_names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
-    if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
-        return coco_names
-    return [str(i) for i in range(num_classes)]
-
-
-
-
 def expand_inputs(patterns: list[str]) -> list[str]:
     """Files named by paths, directories (their image files) or glob patterns, in order, without repeats.
 
@@ -156,6 +126,7 @@ def dataset_entries(dataset: str, count: int) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the first ``count`` entries of a registered dataset."""
     from detectron2.data import DatasetCatalog
 
+    check_dataset_names(dataset, "--dataset")
     entries = []
     for record in DatasetCatalog.get(dataset)[:count]:
         image = read_image_or_none(record["file_name"])

@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from apps import (
     build_predictor,
-    class_names,
     expand_inputs,
     num_model_classes,
     predict_bgr,
@@ -51,6 +51,7 @@ from output_names import unique_output_stems
 from tqdm import tqdm
 
 from sparse_detr.config.validation import check_option_order
+from sparse_detr.data import class_names
 from sparse_detr.engine.predictor import UntrainedModelError
 from sparse_detr.model_zoo import config_label, load_config_with_overrides
 from sparse_detr.visualization import analyze_image, draw_figure
@@ -83,11 +84,11 @@ class Demo:
 
     def run_image(
         self, image_bgr: np.ndarray, output_stem: Path, show_tokens: bool, name: str = "image"
-    ) -> tuple[list[Path], int]:
+    ):
         """Detect, draw, and write ``<stem>.png`` (and ``<stem>_tokens.png``).
 
         Returns:
-            the written files and the number of detections at or above the confidence threshold.
+            the written files and the detections (``Instances``) at or above the confidence threshold.
         """
         written = [output_stem.with_name(output_stem.name + ".png")]
         if show_tokens:
@@ -107,7 +108,16 @@ class Demo:
         else:
             instances = self.detections(image_bgr, name)
         _write_rgb(self.draw(image_bgr, instances), written[0])
-        return written, len(instances)
+        return written, instances
+
+    def describe(self, instances) -> str:
+        """``"3 detection(s) with score >= 0.5: 2 circle, 1 square"`` (most frequent class first)."""
+        names = self.metadata.thing_classes
+        counts = Counter(names[c] if 0 <= c < len(names) else str(c) for c in instances.pred_classes.tolist())
+        summary = ", ".join(f"{count} {name}" for name, count in counts.most_common())
+        return f"{len(instances)} detection(s) with score >= {self.confidence_threshold}" + (
+            f": {summary}" if summary else ""
+        )
 
 
 def _write_rgb(image_rgb: np.ndarray, path: Path) -> None:
@@ -136,14 +146,14 @@ def run_images(
             skipped.append(path)
             continue
         try:
-            files_written, num_detections = demo.run_image(
+            files_written, instances = demo.run_image(
                 image, output / stems[path], show_tokens, name=f"'{path}'"
             )
         except ValueError as error:  # the input checks' and the resize's errors: this input only
             logger.warning("skipping %s: %s", path, error)
             skipped.append(path)
             continue
-        logger.info(f"{path}: {num_detections} detection(s) with score >= {demo.confidence_threshold}")
+        logger.info(f"{path}: {demo.describe(instances)}")
         written += files_written
     return written, skipped
 

@@ -12,8 +12,8 @@ import argparse
 from detectron2.config import LazyConfig
 from PIL import Image
 
-import sparse_detr.data  # noqa: F401  (registers the synthetic sets)
 import sparse_detr.modeling  # noqa: F401
+from sparse_detr.data import check_dataset_names, register_config_datasets
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.visualization import draw_prediction_grid
 
@@ -24,13 +24,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. shapes_val")
+    parser.add_argument(
+        "--dataset", required=True, help="a registered dataset or one of the config's datasets.coco_json"
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     cfg = LazyConfig.load(args.config_file)
+    register_config_datasets(cfg)
+    check_dataset_names(args.dataset, "--dataset")
     predictor = LazyConfigPredictor(cfg, args.weights, device=args.device)
     grid = draw_prediction_grid(predictor, args.dataset, args.num_images, args.score_threshold)
     Image.fromarray(grid).save(args.output)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from apps import (
     build_predictor,
-    class_names,
     dataset_entries,
     expand_inputs,
     num_model_classes,
@@ -38,6 +37,7 @@ from tqdm import tqdm
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.validation import check_option_order
+from sparse_detr.data import class_names
 from sparse_detr.model_zoo import config_label, load_config_with_overrides
 from sparse_detr.visualization.token_figure import analyze_image, draw_figure
 

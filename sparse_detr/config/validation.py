@@ -170,13 +170,19 @@ def validate_config(cfg: DictConfig, eval_only: bool = False, world_size: int = 
         "must be a finite positive number",
         True,
     )
-    if _get(cfg, "train.clip_grad.enabled") is True:
-        check(
-            "train.clip_grad.max_norm",
-            lambda v: _is_number(v) and math.isfinite(v) and v > 0,
-            "must be a finite positive number",
-            True,
-        )
+    check(
+        "optimizer.clip_max_norm",
+        lambda v: v is None or (_is_number(v) and math.isfinite(v) and v >= 0),
+        "must be None or 0 (no clipping) or a finite positive gradient norm",
+        True,
+    )
+    check(
+        "train.clip_grad",
+        lambda v: False,
+        "gradient clipping moved into the optimizer: set optimizer.clip_max_norm (0.1 in the paper; None "
+        "turns it off) and delete train.clip_grad",
+        True,
+    )
     in_unit_interval = lambda v: _is_number(v) and 0 < v <= 1  # noqa: E731
     check("model.token_scorer.keep_ratio", in_unit_interval, "must be a number in (0, 1]")
     check(

@@ -2,7 +2,13 @@
 from . import synthetic  # noqa: F401  (registers shapes_train / shapes_val / shapes_tiny_*)
 from .augmentations import RandomChoice, build_detr_test_augmentations, build_detr_train_augmentations
 from .build import build_dataset_test_loader, build_resumable_train_loader
-from .catalog import check_dataset_names, register_coco_json_datasets
+from .catalog import (
+    check_dataset_names,
+    class_names,
+    detection_dataset_dicts,
+    register_coco_json_datasets,
+    register_config_datasets,
+)
 from .dataset_mapper import DetrDatasetMapper, UnreadableImageError
 
 __all__ = [
@@ -14,5 +20,8 @@ __all__ = [
     "build_dataset_test_loader",
     "build_resumable_train_loader",
     "check_dataset_names",
+    "class_names",
+    "detection_dataset_dicts",
     "register_coco_json_datasets",
+    "register_config_datasets",
 ]

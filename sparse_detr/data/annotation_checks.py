@@ -65,20 +65,24 @@ def _box_problem(annotation: dict) -> str | None:
 
 def check_dataset_annotations(
     names: str | Iterable[str], config_key: str, num_classes: int | None = None
-) -> None:
+) -> list[list[dict]]:
     """Load each dataset, name a broken annotation file, count dropped boxes, check labels.
 
     Args:
         names: dataset names (as in ``dataloader.*.dataset.names``).
         config_key: the config key that names them (used in messages).
-        num_classes: the model's number of classes (``model.heads.num_classes``); the datasets' labels
-            (contiguous category indices) must lie below it. None skips that check.
+        num_classes: the model's number of classes (``model.heads.num_classes``); it must equal the number
+            of the dataset's categories (its labels are contiguous category indices). None skips that check.
+    Returns:
+        the dataset dicts of each name, in order.
     Raises:
-        AnnotationError: unreadable annotation file, or more categories than the model has classes.
+        AnnotationError: unreadable annotation file, or a number of categories other than the model's classes.
     """
     names = [names] if isinstance(names, str) else list(names)
+    loaded = []
     for name in names:
         dicts = load_dataset_dicts(name, config_key)
+        loaded.append(dicts)
         counts = {"non-finite": 0, "empty": 0}
         num_boxes, max_label = 0, -1
         for record in dicts:
@@ -104,14 +108,23 @@ def check_dataset_annotations(
             continue
         classes = MetadataCatalog.get(name).get("thing_classes") or []
         needed = max(len(classes), max_label + 1)
+        shown = (
+            f" ({', '.join(map(str, classes[:5]))}{', ...' if len(classes) > 5 else ''})" if classes else ""
+        )
         if needed > num_classes:
-            shown = (
-                f" ({', '.join(map(str, classes[:5]))}{', ...' if len(classes) > 5 else ''})"
-                if classes
-                else ""
-            )
             raise AnnotationError(
                 f"Dataset {name!r} ({config_key}) has {needed} categories{shown}, labels up to {max_label}, "
                 f"but the model has model.heads.num_classes={num_classes}: set "
                 f"model.heads.num_classes={needed} (MODEL.SPARSE_DETR.NUM_CLASSES for yacs configs)"
             )
+        if classes and num_classes > needed:
+            raise AnnotationError(
+                f"Dataset {name!r} ({config_key}) has {needed} categories{shown}, but the model has "
+                f"model.heads.num_classes={num_classes}: set model.heads.num_classes={needed} "
+                "(MODEL.SPARSE_DETR.NUM_CLASSES for yacs configs). The labels here are Detectron2's "
+                f"contiguous indices 0..{needed - 1} of the categories sorted by id, not the ids, so "
+                "DETR's habit num_classes = max category id + 1 does not apply; extra classes would "
+                "only fail the evaluation after the whole schedule ('A prediction has class=..., but "
+                f"the dataset only has {needed} classes')."
+            )
+    return loaded

@@ -11,7 +11,9 @@ images than an uninterrupted one. Here the batch of iteration ``i`` on rank ``r`
   ``(seed, p, attempt)``.
 
 A loader started at ``start_iter = k`` therefore continues exactly where an uninterrupted run would be,
-whatever the number of data-loading workers.
+whatever the number of data-loading workers. Left at None, the start is the iteration of the Detectron2
+trainer that first iterates the loader (its ``EventStorage``), which is how a trainer that builds the loader
+before resuming (Detectron2's ``tools/lazyconfig_train_net.py``) resumes exactly too.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch.utils.data as torchdata
 from detectron2.config import CfgNode, instantiate
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage, has_event_storage
 from omegaconf import OmegaConf
 
 __all__ = ["IterationBatches", "build_dataset_test_loader", "build_resumable_train_loader"]
@@ -102,13 +105,17 @@ class IterationBatches(torchdata.Dataset):
 
 
 class _IterationsFrom(torchdata.Sampler):
-    """Yields start, start + 1, ... forever."""
+    """Yields start, start + 1, ... forever; a None start is the running trainer's iteration (else 0)."""
 
-    def __init__(self, start: int):
+    def __init__(self, start: int | None):
         self.start = start
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.count(self.start)
+        start = self.start
+        if start is None:
+            start = get_event_storage().iter if has_event_storage() else 0
+            logger.info(f"Resumable train loader: starting at iteration {start}")
+        return itertools.count(start)
 
 
 def _as_list(batch: list[dict]) -> list[dict]:
@@ -121,7 +128,7 @@ def build_resumable_train_loader(
     total_batch_size: int,
     num_workers: int = 0,
     seed: int = 0,
-    start_iter: int = 0,
+    start_iter: int | None = None,
 ) -> torchdata.DataLoader:
     """An endless loader of per-rank batches (lists of mapped dicts) starting at iteration ``start_iter``.
 
@@ -131,14 +138,15 @@ def build_resumable_train_loader(
         total_batch_size: images per iteration over all processes.
         num_workers: data-loading worker processes per training process (0 = in the main process).
         seed: seed of the sample order and of the augmentations.
-        start_iter: the first iteration to produce (the resume point).
+        start_iter: the first iteration to produce (the resume point); None: the iteration of the trainer
+            when it starts iterating the loader (0 outside a trainer).
     """
     batches = IterationBatches(
         dataset, mapper, total_batch_size, seed, rank=comm.get_rank(), world_size=comm.get_world_size()
     )
     logger.info(
-        f"Resumable train loader: {len(batches.dataset)} images, {batches.batch_size_per_rank} per process, "
-        f"starting at iteration {start_iter}"
+        f"Resumable train loader: {len(batches.dataset)} images, {batches.batch_size_per_rank} per process"
+        + ("" if start_iter is None else f", starting at iteration {start_iter}")
     )
     return torchdata.DataLoader(
         batches,
@@ -147,7 +155,7 @@ def build_resumable_train_loader(
         num_workers=num_workers,
         collate_fn=_as_list,
         # a private generator: creating the iterator must not consume the global torch RNG, whose state at
-        # each iteration is set by the trainer (IterationSeeder) and drives dropout
+        # each training forward is set by the model (model.train_seed) and drives dropout
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -162,5 +170,7 @@ def build_dataset_test_loader(cfg, dataset: str):
         raise ValueError(f"dataset {dataset!r}: the config has no dataloader.test to read it with")
     test = cfg.dataloader.test
     test.dataset.names = dataset
+    if "num_classes" in test.dataset:
+        test.dataset.num_classes = None  # images only: any dataset, whatever the model's classes
     test.num_workers = 0
     return instantiate(test)

@@ -1,24 +1,47 @@
-"""Dataset names: validation with clear errors, and registration of COCO-format json files from a config.
+"""Dataset names: registration of COCO-format json files from a config, validation with clear errors, the
+class names a tool shows.
 
 COCO 2017 (``coco_2017_train`` / ``coco_2017_val``) is registered by Detectron2 itself on import, under
 ``$DETECTRON2_DATASETS/coco/{train2017,val2017,annotations/instances_*2017.json}``. Any other COCO-format
-json is registered with Detectron2's ``register_coco_instances``; from a config, list it in
-``cfg.datasets.coco_json`` and ``train_net.py`` registers it in every process::
+json is listed in the config's ``datasets.coco_json``::
 
     datasets = dict(coco_json=[dict(name="my_train", json_file="/data/train.json", image_root="/data/train")])
     dataloader.train.dataset.names = "my_train"
+
+and registered (Detectron2's ``register_coco_instances``) by whatever uses the config:
+
+- the dataset node of the project's loaders (:func:`detection_dataset_dicts`, ``configs/common/data.py``)
+  registers the entries when the loader is instantiated, so Detectron2's own ``tools/lazyconfig_train_net.py``
+  and ``tools/analyze_model.py`` find them, in every process;
+- ``train_net.py`` and the tools of ``projects/SparseDETR`` and ``benchmarks`` call
+  :func:`register_config_datasets` right after loading the config;
+- an application calls ``register_config_datasets(cfg)`` (or ``register_coco_json_datasets([...])``) itself.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.build import filter_images_with_only_crowd_annotations, print_instances_class_histogram
 from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+from omegaconf import OmegaConf
 
+from .annotation_checks import check_dataset_annotations
 from .synthetic import SHAPES_PRESETS, default_datasets_root
 
-__all__ = ["check_dataset_names", "register_coco_json_datasets"]
+__all__ = [
+    "check_dataset_names",
+    "class_names",
+    "detection_dataset_dicts",
+    "register_coco_json_datasets",
+    "register_config_datasets",
+]
+
+OFFICIAL_COCO_LOGITS = 91  # the official models' class heads: one logit per COCO category id 0..90
 
 
 def register_coco_json_datasets(entries: Iterable[Mapping]) -> None:
@@ -35,6 +58,82 @@ def register_coco_json_datasets(entries: Iterable[Mapping]) -> None:
             raise ValueError(f"datasets.coco_json[{position}]: dataset name {name!r} is already registered")
         metadata = dict(entry.get("metadata", {}))
         register_coco_instances(name, metadata, entry["json_file"], entry["image_root"])
+
+
+def register_config_datasets(cfg) -> None:
+    """Register the ``datasets.coco_json`` entries of a LazyConfig (nothing for a yacs config or none)."""
+    if isinstance(cfg, CfgNode):
+        return
+    register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
+
+
+def detection_dataset_dicts(
+    names: str | Iterable[str],
+    filter_empty: bool = True,
+    coco_json: Iterable[Mapping] | None = None,
+    num_classes: int | None = None,
+) -> list[dict]:
+    """The dataset node of a config's loader: register, check and load datasets for Detectron2's loaders.
+
+    ``get_detection_dataset_dicts`` (names, ``filter_empty``) preceded by what a trainer must not skip: the
+    ``coco_json`` entries are registered (the configs pass ``datasets.coco_json``), unknown names and missing
+    files are named, and each dataset is checked (:func:`check_dataset_annotations`: a broken json named,
+    dropped boxes counted, categories against ``num_classes``, the configs' ``model.heads.num_classes``)
+    before any training step.
+
+    Returns:
+        the Detectron2 dataset dicts of all ``names``, concatenated.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    config_key = "dataset.names"
+    register_coco_json_datasets(coco_json or [])
+    check_dataset_names(names, config_key)
+    per_dataset = check_dataset_annotations(names, config_key, num_classes)
+    dicts = list(itertools.chain.from_iterable(per_dataset))
+    if not dicts:
+        raise ValueError(f"{config_key} {names}: the datasets hold no images")
+    if filter_empty and "annotations" in dicts[0]:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    classes = MetadataCatalog.get(names[0]).get("thing_classes")
+    if classes and "annotations" in dicts[0]:
+        print_instances_class_histogram(dicts, classes)
+    return dicts
+
+
+def class_names(cfg, num_classes: int) -> list[str]:
+    """The names of a model's ``num_classes`` labels, for drawing and logging detections.
+
+    The config's test dataset's ``thing_classes`` (its ``datasets.coco_json`` registered, its json read for
+    the categories when needed); without them (a model-only config, a dataset with fewer classes) the COCO
+    names of a converted official model (91 logits: label = COCO category id; 80: Detectron2's contiguous
+    order), else the label numbers.
+    """
+    register_config_datasets(cfg)
+    if isinstance(cfg, CfgNode):
+        dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    else:
+        dataset = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
+        dataset = dataset[0] if isinstance(dataset, Iterable) and not isinstance(dataset, str) else dataset
+    names = _thing_classes(dataset) if dataset else None
+    if names and len(names) >= num_classes:
+        return list(names)
+    if num_classes == OFFICIAL_COCO_LOGITS:  # converted official model: label = COCO category id
+        by_id = {c["id"]: c["name"] for c in COCO_CATEGORIES if c["isthing"]}
+        return [by_id.get(i, str(i)) for i in range(num_classes)]
+    coco_names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
+        return coco_names
+    return [str(i) for i in range(num_classes)]
+
+
+def _thing_classes(dataset: str) -> list[str] | None:
+    """``thing_classes`` of a dataset; a registered COCO json that has not been read yet is read for them."""
+    metadata = MetadataCatalog.get(dataset)
+    json_file = metadata.get("json_file")
+    unread = metadata.get("thing_classes") is None and dataset in DatasetCatalog.list()
+    if unread and json_file and "://" not in str(json_file) and os.path.isfile(json_file):
+        DatasetCatalog.get(dataset)  # Detectron2's COCO loader sets thing_classes
+    return metadata.get("thing_classes")
 
 
 def check_dataset_names(names: str | Iterable[str], config_key: str) -> None:

@@ -1,4 +1,5 @@
-"""Training helpers (param groups, schedules, hooks, safe, atomic checkpoints, a loss guard); predictors."""
+"""Training helpers (param groups, the clipped optimizer, schedules, safe, atomic checkpoints, a loss guard);
+predictors."""
 from .checkpoint import (
     AtomicDetectionCheckpointer,
     CheckpointMismatchError,
@@ -9,9 +10,8 @@ from .checkpoint import (
     atomic_torch_save,
     load_weights,
 )
-from .hooks import GradientClipper, IterationSeeder
 from .loss_guard import FiniteLossGuard, NonFiniteLossError
-from .optim import detr_param_groups
+from .optim import ClippedAdamW, detr_param_groups
 from .predictor import LazyConfigPredictor, StrictDefaultPredictor, UntrainedModelError, load_detector_weights
 from .schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
@@ -19,9 +19,8 @@ __all__ = [
     "AtomicDetectionCheckpointer",
     "COCO_TRAIN2017_IMAGES",
     "CheckpointMismatchError",
+    "ClippedAdamW",
     "FiniteLossGuard",
-    "GradientClipper",
-    "IterationSeeder",
     "LazyConfigPredictor",
     "NoSpaceLeftError",
     "NonFiniteLossError",

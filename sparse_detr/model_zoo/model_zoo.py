@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 from omegaconf import DictConfig, OmegaConf
 
 from sparse_detr.config.validation import check_option_order, check_override_types
+from sparse_detr.data.catalog import register_config_datasets
 
 from .official_weights import (
     OFFICIAL_PREFIX,
@@ -235,7 +236,9 @@ def _official_stem_or_refuse(config_path: str) -> str:
 def load_config_with_overrides(
     path_or_name: str, opts: list[str], weights: str | None = None, device: str | None = None
 ):
-    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given."""
+    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
+
+    The config's ``datasets.coco_json`` entries are registered (a tool's ``--dataset my_val`` finds them)."""
     check_option_order(opts, "--config-file CONFIG [options]")
     cfg = load_config(path_or_name)
     if isinstance(cfg, CfgNode):
@@ -251,6 +254,7 @@ def load_config_with_overrides(
             cfg.train.init_checkpoint = weights
         if device is not None:
             cfg.train.device = device
+        register_config_datasets(cfg)
     return cfg
 def config_weights(cfg) -> str:
     """The weights a config names: ``MODEL.WEIGHTS`` (yacs) or ``train.init_checkpoint`` (LazyConfig)."""

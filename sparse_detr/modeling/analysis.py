@@ -14,7 +14,14 @@ from torch import Tensor, nn
 from .dam import attention_correlation, dam_target, decoder_attention_map, selected_token_mask
 from .outputs import SparseDETROutput
 
-__all__ = ["TokenAnalysis", "output_attention_map", "refined_token_mask", "output_correlation", "analyze"]
+__all__ = [
+    "TokenAnalysis",
+    "analyze",
+    "output_attention_map",
+    "output_correlation",
+    "refined_token_mask",
+    "token_statistics",
+]
 
 
 def output_attention_map(outputs: SparseDETROutput) -> Tensor:
@@ -45,6 +52,25 @@ def output_correlation(
     """Corr, Float[B, 1 + L]: share of the DAM on the refined tokens, overall then per level."""
     refined = refined_token_mask(outputs, all_selected)
     return attention_correlation(attention_map, refined, outputs.tokens.level_start_index)
+
+
+@torch.no_grad()
+def token_statistics(outputs: SparseDETROutput) -> list[dict]:
+    """Per-image token statistics of one network output (what ``TokenStatisticsEvaluator`` averages).
+
+    Returns:
+        one dict per image: ``refined_tokens`` and ``valid_tokens`` (ints) and, for a sparse encoder,
+        ``corr`` and ``corr_level{l}`` (floats; the tokens refined are the first ``num_kept[i]`` selected).
+    """
+    valid = outputs.tokens.valid_counts
+    per_image = [{"refined_tokens": int(k), "valid_tokens": int(v)} for k, v in zip(outputs.num_kept, valid)]
+    if outputs.selection is None:
+        return per_image
+    corr = output_correlation(outputs, output_attention_map(outputs))  # [B, 1 + L]
+    for stats, row in zip(per_image, corr.tolist()):
+        stats["corr"] = row[0]
+        stats.update({f"corr_level{level}": value for level, value in enumerate(row[1:])})
+    return per_image
 
 
 @dataclass

@@ -113,3 +113,15 @@ def test_train_net_refuses_before_building_anything(tmp_path, monkeypatch, opts,
     with pytest.raises(ValueError, match=message):
         train_net.main(args)
     assert not built and not (tmp_path / "out").exists()
+
+
+def test_gradient_clipping_is_an_optimizer_setting(cfg):
+    cfg.optimizer.clip_max_norm = None  # clipping off
+    validate_config(cfg)
+    cfg.optimizer.clip_max_norm = -0.1
+    with pytest.raises(ValueError, match=r"optimizer\.clip_max_norm=-0\.1"):
+        validate_config(cfg)
+    cfg.optimizer.clip_max_norm = 0.1
+    cfg.train.clip_grad = {"enabled": True, "max_norm": 0.1}  # a config written for the former hook
+    with pytest.raises(ValueError, match=r"train\.clip_grad=.*moved into the optimizer: set optimizer\.clip"):
+        validate_config(cfg)

@@ -51,7 +51,7 @@ def test_paper_configs_follow_the_paper_recipe(config):
     assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 1e-4
     assert cfg.optimizer.params.backbone_lr_factor == 0.1
     assert cfg.optimizer.params.linear_proj_lr_factor == 0.1
-    assert cfg.train.clip_grad.enabled and cfg.train.clip_grad.max_norm == 0.1
+    assert cfg.optimizer.clip_max_norm == 0.1 and cfg.optimizer.clip_norm_type == 2.0  # in the optimizer
     assert cfg.dataloader.train.total_batch_size == 16
     assert cfg.dataloader.train.dataset.names == "coco_2017_train"
     assert cfg.dataloader.test.dataset.names == "coco_2017_val"

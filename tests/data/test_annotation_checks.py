@@ -101,3 +101,19 @@ def test_train_net_names_a_broken_json_before_building_the_model(tmp_path, monke
     finally:
         DatasetCatalog.remove("unit_broken_train")
         MetadataCatalog.remove("unit_broken_train")
+
+
+def test_more_model_classes_than_categories_is_refused_with_what_to_set(tmp_path, register):
+    # DETR's habit: num_classes = max category id + 1 (here 8); the labels are contiguous indices 0..2
+    coco = _coco(tmp_path, [[1, 2, 10, 10]], categories=("a", "b", "c"))
+    coco["categories"] = [{"id": i, "name": n} for i, n in ((3, "a"), (5, "b"), (7, "c"))]
+    coco["annotations"][0]["category_id"] = 7
+    name = register(coco, "unit_sparse_ids")
+    with pytest.raises(
+        AnnotationError,
+        match=r"3 categories \(a, b, c\).*model\.heads\.num_classes=8: set model\.heads\.num_classes=3.*"
+        r"max category id \+ 1 does not apply",
+    ):
+        check_dataset_annotations(name, "dataloader.test.dataset.names", num_classes=8)
+    (loaded,) = check_dataset_annotations(name, "dataloader.test.dataset.names", num_classes=3)
+    assert [a["category_id"] for a in loaded[0]["annotations"]] == [2]

@@ -185,12 +185,25 @@ def test_the_documented_recipe_loads(tmp_path):
         "annotations": [],
         "categories": [{"id": i, "name": str(i)} for i in range(1, 13)],
     }))
-    config = tmp_path / "my_finetune.py"
-    config.write_text(recipe.replace("/data/my/train.json", str(annotations)))
-    cfg = LazyConfig.load(str(config))
-    assert cfg.model.heads.num_classes == 12
-    assert cfg.train.init_checkpoint == "sparse_detr://official/sparse_detr_r50_10"
-    assert cfg.train.max_iter == 12 * 13 and list(cfg.lr_multiplier.milestones) == [round(9.6 * 13)]
-    assert cfg.train.eval_period == cfg.train.checkpointer.period == 13
-    assert [d["name"] for d in cfg.datasets.coco_json] == ["my_train", "my_val"]
-    assert "_base" not in cfg
+    recipe = recipe.replace("/data/my/train.json", str(annotations))
+    offline_start = (
+        '_base = model_zoo.load_config("quickstart_shapes")\n'
+        '_base.train.init_checkpoint = "output/quickstart/model_final.pth"\n'
+    )
+    official_start = '# _base = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep", trained=True)\n'
+    assert offline_start in recipe and official_start in recipe
+    # as printed (offline, from a local checkpoint), and with the official weights instead
+    for text, checkpoint in (
+        (recipe, "output/quickstart/model_final.pth"),
+        (recipe.replace(offline_start, "").replace(official_start, official_start[2:]),
+         "sparse_detr://official/sparse_detr_r50_10"),
+    ):
+        config = tmp_path / "my_finetune.py"
+        config.write_text(text)
+        cfg = LazyConfig.load(str(config))
+        assert cfg.model.heads.num_classes == 12
+        assert cfg.train.init_checkpoint == checkpoint
+        assert cfg.train.max_iter == 12 * 13 and list(cfg.lr_multiplier.milestones) == [round(9.6 * 13)]
+        assert cfg.train.eval_period == cfg.train.checkpointer.period == 13
+        assert [d["name"] for d in cfg.datasets.coco_json] == ["my_train", "my_val"]
+        assert "_base" not in cfg

@@ -1,14 +1,9 @@
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.evaluation import DatasetEvaluators
+from detectron2.evaluation import inference_on_dataset
 
-from sparse_detr.evaluation import (
-    TokenStatisticsEvaluator,
-    TokenStatisticsModel,
-    token_statistics,
-    with_token_statistics,
-)
+from sparse_detr.evaluation import TokenStatisticsEvaluator, token_statistics
 from sparse_detr.modeling.dam import decoder_attention_map
 
 
@@ -48,13 +43,12 @@ def test_corr_is_the_attention_share_of_the_refined_tokens(tiny_model):
         assert {f"corr_level{level}" for level in range(4)} <= set(image_stats)
 
 
-def test_evaluator_aggregates_what_the_wrapped_model_reports(tiny_model):
+def test_evaluator_aggregates_what_the_model_reports(tiny_model):
     evaluator = TokenStatisticsEvaluator(distributed=False)
-    model = with_token_statistics(tiny_model, DatasetEvaluators([evaluator]))
-    assert isinstance(model, TokenStatisticsModel)
     evaluator.reset()
     inputs = _inputs()
-    outputs = model(inputs)
+    with torch.no_grad():
+        outputs = tiny_model(inputs)  # the configs build the model with report_token_statistics=True
     assert all("instances" in o and len(o["instances"]) == tiny_model.max_detections for o in outputs)
     evaluator.process(inputs, outputs)
     tokens = evaluator.evaluate()["tokens"]
@@ -64,16 +58,33 @@ def test_evaluator_aggregates_what_the_wrapped_model_reports(tiny_model):
     assert 0.25 < tokens["refined_ratio"] < 0.35  # the tiny config keeps rho = 0.3
 
 
+def test_detectron2_evaluation_loop_reports_them_without_wrapping(tiny_model):
+    evaluator = TokenStatisticsEvaluator(distributed=False)
+    results = inference_on_dataset(tiny_model, [_inputs()[:1], _inputs()[1:]], evaluator)
+    assert results["tokens"]["refined_tokens"] > 0 and 0.0 <= results["tokens"]["corr"] <= 1.0
+
+
 def test_dense_models_report_token_counts_only(tiny_model):
     scorer = tiny_model.token_scorer
     tiny_model.token_scorer = None
     try:
-        outputs = TokenStatisticsModel(tiny_model)(_inputs())
+        with torch.no_grad():
+            outputs = tiny_model(_inputs())
     finally:
         tiny_model.token_scorer = scorer
     assert all(set(o["token_stats"]) == {"refined_tokens", "valid_tokens"} for o in outputs)
     assert all(o["token_stats"]["refined_tokens"] == o["token_stats"]["valid_tokens"] for o in outputs)
 
 
-def test_models_are_left_alone_without_a_token_evaluator(tiny_model):
-    assert with_token_statistics(tiny_model, []) is tiny_model
+def test_without_report_token_statistics_the_evaluator_says_what_to_set(tiny_model, caplog):
+    tiny_model.report_token_statistics = False
+    try:
+        with torch.no_grad():
+            outputs = tiny_model(_inputs())
+    finally:
+        tiny_model.report_token_statistics = True
+    assert all(set(o) == {"instances"} for o in outputs)
+    evaluator = TokenStatisticsEvaluator(distributed=False)
+    evaluator.process(_inputs(), outputs)
+    assert evaluator.evaluate() == {}
+    assert "model.report_token_statistics=True" in caplog.text

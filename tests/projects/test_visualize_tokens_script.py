@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
+from sparse_detr.data import class_names
 from sparse_detr.model_zoo import load_config_with_overrides
 from sparse_detr.visualization import token_figure
 
@@ -108,8 +109,8 @@ def test_inputs_sharing_a_name_get_distinct_figures_and_an_unusable_one_is_skipp
 
 def test_class_names_of_a_converted_official_model_without_dataset():
     model_only = OmegaConf.create({"model": {}})
-    contiguous = apps.class_names(model_only, 80)
+    contiguous = class_names(model_only, 80)
     assert contiguous[0] == "person" and contiguous[-1] == "toothbrush"
-    by_category_id = apps.class_names(model_only, 91)
+    by_category_id = class_names(model_only, 91)
     assert by_category_id[1] == "person" and by_category_id[90] == "toothbrush" and by_category_id[12] == "12"
-    assert apps.class_names(model_only, 7) == [str(i) for i in range(7)]
+    assert class_names(model_only, 7) == [str(i) for i in range(7)]
