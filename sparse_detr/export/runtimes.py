@@ -199,6 +199,8 @@ def onnxruntime_session(path: str | Path, threads: int | None = None) -> Detecto
         options.inter_op_num_threads = 1
     model: str | bytes = str(path)
     if uses_plugin:
+        # ONNX Runtime's idle pool threads would spin through the kernel's OpenMP work on the same cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.register_custom_ops_library(_register_ort_op())
         _ort_threads["threads"] = threads
         for node in proto.graph.node:
