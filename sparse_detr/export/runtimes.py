@@ -16,7 +16,8 @@ Both open ``grid_sample`` files (standard ops) and ``plugin`` files, whose
 
 A node costs the kernel plus one Python call and a memcpy of its output (ONNX Runtime also copies its
 inputs): a few milliseconds per node against 0.3-0.5 s of sampling for a dense encoder layer at
-800 x 1216. The kernel runs on torch's intra-op threads, set to ``threads`` inside the node.
+800 x 1216. The kernel runs on torch's intra-op threads, set to ``threads`` inside the node (one setting per
+process and runtime: the ``threads`` of the session opened last).
 
 :meth:`DetectorSession.run` refuses inputs outside the graph's domain by name before running
 (:mod:`.input_domain`). A plain ``onnxruntime.InferenceSession`` of a plugin file fails at load with
@@ -124,9 +125,8 @@ def _run_kernel(value, spatial_shapes, level_start_index, locations, weights, th
 
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)  # per calling thread with OpenMP: the runtime's thread may be new
-    value_t = torch.from_numpy(value)
     output = torch.ops.sparse_detr.ms_deform_attn(
-        value_t,
+        torch.from_numpy(value),
         torch.from_numpy(spatial_shapes).long(),
         torch.from_numpy(level_start_index).long(),
         torch.from_numpy(locations),
@@ -142,7 +142,7 @@ def _require_kernel() -> None:
     import sparse_detr.layers  # noqa: F401  (registers the op's fake kernel)
 
 
-_ort_threads: dict[str, int | None] = {"threads": None}
+_ort_threads: dict[str, int | None] = {"threads": None}  # the kernel's threads in ONNX Runtime
 
 
 @functools.cache
