@@ -75,3 +75,15 @@ def test_rho_on_a_dense_model_is_refused(tmp_path, capsys):
     argv = ["--config-file", str(config), "--output", str(tmp_path / "m.onnx"), "--rho", "0.3"]
     assert export_script.main(argv) == 2
     assert "TOKEN_SCORER" in capsys.readouterr().err
+
+
+def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights)]
+    onnx_argv = [*argv, "--format", "onnx", "--output", str(tmp_path / "m.onnx")]
+    assert export_script.main([*onnx_argv, "--deform-attn", "extension"]) == 2
+    assert "('grid_sample', 'plugin')" in capsys.readouterr().err
+    program_argv = [*argv, "--format", "torch-export", "--output", str(tmp_path / "m.pt2")]
+    assert export_script.main([*program_argv, "--deform-attn", "plugin"]) == 2
+    assert "deform_attn" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
