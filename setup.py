@@ -100,7 +100,7 @@ INSTALL_REQUIRES = [
 ]
 
 # deployment (sparse_detr.export, projects/SparseDETR/export.py): pip install "sparse_detr[export]"
-EXTRAS_REQUIRE = {"export": ["onnx", "onnxscript", "onnxruntime", "openvino"]}
+EXTRAS_REQUIRE = {"export": ["onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions", "openvino"]}
 
 setup(
     name="sparse_detr",

@@ -6,11 +6,17 @@ One 800x1216 RGB image, the paper's R-50 config (``configs/common/models/sparse_
 
   * ``pytorch``: ``model([{"image": ...}])`` in eval mode under ``no_grad``, as configured (C++ MSDA kernel
     when ``sparse_detr._C`` is built, FrozenBN folded, channels-last backbone);
-  * ``onnxruntime``: the ``.onnx`` written by ``sparse_detr.export.export_onnx`` (deformable attention as
-    ONNX GridSample), CPU provider, ``intra_op_num_threads = --threads``, all graph optimisations;
-  * ``openvino``: the same ``.onnx`` compiled for CPU with ``INFERENCE_NUM_THREADS = --threads`` and
-    ``INFERENCE_PRECISION_HINT = f32`` (on CPUs with bf16 units OpenVINO would otherwise run in bf16;
-    ``--openvino-bf16`` adds that row, outputs then differ by ~1e-2).
+  * ``onnxruntime``: the ``.onnx`` written by ``sparse_detr.export.export_onnx`` opened with
+    ``sparse_detr.export.onnxruntime_session(path, threads=--threads)`` (CPU provider,
+    ``intra_op_num_threads``, all graph optimisations) and run with its checked ``run``;
+  * ``openvino``: the same ``.onnx`` through ``sparse_detr.export.openvino_model(path, threads=--threads)``
+    (CPU, ``INFERENCE_NUM_THREADS``, ``INFERENCE_PRECISION_HINT = f32``; on CPUs with bf16 units OpenVINO
+    would otherwise run in bf16: ``--openvino-bf16`` adds a plain ``compile_model`` row in bf16 for the
+    grid_sample file, outputs then differ by ~1e-2).
+
+Each ONNX row is measured for both forms of deformable attention (``--deform-attn``): ``grid_sample``
+(standard ops) and ``plugin`` (one ``MultiscaleDeformableAttnPlugin_TRT`` node per attention, run by the
+project's C++ kernel in both runtimes).
 
 Each (model, runtime) runs in a fresh subprocess: median and min wall time of ``--repeats`` calls after
 ``--warmup`` calls, median process CPU time, and the largest score difference to the PyTorch outputs on the
@@ -18,6 +24,7 @@ same image (a check that the runtimes compute the same detections). ``--tiny`` r
 small image, to check the script itself in seconds.
 
     .venv/bin/python benchmarks/bench_export.py [--threads 2] [--repeats 5] [--warmup 2] [--tiny]
+        [--deform-attn grid_sample plugin]
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ IMAGE_SIZE = (800, 1216)
 TINY_IMAGE_SIZE = (96, 128)
 MODELS = {"dense": None, "rho 0.1": 0.1}
 RUNTIMES = ("pytorch", "onnxruntime", "openvino", "openvino-bf16")
+DEFORM_ATTN = ("grid_sample", "plugin")
 
 
 def build_model(keep_ratio: float | None, tiny: bool):
@@ -80,29 +88,27 @@ def run_worker(args) -> dict:
                 return model([{"image": image}])[0]["instances"].scores.numpy()
 
     else:
-        feed = {"image": image.numpy()}
-        if keep_ratio is not None:
-            feed["keep_ratio"] = np.array(keep_ratio, dtype=np.float32)
-        if args.worker == "onnxruntime":
-            import onnxruntime as ort
+        from sparse_detr.export import onnxruntime_session, openvino_model
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
-
-            def call():
-                return session.run(["scores"], feed)[0]
-
-        else:
+        if args.worker == "openvino-bf16":
             import openvino as ov
 
-            precision = "bf16" if args.worker == "openvino-bf16" else "f32"
-            config = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": precision}
+            feed = {"image": image.numpy()}
+            if keep_ratio is not None:
+                feed["keep_ratio"] = np.array(keep_ratio, dtype=np.float32)
+            config = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "bf16"}
             compiled = ov.Core().compile_model(args.onnx, "CPU", config)
 
             def call():
                 return compiled(feed)[compiled.output("scores")]
+
+        else:
+            opener = onnxruntime_session if args.worker == "onnxruntime" else openvino_model
+            detector = opener(args.onnx, threads=args.threads)
+            pixels = image.numpy()
+
+            def call():
+                return detector.run(pixels, keep_ratio)[1]
 
     times, cpu_times = [], []
     for i in range(args.warmup + args.repeats):
@@ -119,11 +125,11 @@ def run_worker(args) -> dict:
     }
 
 
-def export(keep_ratio: float | None, tiny: bool, directory: Path, name: str) -> Path:
+def export(keep_ratio: float | None, tiny: bool, path: Path, deform_attn: str) -> Path:
     from sparse_detr.export import export_onnx
 
     size = TINY_IMAGE_SIZE if tiny else IMAGE_SIZE
-    return export_onnx(build_model(keep_ratio, tiny), directory / f"{name}.onnx", image_size=size)
+    return export_onnx(build_model(keep_ratio, tiny), path, image_size=size, deform_attn=deform_attn)
 
 
 def run_subprocess(args, model: str, runtime: str, onnx_path: Path | None) -> dict:
@@ -140,7 +146,8 @@ def run_subprocess(args, model: str, runtime: str, onnx_path: Path | None) -> di
     if result.returncode != 0:
         sys.exit(f"worker {runtime} on {model} failed:\n{result.stderr[-3000:]}")
     row = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"{model} / {runtime}: {row['median_s']:.3f} s", file=sys.stderr, flush=True)
+    form = f" ({onnx_path.stem})" if onnx_path is not None else ""
+    print(f"{model} / {runtime}{form}: {row['median_s']:.3f} s", file=sys.stderr, flush=True)
     return row
 
 
@@ -153,6 +160,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="1+1 layers, 30 queries, 96x128 image")
     parser.add_argument("--openvino-bf16", action="store_true", help="also time OpenVINO in bf16")
+    parser.add_argument(
+        "--deform-attn", nargs="+", choices=DEFORM_ATTN, default=list(DEFORM_ATTN),
+        help="forms of deformable attention exported (ONNX rows)",
+    )
     parser.add_argument("--worker", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=sorted(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -167,19 +178,27 @@ def main() -> None:
     from sparse_detr.layers import extension_available
 
     torch.set_num_threads(args.threads)
-    runtimes = [r for r in RUNTIMES if r != "openvino-bf16" or args.openvino_bf16]
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for index, (model, keep_ratio) in enumerate(MODELS.items()):
-            start = time.perf_counter()
-            onnx_path = export(keep_ratio, args.tiny, Path(directory), f"model{index}")
-            print(f"{model}: exported in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-            results = {runtime: run_subprocess(args, model, runtime, onnx_path) for runtime in runtimes}
-            reference = np.asarray(results["pytorch"]["scores"])
-            for runtime, row in results.items():
+            results = {("pytorch", "-"): run_subprocess(args, model, "pytorch", None)}
+            for deform_attn in args.deform_attn:
+                start = time.perf_counter()
+                onnx_path = export(keep_ratio, args.tiny, Path(directory) / f"m{index}_{deform_attn}.onnx",
+                                   deform_attn)
+                print(f"{model} ({deform_attn}): exported in {time.perf_counter() - start:.0f} s",
+                      file=sys.stderr, flush=True)
+                runtimes = ["onnxruntime", "openvino"]
+                if args.openvino_bf16 and deform_attn == "grid_sample":
+                    runtimes.append("openvino-bf16")
+                for runtime in runtimes:
+                    results[(runtime, deform_attn)] = run_subprocess(args, model, runtime, onnx_path)
+            reference = np.asarray(results[("pytorch", "-")]["scores"])
+            for (runtime, deform_attn), row in results.items():
                 scores = np.asarray(row["scores"])
                 diff = np.abs(scores - reference).max() if scores.shape == reference.shape else float("nan")
-                rows.append({"model": model, "runtime": runtime, "score_diff": diff, **row})
+                rows.append({"model": model, "runtime": runtime, "deform_attn": deform_attn,
+                             "score_diff": diff, **row})
 
     size = TINY_IMAGE_SIZE if args.tiny else IMAGE_SIZE
     print(
@@ -188,14 +207,15 @@ def main() -> None:
         f"PyTorch MSDA extension: {extension_available()}\n"
     )
     print(
-        "| model | runtime | median latency (s) | min latency (s) | CPU time (s) | vs PyTorch "
-        "| max score diff |"
+        "| model | runtime | deform attn | median latency (s) | min latency (s) | CPU time (s) "
+        "| vs PyTorch | max score diff |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         pytorch = next(r for r in rows if r["model"] == row["model"] and r["runtime"] == "pytorch")
         print(
-            f"| {row['model']} | {row['runtime']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
+            f"| {row['model']} | {row['runtime']} | {row['deform_attn']} | {row['median_s']:.3f} | "
+            f"{row['min_s']:.3f} | "
             f"{row['cpu_s']:.3f} | {pytorch['median_s'] / row['median_s']:.2f}x | {row['score_diff']:.1e} |"
         )
     load = os.getloadavg()

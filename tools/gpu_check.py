@@ -42,6 +42,8 @@ NOT_NEEDED = {
 # Modules imported only by code the GPU check does not run, with the reason.
 NOT_RUN_ON_GPU = {
     "openvino": "the OpenVINO parity tests (tests/export) and benchmarks/bench_export.py run on CPU machines",
+    "onnxruntime_extensions": "ONNX Runtime's plugin-node kernel (sparse_detr/export/runtimes.py) runs in "
+    "the CPU deployment tests (tests/export) and benchmarks/bench_export.py only",
 }
 TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",

@@ -37,7 +37,7 @@ elif ! "$VENV/bin/python" -c "import detectron2.modeling" 2>/dev/null; then
 fi
 
 echo "[setup] installing deployment runtimes (export to ONNX / OpenVINO)"
-$PIP install -q onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 openvino==2026.4.1
+$PIP install -q onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 openvino==2026.4.1 onnxruntime-extensions==0.15.2
 
 echo "[setup] installing dev tools"
 $PIP install -q pytest pytest-timeout hypothesis ruff

@@ -3,6 +3,8 @@
 
     python projects/SparseDETR/export.py --config-file converted/config.yaml \\
         --weights converted/model_final.pth --format onnx --output deploy/sparse_detr.onnx --rho 0.1
+    python projects/SparseDETR/export.py --config-file converted/config.yaml \\
+        --weights converted/model_final.pth --output deploy/plugin.onnx --deform-attn plugin
     python projects/SparseDETR/export.py --config-file configs/quickstart_shapes.py \\
         --weights output/quickstart/model_final.pth --format torch-export --output deploy/model.pt2
 
@@ -27,7 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.engine.predictor import load_detector_weights, refuse_missing_weights
-from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, export_model
+from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, ONNX_DEFORM_ATTN, export_model
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
 
 logger = logging.getLogger("sparse_detr.export")
@@ -77,9 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--deform-attn",
-        choices=DEFORM_ATTN_IMPLS,
+        choices=sorted(set(ONNX_DEFORM_ATTN) | set(DEFORM_ATTN_IMPLS)),
         default="grid_sample",
-        help="torch-export only: 'extension' keeps the compiled sparse_detr op (needs sparse_detr to run)",
+        help="deformable attention in the exported graph: 'grid_sample' (standard ops, the default); ONNX "
+        "'plugin': one MultiscaleDeformableAttnPlugin_TRT node each (TensorRT's plugin; ONNX Runtime / "
+        "OpenVINO through sparse_detr.export.onnxruntime_session / openvino_model); torch-export "
+        "'extension': the compiled sparse_detr op (needs sparse_detr to run)",
     )
     parser.add_argument("--device", default="cpu", help="device the model is exported on")
     parser.add_argument(

@@ -22,6 +22,7 @@ from .deployable import DeployableSparseDETR, default_keep_ratio
 __all__ = [
     "EXPORT_FORMATS",
     "MIN_IMAGE_SIZE",
+    "ONNX_DEFORM_ATTN",
     "ONNX_OPSET",
     "export_onnx",
     "export_torch_program",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("onnx", "torch-export")
+# how an ONNX file holds deformable attention: standard ops, or one TensorRT-layout plugin node (plugin_op.py)
+ONNX_DEFORM_ATTN = ("grid_sample", "plugin")
 ONNX_OPSET = 18
 # the smallest level (stride 64 with 4 levels) must be at least 2 x 2 for one graph to serve every size
 MIN_IMAGE_SIZE = 65
@@ -55,8 +58,8 @@ def _import_onnx():
     missing = [name for name in ONNX_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise ModuleNotFoundError(
-            f"ONNX export needs {' and '.join(missing)}, which are not installed: install the export extra, "
-            "pip install 'sparse-detr[export]' (onnx, onnxscript, onnxruntime, openvino)",
+            f"ONNX export needs {' and '.join(missing)}, which are not installed: install the package's "
+            "export extra (the exporters and the runtimes), pip install 'sparse-detr[export]'",
             name=missing[0],
         )
     import onnx
@@ -137,14 +140,17 @@ def export_onnx(
     image_size: tuple[int, int] = (640, 640),
     keep_ratio: float | None = None,
     opset: int = ONNX_OPSET,
+    deform_attn: str = "grid_sample",
 ) -> Path:
-    """Export the one-image detector to an ONNX file (dynamo exporter, standard ops only).
+    """Export the one-image detector to an ONNX file (dynamo exporter).
 
     The graph's inputs are ``image`` Float[3, height, width] and, for a sparse model, ``keep_ratio``
     Float[], a required input (an ONNX input with a default initializer becomes a constant in OpenVINO);
     its default, the model's inference rho or ``keep_ratio``, is in the metadata
     (``sparse_detr.default_keep_ratio``). The file passes
-    ``onnx.checker`` (full check) and strict shape inference.
+    ``onnx.checker`` (full check) and strict shape inference. The metadata also records the inputs'
+    domain (``sparse_detr.keep_ratio_range``, ``sparse_detr.min_image_size``, ``sparse_detr.token_strides``)
+    and ``sparse_detr.deform_attn``.
 
     Args:
         model: a :class:`SparseDETR` on the CPU.
@@ -152,13 +158,23 @@ def export_onnx(
         image_size: (H, W) of the example image used for tracing.
         keep_ratio: default rho (the model's inference rho if None).
         opset: ONNX opset (>= 17: GridSample and LayerNormalization).
+        deform_attn: "grid_sample" (standard ops only: any ONNX runtime) or "plugin" (each deformable
+            attention one ``MultiscaleDeformableAttnPlugin_TRT`` node, see :mod:`.plugin_op`: TensorRT
+            with NVIDIA's plugin library, ONNX Runtime and OpenVINO through
+            :func:`~sparse_detr.export.onnxruntime_session` / :func:`~sparse_detr.export.openvino_model`;
+            needs ``sparse_detr._C``).
     Returns:
         the path written.
     """
     onnx = _import_onnx()
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (GridSample, LayerNormalization), got {opset}")
-    deployable = _deployable(model, keep_ratio, "grid_sample")
+    if deform_attn not in ONNX_DEFORM_ATTN:
+        raise ValueError(f"deform_attn must be one of {ONNX_DEFORM_ATTN} for ONNX, got {deform_attn!r}")
+    from . import input_domain, plugin_op
+
+    plugin = deform_attn == "plugin"
+    deployable = _deployable(model, keep_ratio, "extension" if plugin else "grid_sample")
     program = _export_program(deployable, image_size)
     names = list(INPUT_NAMES[: 2 if deployable.is_sparse else 1])
     with _step(f"converting to ONNX (opset {opset})"):
@@ -169,10 +185,14 @@ def export_onnx(
             opset_version=opset,
             dynamo=True,
             verbose=False,
+            custom_translation_table=plugin_op.deform_attn_translation() if plugin else None,
         )
     proto = onnx_program.model_proto
     _name_image_dims(proto)
+    if plugin:
+        plugin_op.type_plugin_outputs(proto)
     _add_metadata(proto, deployable)
+    input_domain.add_domain_metadata(proto, deployable.model, deform_attn, MIN_IMAGE_SIZE)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _step(f"writing {path}"):
@@ -234,13 +254,19 @@ def export_model(
     keep_ratio: float | None = None,
     deform_attn: str = "grid_sample",
 ) -> Path:
-    """Export ``model`` to ``output`` in ``export_format`` ("onnx" or "torch-export"); returns the path."""
+    """Export ``model`` to ``output`` in ``export_format`` ("onnx" or "torch-export"); returns the path.
+
+    ``deform_attn``: "grid_sample" or "plugin" for ONNX (:func:`export_onnx`), "grid_sample" or
+    "extension" for torch-export (:func:`export_torch_program`).
+    """
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     if export_format == "onnx":
-        if deform_attn != "grid_sample":
-            raise ValueError("ONNX export uses deform_attn='grid_sample' (standard ops only)")
-        return export_onnx(model, output, image_size=image_size, keep_ratio=keep_ratio)
+        if deform_attn not in ONNX_DEFORM_ATTN:
+            raise ValueError(f"ONNX export takes deform_attn in {ONNX_DEFORM_ATTN}, got {deform_attn!r}")
+        return export_onnx(
+            model, output, image_size=image_size, keep_ratio=keep_ratio, deform_attn=deform_attn
+        )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     export_torch_program(model, output, image_size=image_size, keep_ratio=keep_ratio, deform_attn=deform_attn)

@@ -1,16 +1,18 @@
-"""The converted official fixture (``../shared/reference``) exported to ONNX gives the official detections.
+"""The converted official fixture (``../shared/reference``) exported to ONNX gives the official detections,
+deformable attention as GridSample or as plugin nodes, in ONNX Runtime and OpenVINO (the runtime helpers).
 
 Image 0 of the fixture is the largest of its batch (no padding), so the official results for it are those of
 one unpadded image; they are compared after clipping to the image, as Detectron2's ``detector_postprocess``.
 """
 
-import numpy as np
 import pytest
 import torch
 
-from sparse_detr.export import export_onnx
+from sparse_detr.export import export_onnx, onnxruntime_session, openvino_model
 
 ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime_extensions")
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +39,26 @@ def _clipped_official(official: dict, height: int, width: int) -> dict:
     }
 
 
-def test_exported_fixture_reproduces_official_detections(official, tmp_path):
+@pytest.fixture(scope="module", params=["grid_sample", "plugin"])
+def exported_fixture(request, official, tmp_path_factory):
+    """(deform_attn, .onnx path) of the converted fixture, traced at another size than image 0's."""
     from sparse_detr.checkpoint import OfficialCheckpoint, build_converted_model
 
     model, _ = build_converted_model(OfficialCheckpoint(official["state_dict"], official["args"]))
     model.eval()
+    path = tmp_path_factory.mktemp("official") / f"official_{request.param}.onnx"
+    return request.param, export_onnx(model, path, image_size=(192, 224), deform_attn=request.param)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_exported_fixture_reproduces_official_detections(official, exported_fixture, runtime):
+    deform_attn, path = exported_fixture
     image = official["inputs"]["images"][0]
     assert image.shape[1:] == official["inputs"]["padded_images"].shape[2:], "image 0 must be unpadded"
-    path = export_onnx(model, tmp_path / "official.onnx", image_size=(192, 224))  # traced at another size
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    boxes, scores, classes = (
-        torch.from_numpy(x)
-        for x in session.run(
-            None, {"image": _pixels(image).numpy(), "keep_ratio": np.array(0.1, dtype=np.float32)}
-        )
-    )
+    opener = onnxruntime_session if runtime == "onnxruntime" else openvino_model
+    detector = opener(path, threads=2)
+    assert detector.uses_plugin == (deform_attn == "plugin")
+    boxes, scores, classes = (torch.from_numpy(x) for x in detector.run(_pixels(image).numpy(), 0.1))
     # the official boxes are in pixels of the target size, an exact power-of-two multiple of the input size
     height, width = official["postprocess"]["target_sizes"][0].tolist()
     scale = torch.tensor([width / image.shape[2], height / image.shape[1]] * 2)
@@ -70,6 +77,6 @@ def test_exported_fixture_reproduces_official_detections(official, tmp_path):
     same_order = torch.equal(classes, reference["labels"])
     box_diff = (boxes * scale - reference["boxes"]).abs().max().item() if same_order else float("nan")
     print(
-        f"official fixture via ONNX Runtime: {matched}/{len(scores)} matched, max score diff "
+        f"official fixture via {runtime} ({deform_attn}): {matched}/{len(scores)} matched, max score diff "
         f"{(scores - reference['scores']).abs().max().item():.2g}, max box diff {box_diff:.2g} px"
     )

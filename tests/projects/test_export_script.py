@@ -139,3 +139,15 @@ def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights
     model, _ = tiny_weights
     with pytest.raises(ModuleNotFoundError, match=r"needs onnx.*pip install 'sparse-detr\[export\]'"):
         export_onnx(model, tmp_path / "m.onnx")
+
+
+def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights)]
+    onnx_argv = [*argv, "--format", "onnx", "--output", str(tmp_path / "m.onnx")]
+    assert export_script.main([*onnx_argv, "--deform-attn", "extension"]) == 2
+    assert "('grid_sample', 'plugin')" in capsys.readouterr().err
+    program_argv = [*argv, "--format", "torch-export", "--output", str(tmp_path / "m.pt2")]
+    assert export_script.main([*program_argv, "--deform-attn", "plugin"]) == 2
+    assert "deform_attn" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

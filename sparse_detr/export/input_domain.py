@@ -1,0 +1,119 @@
+"""The inputs an exported graph is valid for: recorded in its ONNX metadata, checked before a run.
+
+A graph runs on whatever it is fed: ``keep_ratio`` 0 or 1e-9 keeps one token, 2 the dense result, NaN fails
+deep inside TopK; an image below the minimum size or full of NaN gives confident nonsense. The exporter
+records the domain (``sparse_detr.keep_ratio_range`` "(0, 1]", ``sparse_detr.min_image_size``,
+``sparse_detr.token_strides``) and :func:`check_image` / :func:`check_keep_ratio` refuse inputs outside it by
+name; the runtime helpers (:mod:`.runtimes`) call them before every run.
+
+Valid inputs:
+
+- ``image``: Float[3, H, W] (a numpy array or torch tensor, float32 or convertible), 3 channels first,
+  H, W >= ``min_image_size`` (65: the stride-64 level is at least 2 x 2), every value finite.
+- ``keep_ratio``: a finite number in (0, 1] that keeps at least one whole token of the image:
+  ``keep_ratio * num_tokens(H, W) >= 1``, where ``num_tokens`` sums ceil(H / s) * ceil(W / s) over the
+  token strides (8, 16, 32, 64 for the paper's models). A smaller ratio would silently be rounded up to one
+  token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "KEEP_RATIO_RANGE",
+    "add_domain_metadata",
+    "check_image",
+    "check_keep_ratio",
+    "num_tokens",
+    "token_strides",
+]
+
+KEEP_RATIO_RANGE = "(0, 1]"
+
+
+def token_strides(model) -> list[int]:
+    """Stride (input pixels per token) of each encoder level: the backbone maps', then x2 per extra level."""
+    shapes = model.backbone.output_shape()
+    strides = [int(shapes[name].stride) for name in model.in_features]
+    while len(strides) < model.neck.num_levels:
+        strides.append(strides[-1] * 2)
+    return strides
+
+
+def num_tokens(height: int, width: int, strides: list[int]) -> int:
+    """Encoder tokens of an H x W image: sum over levels of ceil(H / s) * ceil(W / s)."""
+    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
+
+
+def add_domain_metadata(proto, model, deform_attn: str, min_image_size: int) -> None:
+    """Record the inputs' domain and the deformable-attention form in ``proto``'s metadata."""
+    metadata = {
+        "sparse_detr.deform_attn": deform_attn,
+        "sparse_detr.keep_ratio_range": KEEP_RATIO_RANGE,
+        "sparse_detr.token_strides": json.dumps(token_strides(model)),
+    }
+    existing = {entry.key for entry in proto.metadata_props}
+    if "sparse_detr.min_image_size" not in existing:
+        metadata["sparse_detr.min_image_size"] = str(min_image_size)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _as_array(image: Any) -> np.ndarray:
+    if hasattr(image, "detach"):  # a torch tensor
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"image must be a Float[3, H, W] numpy array or torch tensor, got {type(image).__name__}"
+        )
+    return image
+
+
+def check_image(image: Any, min_image_size: int, name: str = "image") -> np.ndarray:
+    """``image`` as a contiguous float32 [3, H, W] array, or ValueError naming what is wrong with it."""
+    array = _as_array(image)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(
+            f"{name} must have shape (3, H, W) (channels first, the model's channel order, 0-255), got "
+            f"shape {tuple(array.shape)}" + (" (H x W x 3? transpose it to 3 x H x W)" if array.ndim == 3
+                                             and array.shape[-1] == 3 else "")
+        )
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name} must hold real numbers (0-255), got dtype {array.dtype}")
+    height, width = array.shape[1:]
+    if min(height, width) < min_image_size:
+        raise ValueError(
+            f"{name} is {height} x {width}: below the graph's minimum size {min_image_size} x "
+            f"{min_image_size} "
+            "(metadata sparse_detr.min_image_size; resize it as the model's test resize does)"
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - finite.sum())
+        raise ValueError(f"{name} holds {bad} of {array.size} values that are NaN or infinite")
+    return array
+
+
+def check_keep_ratio(keep_ratio: Any, height: int, width: int, strides: list[int]) -> np.ndarray:
+    """``keep_ratio`` as a float32 scalar array, or ValueError naming the value and the valid domain."""
+    try:
+        value = float(np.asarray(keep_ratio, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise ValueError(f"keep_ratio must be one number in {KEEP_RATIO_RANGE}, got {keep_ratio!r}") from None
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"keep_ratio must be a number in {KEEP_RATIO_RANGE} (metadata "
+                         f"sparse_detr.keep_ratio_range), got {value}")
+    tokens = num_tokens(height, width, strides)
+    if value * tokens < 1.0:
+        raise ValueError(
+            f"keep_ratio {value:g} keeps less than one of the {tokens} tokens of a {height} x {width} image "
+            f"(the graph would silently keep 1); the smallest for this size is 1/{tokens} = {1 / tokens:.3g}"
+        )
+    return np.array(value, dtype=np.float32)
