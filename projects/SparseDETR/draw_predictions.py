@@ -14,6 +14,7 @@ from PIL import Image
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic sets)
 import sparse_detr.modeling  # noqa: F401
+from sparse_detr.config.arguments import positive_int, unit_interval
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.visualization import draw_prediction_grid
 
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. shapes_val")
     parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--num-images", type=int, default=8)
-    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--num-images", type=positive_int, default=8)
+    parser.add_argument("--score-threshold", type=unit_interval, default=0.5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     cfg = LazyConfig.load(args.config_file)

@@ -19,7 +19,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import DefaultPredictor
 from omegaconf import OmegaConf
 
-from sparse_detr.config.validation import check_option_order, check_override_types
+from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.data import build_detr_test_augmentations
 from sparse_detr.data.augmentations import apply_augmentations
 from sparse_detr.data.image_io import read_image
@@ -50,11 +50,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_config_with_overrides(
-    path_or_name: str, opts: list[str], weights: str | None = None, device: str | None = None
+    path_or_name: str,
+    opts: list[str],
+    weights: str | None = None,
+    device: str | None = None,
+    usage: str = "--config-file CONFIG [options]",
 ):
-    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given."""
-    check_option_order(opts, "--config-file CONFIG [options]")
+    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
+
+    The overrides are checked as ``train_net.py`` checks its own (options first, known keys, value kinds;
+    see :func:`sparse_detr.config.validation.check_command_line_overrides`); ``usage`` is the command line
+    shown when an option comes after them.
+    """
     cfg = load_config(path_or_name)
+    check_command_line_overrides(cfg, opts, usage)
     if isinstance(cfg, CfgNode):
         cfg.merge_from_list(opts)
         if weights is not None:
@@ -62,7 +71,6 @@ def load_config_with_overrides(
         if device is not None:
             cfg.MODEL.DEVICE = device
     else:
-        check_override_types(cfg, opts)
         cfg = LazyConfig.apply_overrides(cfg, opts)
         if weights is not None:
             cfg.train.init_checkpoint = weights

@@ -155,8 +155,6 @@ def test_cli_latency_only(tmp_path):
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit, match="nothing to measure"):
         benchmark.main(["--config-file", TINY_CONFIG])
-    with pytest.raises(SystemExit, match="--rho"):
-        benchmark.main(["--flops", "--config-file", TINY_CONFIG, "--rho", "1.5"])
 
 
 def test_paper_gflops_lookup_matches_backbone_scorer_and_depth():
