@@ -38,36 +38,34 @@ OUT_OF_RANGE = [
 ]
 
 
-def _main(tool: str, *argv: str):
-    module, required = TOOLS[tool]
-    return module.main(["--config-file", TINY_CONFIG, *required, *argv])
+def _command_line(tool: str, tmp_path, *argv: str) -> list[str]:
+    """The tool's required options (outputs under ``tmp_path``), then ``argv``."""
+    _, required = TOOLS[tool]
+    required = [str(tmp_path / r) if r in ("o", "o.onnx", "o.png") else r for r in required]
+    return ["--config-file", TINY_CONFIG, *required, *argv]
 
 
 @pytest.mark.parametrize(
     "tool, option, value", [(tool, option, v) for tool, option, values in OUT_OF_RANGE for v in values]
 )
-def test_out_of_range_options_are_refused_by_name(tool, option, value, capsys):
+def test_out_of_range_options_are_refused_by_name(tool, option, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _main(tool, option, value)
+        TOOLS[tool][0].main(_command_line(tool, tmp_path, option, value))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert f"argument {option}" in error and repr(value) in error, error
 
 
 @pytest.mark.parametrize("tool", ["demo", "visualize_tokens", "export", "benchmark"])
-def test_an_option_after_the_overrides_is_refused_with_the_tool_usage(tool):
-    module, required = TOOLS[tool]
-    name = "benchmark.py" if tool == "benchmark" else f"{tool}.py"
-    with pytest.raises(ValueError, match=rf"Option '--device' comes after.*options go first.*{name}"):
-        module.main(["--config-file", TINY_CONFIG, *required, "train.seed=1", "--device", "cpu"])
+def test_an_option_after_the_overrides_is_refused_with_the_tool_usage(tool, tmp_path):
+    with pytest.raises(ValueError, match=rf"Option '--device' comes after.*options go first.*{tool}\.py"):
+        TOOLS[tool][0].main(_command_line(tool, tmp_path, "train.seed=1", "--device", "cpu"))
 
 
 @pytest.mark.parametrize("tool", ["demo", "visualize_tokens", "export", "benchmark"])
 def test_an_unknown_override_key_is_named_with_the_available_keys(tool, tmp_path):
-    module, required = TOOLS[tool]
-    required = [str(tmp_path / r) if r in ("o", "o.onnx") else r for r in required]
     with pytest.raises(KeyError, match=r"Unknown config key 'model\.neck\.hiden_dim'.*hidden_dim"):
-        module.main(["--config-file", TINY_CONFIG, *required, "model.neck.hiden_dim=64"])
+        TOOLS[tool][0].main(_command_line(tool, tmp_path, "model.neck.hiden_dim=64"))
 
 
 def test_the_tools_and_train_net_share_one_override_check():
@@ -86,7 +84,8 @@ def test_the_tools_and_train_net_share_one_override_check():
 def test_yacs_override_keys_are_named_with_the_available_keys(tmp_path):
     config = tmp_path / "yacs.yaml"
     config.write_text("MODEL:\n  META_ARCHITECTURE: SparseDETR\n")
-    with pytest.raises(KeyError, match=r"'MODEL\.SPARSE_DETR\.NUM_CLASES'.*'MODEL\.SPARSE_DETR'.*NUM_CLASSES"):
+    unknown = r"'MODEL\.SPARSE_DETR\.NUM_CLASES'.*'MODEL\.SPARSE_DETR'.*NUM_CLASSES"
+    with pytest.raises(KeyError, match=unknown):
         load_config_with_overrides(str(config), ["MODEL.SPARSE_DETR.NUM_CLASES", "3"])
     with pytest.raises(ValueError, match="KEY VALUE pairs"):
         load_config_with_overrides(str(config), ["MODEL.SPARSE_DETR.NUM_CLASSES"])
