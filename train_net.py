@@ -48,7 +48,7 @@ from sparse_detr.config.validation import (
     validate_config,
 )
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
-from sparse_detr.data.annotation_checks import check_dataset_annotations
+from sparse_detr.data.annotation_checks import check_annotated_boxes, check_dataset_annotations
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
@@ -72,20 +72,26 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
-    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
+def check_datasets(
+    cfg, contents_of: tuple[str, ...] = (), splits: tuple[str, ...] = ("train", "test")
+) -> None:
+    """Register ``datasets.coco_json`` entries and check every dataset name the ``splits``' loaders use.
 
     For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
-    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built.
+    named, dropped boxes counted, duplicate category ids, categories against ``model.heads.num_classes``, a
+    training set without boxes) before the model is built. ``--eval-only`` checks the test split only: the
+    training annotations need not be installed to evaluate.
     """
     catalog.register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
     num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
-    for split in ("train", "test"):
+    for split in splits:
         if split in cfg.dataloader:
             names = _dataset_names(cfg.dataloader[split])
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
             if split in contents_of:
-                check_dataset_annotations(names, f"dataloader.{split}.dataset.names", num_classes)
+                key = f"dataloader.{split}.dataset.names"
+                counts = check_dataset_annotations(names, key, num_classes)
+                check_annotated_boxes(counts, key, training=split == "train")
 
 
 def resolve_device(cfg) -> torch.device:
@@ -207,7 +213,8 @@ def main(args) -> dict:
     check_command_line_overrides(cfg, args.opts, "train_net.py --config-file CONFIG [options]")
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
-    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train", "test"))
+    splits = ("test",) if args.eval_only else ("train", "test")
+    check_datasets(cfg, contents_of=splits, splits=splits)
     default_setup(cfg, args)
     # default_setup sets up Detectron2's and fvcore's loggers; the project's go to the console and log.txt
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sparse_detr")
