@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from project_scripts import load_script
 
 from sparse_detr.engine import load_weights
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests/projects"))
-from project_scripts import load_script  # noqa: E402
 
 convert_official = load_script("convert_official")
 
