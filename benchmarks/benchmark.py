@@ -290,6 +290,18 @@ def trainable_params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
 
 
+def check_benchmark_images(model: torch.nn.Module, images: list[dict], source: str) -> None:
+    """Refuse images too small for the model (named by ``source``) before FLOPs and latency: the FLOP count
+    traces the model, which skips the model's own size check."""
+    if not hasattr(model, "check_image_size"):
+        return
+    for x in images:
+        try:
+            model.check_image_size(*x["image"].shape[-2:], source)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
+
+
 def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     """All rows of one config: one per ``--rho`` value (or one at the config's own rho)."""
     cfg = load_config_with_overrides(path_or_name, args.opts, usage=USAGE)
@@ -298,8 +310,10 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     label = config_label(path_or_name)
     if args.dataset:
         images = dataset_images(cfg, args.dataset, args.num_images)
+        check_benchmark_images(model, images, f"an image of --dataset {args.dataset}")
     else:
         images = random_images(*args.image_size, count=max(args.batch_size, 1))
+    check_benchmark_images(model, images, f"--image-size {args.image_size[0]} {args.image_size[1]}")
     image_size = [
         round(statistics.mean(x["image"].shape[-2] for x in images)),
         round(statistics.mean(x["image"].shape[-1] for x in images)),
