@@ -99,7 +99,7 @@ def _outside_image(box: np.ndarray, width, height) -> bool:
 
 
 def duplicate_category_ids(categories: Sequence[dict]) -> dict[int, list[str]]:
-    """Category id -> the names listed under it, for each id a COCO ``categories`` list holds twice+."""
+    """Category id -> the names listed under it, for each id that a COCO ``categories`` list repeats."""
     names: dict[int, list[str]] = {}
     for category in categories:
         names.setdefault(category.get("id"), []).append(str(category.get("name")))
