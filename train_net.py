@@ -19,6 +19,7 @@ events, ``output_dir`` receives ``final_metrics.json`` with the results of the l
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ from sparse_detr.engine.checkpoint import (
 )
 from sparse_detr.engine.hooks import GradientClipper, IterationSeeder
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
+from sparse_detr.engine.output_lock import OutputDirectoryLock
 from sparse_detr.evaluation import with_token_statistics
 
 logger = logging.getLogger("sparse_detr.train_net")
@@ -189,6 +191,13 @@ def do_train(args, cfg) -> dict:
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # the checkpoint stores the iteration that just finished
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter > cfg.train.max_iter:
+        raise ValueError(
+            f"--resume: {checkpointer.get_checkpoint_file()} was saved after iteration {trainer.iter} "
+            f"({start_iter} iterations done), but train.max_iter={cfg.train.max_iter} is below that: there "
+            f"is nothing to train. Set train.max_iter above {start_iter} to train on, or another "
+            "train.output_dir to start over"
+        )
     trainer.reset_data_loader(lambda: build_train_loader(cfg, start_iter))
     try:
         trainer.train(start_iter, cfg.train.max_iter)
@@ -215,11 +224,14 @@ def main(args) -> dict:
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
     splits = ("test",) if args.eval_only else ("train", "test")
     check_datasets(cfg, contents_of=splits, splits=splits)
-    default_setup(cfg, args)
-    # default_setup sets up Detectron2's and fvcore's loggers; the project's go to the console and log.txt
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sparse_detr")
-    results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
-    write_final_metrics(cfg, results)
+    # one run per output directory (before default_setup writes config.yaml and log.txt there); only the
+    # main process writes files, so only it locks
+    with OutputDirectoryLock(cfg.train.output_dir) if comm.is_main_process() else contextlib.nullcontext():
+        default_setup(cfg, args)
+        # default_setup sets up Detectron2's and fvcore's loggers; the project's go to the console and log.txt
+        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sparse_detr")
+        results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
+        write_final_metrics(cfg, results)
     if comm.get_world_size() > 1:
         # Leave the process group together: a process that exits while its peer still has gloo
         # connections open can make the peer abort.

@@ -11,8 +11,8 @@ batch 1 of 800x1216 images, ResNet-50, dense Deformable DETR+ and Sparse DETR at
 backward, AdamW step) at batch 2, float32 and AMP (GradScaler), its time and peak memory. Models are built
 from the repository's configs through the public API (random weights: the work does not depend on them).
 
-    python benchmarks/bench_gpu.py --json output/gpu_check/bench.json          # on a GPU
-    python benchmarks/bench_gpu.py --small --device cpu --json /tmp/bench.json  # seconds, any machine
+    python -m benchmarks.bench_gpu --json output/gpu_check/bench.json          # on a GPU
+    python -m benchmarks.bench_gpu --small --device cpu --json /tmp/bench.json  # seconds, any machine
 
 ``--small`` shrinks every size (kernel levels / 8; images 64x96 at batch 1 through a 1+1-layer, 32-wide
 transformer; one repeat) so that the script itself can be checked on a CPU; its numbers mean nothing.
@@ -24,16 +24,15 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from benchmarks.bench_msda import CASES, LEVEL_SHAPES, make_inputs  # the kernel shapes, defined once
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_msda import CASES, LEVEL_SHAPES, make_inputs  # noqa: E402  (the kernel shapes, defined once)
 
 DENSE_CONFIG = REPO / "configs" / "deformable_detr_plus_r50_50ep.py"
 SPARSE_CONFIG = REPO / "configs" / "sparse_detr_r50_rho0.1_50ep.py"

@@ -45,9 +45,9 @@ from tqdm import tqdm
 
 from sparse_detr.config.arguments import keep_ratio, non_negative_int, positive_int
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.engine.apps import load_config_with_overrides, set_inference_keep_ratio, test_loader
+from sparse_detr.data import build_dataset_test_loader
 from sparse_detr.layers import add_msda_flop_handle
-from sparse_detr.model_zoo import build_model_from_config, config_label
+from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
 
 logger = logging.getLogger("sparse_detr.benchmark")
 
@@ -239,7 +239,7 @@ def random_images(height: int, width: int, count: int, seed: int = 0) -> list[di
 
 def dataset_images(cfg, dataset: str, count: int) -> list[dict]:
     """The first ``count`` test inputs of ``dataset`` through the config's test loader (resize included)."""
-    loader = test_loader(cfg, dataset)
+    loader = build_dataset_test_loader(cfg, dataset)
     images = []
     for batch in loader:
         images.extend({"image": x["image"].float()} for x in batch)
@@ -281,7 +281,7 @@ def apply_inference_keep_ratio(model: torch.nn.Module, rho: float | None) -> flo
             raise ValueError(f"--rho {rho}: this model has no token scorer (it runs at rho = {effective})")
         return effective
     if rho is not None:
-        set_inference_keep_ratio(model, rho)
+        model.set_keep_ratio(scorer.keep_ratio, test_keep_ratio=rho)
     return scorer.active_keep_ratio if encoder_layers else 0.0
 
 
@@ -313,7 +313,7 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
         check_benchmark_images(model, images, f"an image of --dataset {args.dataset}")
     else:
         images = random_images(*args.image_size, count=max(args.batch_size, 1))
-    check_benchmark_images(model, images, f"--image-size {args.image_size[0]} {args.image_size[1]}")
+        check_benchmark_images(model, images, f"--image-size {args.image_size[0]} {args.image_size[1]}")
     image_size = [
         round(statistics.mean(x["image"].shape[-2] for x in images)),
         round(statistics.mean(x["image"].shape[-1] for x in images)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 BUILD_COMMAND = "pip install --no-build-isolation -e ."
 
 try:
-    from sparse_detr import _C
+    import sparse_detr._C as _C
 except ImportError as error:  # the only failure that means "not built" (or built for another torch)
     _C = None
     EXTENSION_IMPORT_ERROR: ImportError | None = error

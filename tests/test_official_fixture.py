@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_detr.modeling.input_checks import pixel_values_unchecked
+from sparse_detr.utils.input_checks import pixel_values_unchecked
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from detectron2.engine import default_argument_parser
 from sparse_detr.config.validation import check_override_keys
 from sparse_detr.data.synthetic import SHAPES_PRESETS, default_datasets_root, register_shapes_dataset
 from sparse_detr.engine import NonFiniteLossError
+from sparse_detr.engine.output_lock import LOCK_FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "tests/configs/tiny_shapes.py"
@@ -87,8 +89,14 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(trained):
     # the state of a run stopped after the checkpoint of iteration 1 (k = 2 iterations done)
     shutil.copy(output / "model_0000001.pth", resumed / "model_0000001.pth")
     (resumed / "last_checkpoint").write_text("model_0000001.pth")
+    # the lock file of the killed run, whose process is gone: taken over
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    stale = {"pid": killed.pid, "host": socket.gethostname(), "started": "earlier", "command": "train_net.py"}
+    (resumed / LOCK_FILE_NAME).write_text(json.dumps(stale))
     result = run_train_net(root, "--resume", f"train.output_dir={resumed}")
     assert "Starting training from iteration 2" in result.stdout + result.stderr
+    assert not (resumed / LOCK_FILE_NAME).exists()
 
     expected, actual = raw_losses(output), raw_losses(resumed)
     assert sorted(actual) == [2, 3]
@@ -107,6 +115,17 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(trained):
     for index, state in optimizer_expected["state"].items():
         for name, value in state.items():
             torch.testing.assert_close(optimizer_actual["state"][index][name], value, rtol=1e-5, atol=1e-7)
+
+
+def test_resume_with_max_iter_below_the_checkpoint_names_both_numbers(trained, tmp_path, tiny_sets_in):
+    _, output = trained
+    resumed = tmp_path / "shortened"
+    resumed.mkdir()
+    shutil.copy(output / "model_0000003.pth", resumed / "model_0000003.pth")
+    (resumed / "last_checkpoint").write_text("model_0000003.pth")
+    expected = r"model_0000003\.pth was saved after iteration 3 \(4 iterations done\).*train\.max_iter=2"
+    with pytest.raises(ValueError, match=expected):
+        train_net.main(_args("--resume", f"train.output_dir={resumed}", "train.max_iter=2"))
 
 
 def test_two_processes_on_cpu_write_one_checkpoint(tmp_path):

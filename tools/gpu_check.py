@@ -1,6 +1,7 @@
 """Helpers of tools/gpu_check.sh (the one-command GPU check); each subcommand is one step of it.
 
-    python tools/gpu_check.py deps [--wheels-dir .whl]     # the wheel list against what the code imports
+    python tools/gpu_check.py deps [--wheels-dir .whl] [--summary JSON]   # the wheel list against the imports
+    python tools/gpu_check.py wheels DIR [--write-hashes] [--summary JSON]  # DIR's wheels against the pins
     python tools/gpu_check.py overrides -- KEY=VALUE ...   # the training overrides name existing keys
     python tools/gpu_check.py train-summary METRICS_JSON SUMMARY_JSON
     python tools/gpu_check.py tests JUNIT_XML [--no-skips]
@@ -54,17 +55,110 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _pinned_lines() -> list[tuple[str, str, str | None]]:
+    """tools/gpu_wheels.txt as (normalised name, version, sha256 or None) per requirement line
+    (``name==version --hash=sha256:HEX``, pip's hash syntax)."""
+    pinned = []
+    for line in WHEEL_LIST.read_text().splitlines():
+        fields = line.split("#")[0].split()
+        if not fields:
+            continue
+        name, _, version = fields[0].partition("==")
+        if not version:
+            raise SystemExit(f"{WHEEL_LIST}: {fields[0]!r} must pin one version (name==version)")
+        prefix = "--hash=sha256:"
+        hashes = [field.removeprefix(prefix) for field in fields[1:] if field.startswith(prefix)]
+        pinned.append((normalise(name), version, hashes[0] if hashes else None))
+    return pinned
+
+
 def wheel_requirements() -> dict[str, str]:
     """tools/gpu_wheels.txt as {normalised name: version}."""
-    requirements = {}
+    return {name: version for name, version, _ in _pinned_lines()}
+
+
+def wheel_hashes() -> dict[str, str | None]:
+    """The pinned sha256 of each carried wheel (None where the list has none yet)."""
+    return {name: sha256 for name, _, sha256 in _pinned_lines()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_wheels(wheels_dir: Path, write_hashes: bool = False) -> dict:
+    """The wheels of ``wheels_dir`` against tools/gpu_wheels.txt: one per requirement, each its pinned sha256.
+
+    With ``write_hashes`` the sha256 of each wheel found is written into the list instead of compared (after
+    tools/gpu_wheels.sh made new wheels on purpose). Returns ``{"dir", "verified", "missing", "wrong_hash",
+    "unpinned", "unlisted", "errors"}``; ``errors`` is empty when every wheel is present and intact.
+    """
+    requirements, pins = wheel_requirements(), wheel_hashes()
+    wheels = sorted(wheels_dir.glob("*.whl")) if wheels_dir.is_dir() else []
+    found = {(normalise(w.name.split("-")[0]), w.name.split("-")[1]): w for w in wheels}
+    summary = {"dir": str(wheels_dir), "verified": [], "missing": [], "wrong_hash": [], "unpinned": [],
+               "unlisted": sorted(w.name for (name, _), w in found.items() if name not in requirements),
+               "errors": []}
+    actual = {}
+    for name, version in requirements.items():
+        wheel = found.get((name, version))
+        if wheel is None:
+            summary["missing"].append(f"{name}=={version}")
+            continue
+        actual[name] = _sha256(wheel)
+        if write_hashes:
+            continue
+        if pins[name] is None:
+            summary["unpinned"].append(wheel.name)
+        elif pins[name] != actual[name]:
+            summary["wrong_hash"].append(wheel.name)
+            summary["errors"].append(f"{wheel}: sha256 {actual[name]} is not the pinned {pins[name]} "
+                                     f"({WHEEL_LIST.name}): other contents than the wheel that was tested")
+        else:
+            summary["verified"].append(wheel.name)
+    if write_hashes and actual:
+        _write_hashes(actual)
+        summary["verified"] = [found[(name, requirements[name])].name for name in actual]
+    if summary["missing"]:
+        where = f"{wheels_dir} is absent" if not wheels_dir.is_dir() else f"not in {wheels_dir}"
+        summary["errors"].append(f"{len(summary['missing'])} of {len(requirements)} wheels missing "
+                                 f"({where}): {', '.join(summary['missing'])}; run tools/gpu_wheels.sh")
+    if summary["unpinned"]:
+        summary["errors"].append(f"no sha256 pinned in {WHEEL_LIST.name} for "
+                                 f"{', '.join(summary['unpinned'])}; run tools/gpu_wheels.sh --write-hashes "
+                                 "and commit the list")
+    if summary["unlisted"]:
+        summary["errors"].append(f"{wheels_dir}: {', '.join(summary['unlisted'])} not in {WHEEL_LIST.name}")
+    return summary
+
+
+def _write_hashes(hashes: dict[str, str]) -> None:
+    lines = []
     for line in WHEEL_LIST.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            if not version:
-                raise SystemExit(f"{WHEEL_LIST}: {line!r} must pin one version (name==version)")
-            requirements[normalise(name)] = version
-    return requirements
+        fields = line.split("#")[0].split()
+        name = normalise(fields[0].partition("==")[0]) if fields else None
+        if name in hashes:
+            line = f"{fields[0]} --hash=sha256:{hashes[name]}"
+        lines.append(line)
+    WHEEL_LIST.write_text("\n".join(lines) + "\n")
+
+
+def wheels_summary_line(summary: dict) -> str:
+    """How the report's last line states the wheels: verified, or what is wrong with them."""
+    problems = []
+    if summary["missing"]:
+        problems.append(f"{len(summary['missing'])} missing from {summary['dir']} (run tools/gpu_wheels.sh)")
+    if summary["wrong_hash"]:
+        problems.append(f"{len(summary['wrong_hash'])} with other contents than pinned (sha256)")
+    if summary["unpinned"]:
+        problems.append(f"{len(summary['unpinned'])} without a pinned sha256")
+    if summary["unlisted"]:
+        problems.append(f"{len(summary['unlisted'])} not in the list")
+    return "wheels: " + ("; ".join(problems) if problems else f"{len(summary['verified'])} verified (sha256)")
 
 
 # ------------------------------------------------------------------------------------------------ deps
@@ -86,7 +180,9 @@ def imported_modules() -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    local = {p.stem for p in REPO.rglob("*.py") if ".venv" not in p.parts} | {"sparse_detr", "load_fixture"}
+    sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts]
+    packages = {p.parent.name for p in sources if p.name == "__init__.py"}
+    local = {p.stem for p in sources} | packages | {"sparse_detr", "load_fixture"}
     return {
         m for m in modules if m not in sys.stdlib_module_names and m not in local and m not in NOT_RUN_ON_GPU
     }
@@ -104,7 +200,7 @@ def requirements_of(distribution: str) -> list[str]:
     return needed
 
 
-def check_deps(wheels_dir: Path | None) -> int:
+def check_deps(wheels_dir: Path | None, summary_json: Path | None = None) -> int:
     """Exit status 0 when what the code imports, and what the carried wheels require, is on the GPU
     machine or carried (tools/gpu_wheels.txt), and the downloaded wheels match the list."""
     carried, machine = wheel_requirements(), preinstalled()
@@ -138,24 +234,25 @@ def check_deps(wheels_dir: Path | None) -> int:
     carried_needed = ", ".join(sorted(set(needed) & set(carried)))
     print(f"[deps] {len(needed)} distributions needed; carried: {carried_needed}")
     if wheels_dir is not None:
-        errors += check_wheels_dir(wheels_dir, carried)
+        errors += check_wheels_dir(wheels_dir, carried, summary_json)
     for error in errors:
         print(f"[deps] ERROR: {error}")
     print(f"[deps] {'OK' if not errors else f'{len(errors)} problem(s)'}")
     return 1 if errors else 0
 
 
-def check_wheels_dir(wheels_dir: Path, requirements: dict[str, str]) -> list[str]:
-    """The downloaded wheels are exactly the list, fit in the budget and install for CPython 3.12."""
-    if not wheels_dir.is_dir():
-        print(f"[deps] {wheels_dir} absent (run tools/gpu_wheels.sh before a GPU run): not checked")
-        return []
-    wheels = sorted(wheels_dir.glob("*.whl"))
-    found = {normalise(w.name.split("-")[0]): w.name.split("-")[1] for w in wheels}
-    errors = [f"{wheels_dir}: {name}=={version} is missing (rerun tools/gpu_wheels.sh)"
-              for name, version in requirements.items() if found.get(name) != version]
-    errors += [f"{wheels_dir}: {name}-{version} is not in {WHEEL_LIST.name}"
-               for name, version in found.items() if name not in requirements]
+def check_wheels_dir(wheels_dir: Path, requirements: dict[str, str], summary_json: Path | None = None
+                     ) -> list[str]:
+    """The downloaded wheels are exactly the list, each with its pinned sha256, fit in the budget and install
+    for CPython 3.12. A missing ``wheels_dir`` is an error: a GPU run without them cannot start."""
+    summary = verify_wheels(wheels_dir)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=1))
+    print(f"[deps] {wheels_summary_line(summary)}")
+    errors = list(summary["errors"])
+    wheels = sorted(wheels_dir.glob("*.whl")) if wheels_dir.is_dir() else []
+    if not wheels:
+        return errors
     size_mib = sum(w.stat().st_size for w in wheels) / 2**20
     print(f"[deps] {wheels_dir}: {len(wheels)} wheels, {size_mib:.1f} MiB")
     if size_mib > 48:
@@ -169,6 +266,19 @@ def check_wheels_dir(wheels_dir: Path, requirements: dict[str, str]) -> list[str
     if result.returncode != 0:
         errors.append(f"pip refuses the wheels for CPython 3.12: {result.stderr.strip()[-1500:]}")
     return errors
+
+
+def check_wheels(wheels_dir: Path, write_hashes: bool, summary_json: Path | None) -> int:
+    """Exit status 0 when ``wheels_dir`` holds every wheel of the list with its pinned sha256."""
+    summary = verify_wheels(wheels_dir, write_hashes)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=1))
+    if write_hashes and summary["verified"]:
+        print(f"[wheels] wrote the sha256 of {len(summary['verified'])} wheels into {WHEEL_LIST}")
+    for error in summary["errors"]:
+        print(f"[wheels] ERROR: {error}")
+    print(f"[wheels] {wheels_summary_line(summary)}")
+    return 1 if summary["errors"] else 0
 
 
 # ------------------------------------------------------------------------------------------- overrides
@@ -297,7 +407,10 @@ def markdown(report: dict) -> str:
              f"- machine: {env.get('gpu', 'no GPU')}, driver {env.get('driver', '-')}, "
              f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), Python {env.get('python')}",
              f"- code: commit {report['commit']}, source fingerprint {report['source_fingerprint']}",
-             f"- extension: {extension}", f"- total {report['seconds']:.0f} s", "", "## Steps", ""]
+             f"- extension: {extension}", f"- total {report['seconds']:.0f} s",
+             f"- {wheels_summary_line(report['wheels']) if report.get('wheels') else 'wheels: not checked'}"]
+    lines += [f"  - {error}" for error in (report.get("wheels") or {}).get("errors", [])]
+    lines += ["", "## Steps", ""]
     lines += _table(["step", "status", "seconds"],
                     [[step["name"], step["status"], step["seconds"]] for step in report["steps"]])
     lines += ["", "## Targets", ""]
@@ -343,6 +456,7 @@ def write_report(work: Path, out: Path, dry_run: bool, command: str, seconds: fl
             steps.append({"name": name, "status": status, "seconds": int(step_seconds)})
     bench = read_json(work / "bench.json")
     train = read_json(work / "train_summary.json")
+    wheels = read_json(work / "wheels.json")
     tests = test_counts(work / "cuda_tests.xml") if (work / "cuda_tests.xml").is_file() else None
     environment = {"python": platform.python_version()}
     nvidia = work / "nvidia_smi.csv"
@@ -359,21 +473,24 @@ def write_report(work: Path, out: Path, dry_run: bool, command: str, seconds: fl
     targets = evaluate_targets(None, None, None) if dry_run else evaluate_targets(bench, train, tests)
     report = {"dry_run": dry_run, "command": command, "commit": commit(),
               "source_fingerprint": source_fingerprint(), "seconds": seconds, "environment": environment,
-              "steps": steps, "tests": tests, "train": train, "bench": bench,
+              "steps": steps, "tests": tests, "train": train, "bench": bench, "wheels": wheels,
               "targets": targets}
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_report.json").write_text(json.dumps(report, indent=1))
     (out / "gpu_report.md").write_text(markdown(report))
     failed = [s["name"] for s in steps if s["status"] not in ("ok", "skipped")]
     unmet = [name for name, met in report["targets"].items() if met is False]
-    verdict = "OK" if not failed and not unmet else "FAILED"
+    # wheels that are absent or not the tested ones make a GPU run impossible or meaningless
+    wheels_line = wheels_summary_line(wheels) if wheels else "wheels: not checked"
+    wheels_ok = bool(wheels) and not wheels["errors"]
+    verdict = "OK" if not failed and not unmet and wheels_ok else "FAILED"
     met = sum(1 for value in report["targets"].values() if value)
     unmeasured = sum(1 for value in report["targets"].values() if value is None)
     print(f"[gpu_check] {verdict}{' (dry run)' if dry_run else ''}: "
           f"{len(steps) - len(failed)}/{len(steps)} steps ok"
           f"{' (failed: ' + ', '.join(failed) + ')' if failed else ''}; "
           f"targets {met} met, {len(unmet)} not met{' (' + ', '.join(unmet) + ')' if unmet else ''}, "
-          f"{unmeasured} not measured; {environment.get('gpu', 'no GPU')}; {seconds:.0f} s; "
+          f"{unmeasured} not measured; {wheels_line}; {environment.get('gpu', 'no GPU')}; {seconds:.0f} s; "
           f"report {out / 'gpu_report.md'}")
     return 0 if verdict == "OK" else 1
 
@@ -384,6 +501,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     deps = commands.add_parser("deps")
     deps.add_argument("--wheels-dir", type=Path, default=None)
+    deps.add_argument("--summary", type=Path, default=None)
+    wheels = commands.add_parser("wheels")
+    wheels.add_argument("wheels_dir", type=Path)
+    wheels.add_argument("--write-hashes", action="store_true")
+    wheels.add_argument("--summary", type=Path, default=None)
     overrides = commands.add_parser("overrides")
     overrides.add_argument("config")
     overrides.add_argument("overrides", nargs="*")
@@ -401,7 +523,9 @@ def main() -> None:
     report.add_argument("--seconds", type=float, default=0.0)
     args = parser.parse_args()
     if args.command == "deps":
-        sys.exit(check_deps(args.wheels_dir))
+        sys.exit(check_deps(args.wheels_dir, args.summary))
+    if args.command == "wheels":
+        sys.exit(check_wheels(args.wheels_dir, args.write_hashes, args.summary))
     if args.command == "overrides":
         sys.exit(check_overrides(args.config, args.overrides))
     if args.command == "train-summary":

@@ -15,9 +15,11 @@
 #   tools/gpu_check.sh            # on the GPU machine (python3 = the machine's Python with torch)
 #   tools/gpu_check.sh --dry-run  # on any machine: every step that needs no GPU, small CPU sizes
 #
+# The wheels must be the ones of tools/gpu_wheels.txt, each with its pinned sha256 (missing or other wheels
+# fail the check, a dry run included: it says what a GPU run would lack).
 # Environment: PYTHON (default python3; .venv/bin/python for --dry-run when present), OUT, GIT_COMMIT
 # (the commit, recorded in the report when the tree travels without .git), GPU_CHECK_BUDGET, TMPDIR,
-# TORCH_CUDA_ARCH_LIST (default: the capability of the GPU present), CUDA_HOME.
+# TORCH_CUDA_ARCH_LIST (default: the capability of the GPU present), CUDA_HOME, WHEELS_DIR (default .whl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=0
@@ -43,6 +45,7 @@ PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export DETECTRON2_DATASETS="$WORK/datasets"
 SITE="$WORK/site"
+WHEELS_DIR=${WHEELS_DIR:-.whl}
 CUDA_TESTS=(tests/layers/test_ms_deform_attn_cuda.py tests/modeling/test_sparse_detr_cuda.py)
 TRAIN_CONFIG=configs/quickstart_shapes.py
 # ~100 AMP iterations of the quickstart model on one GPU; it trains on shapes_val (300 images) so that the
@@ -103,8 +106,9 @@ PY
 }
 
 install_wheels() {
-    local wheels=(.whl/*.whl)
-    [[ -e ${wheels[0]} ]] || { echo "no wheels in .whl/: run tools/gpu_wheels.sh where registries work"; return 1; }
+    # only the wheels of the list, with their pinned sha256 (names alone prove nothing)
+    "$PYTHON" tools/gpu_check.py wheels "$WHEELS_DIR" --summary "$WORK/wheels.json" || return 1
+    local wheels=("$WHEELS_DIR"/*.whl)
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --disable-pip-version-check --target "$SITE" "${wheels[@]}"
 }
@@ -135,23 +139,23 @@ run_tests() {  # run_tests JUNIT_XML [--no-skips] PYTEST_ARGS...
 }
 
 train() {  # train OVERRIDES...
-    "$PYTHON" -m sparse_detr.data.generate_shapes shapes_val || return 1
+    "$PYTHON" tools/generate_shapes.py shapes_val || return 1
     "$PYTHON" train_net.py --config-file "$TRAIN_CONFIG" --num-gpus 1 "$@" || return 1
     "$PYTHON" tools/gpu_check.py train-summary "$WORK/train/metrics.json" "$WORK/train_summary.json"
 }
 
 export -f environment install_wheels build_extension run_tests train
-export PYTHON WORK SITE TRAIN_CONFIG
+export PYTHON WORK SITE TRAIN_CONFIG WHEELS_DIR
 
 if ((DRY_RUN)); then
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     step environment 60 environment
-    step dependencies 120 "$PYTHON" tools/gpu_check.py deps --wheels-dir .whl
+    step dependencies 120 "$PYTHON" tools/gpu_check.py deps --wheels-dir "$WHEELS_DIR" --summary "$WORK/wheels.json"
     skip build "no GPU: the environment's own sparse_detr._C is used"
     step cuda-tests 180 run_tests "$WORK/cuda_tests.xml" "" -m cuda "${CUDA_TESTS[@]}"
     step training-overrides 120 "$PYTHON" tools/gpu_check.py overrides "$TRAIN_CONFIG" "${TRAIN_OVERRIDES[@]}"
     skip training "no GPU"
-    step benchmark 240 "$PYTHON" benchmarks/bench_gpu.py --small --device cpu --json "$WORK/bench.json"
+    step benchmark 240 "$PYTHON" -m benchmarks.bench_gpu --small --device cpu --json "$WORK/bench.json"
 else
     export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
     step environment 60 environment
@@ -161,7 +165,7 @@ else
     step cuda-tests 180 run_tests "$WORK/cuda_tests.xml" --no-skips -m cuda "${CUDA_TESTS[@]}"
     step op-tests-cpu 120 run_tests "$WORK/op_tests.xml" "" tests/layers -m "not cuda"
     step training 240 train "${TRAIN_OVERRIDES[@]}"
-    step benchmark 300 "$PYTHON" benchmarks/bench_gpu.py --json "$WORK/bench.json"
+    step benchmark 300 "$PYTHON" -m benchmarks.bench_gpu --json "$WORK/bench.json"
 fi
 
 cp "$WORK/train/metrics.json" "$OUT/train_metrics.json" 2>/dev/null || true

@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 OUT=output/quickstart
 
 echo "[quickstart] generating the synthetic shapes set (skipped when already there)"
-"$PYTHON" -m sparse_detr.data.generate_shapes shapes_train shapes_val
+"$PYTHON" tools/generate_shapes.py shapes_train shapes_val
 
 echo "[quickstart] training + evaluation on the CPU (configs/quickstart_shapes.py)"
 rm -rf "$OUT"

@@ -33,28 +33,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.data import Metadata
-from detectron2.utils.logger import setup_logger
-from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode, Visualizer
-from tqdm import tqdm
-
-from sparse_detr.config.arguments import keep_ratio, unit_interval
-from sparse_detr.config.validation import check_option_order
-from sparse_detr.engine.apps import (
+from apps import (
     build_predictor,
     class_names,
     expand_inputs,
-    load_config_with_overrides,
     num_model_classes,
     predict_bgr,
     prepare_input,
     read_image_or_none,
     set_inference_keep_ratio,
 )
-from sparse_detr.engine.output_names import unique_output_stems
+from detectron2.data import Metadata
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from output_names import unique_output_stems
+from tqdm import tqdm
+
+from sparse_detr.config.arguments import keep_ratio, unit_interval
+from sparse_detr.config.validation import check_option_order
 from sparse_detr.engine.predictor import UntrainedModelError
-from sparse_detr.model_zoo import config_label
+from sparse_detr.model_zoo import config_label, load_config_with_overrides
 from sparse_detr.visualization import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.demo")

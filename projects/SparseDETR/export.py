@@ -27,9 +27,8 @@ from detectron2.utils.logger import setup_logger
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int
 from sparse_detr.engine import load_weights
-from sparse_detr.engine.apps import config_weights, load_config_with_overrides
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, export_model
-from sparse_detr.model_zoo import build_model_from_config
+from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):

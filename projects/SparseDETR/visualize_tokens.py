@@ -21,26 +21,25 @@ import argparse
 import logging
 from pathlib import Path
 
+from apps import (
+    build_predictor,
+    class_names,
+    dataset_entries,
+    expand_inputs,
+    num_model_classes,
+    prepare_input,
+    read_image_or_none,
+    set_inference_keep_ratio,
+)
 from detectron2.utils.logger import setup_logger
+from output_names import unique_output_stems
 from tqdm import tqdm
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int, unit_interval
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.engine.apps import (
-    build_predictor,
-    class_names,
-    dataset_entries,
-    expand_inputs,
-    load_config_with_overrides,
-    num_model_classes,
-    prepare_input,
-    read_image_or_none,
-    set_inference_keep_ratio,
-)
-from sparse_detr.engine.output_names import unique_output_stems
-from sparse_detr.model_zoo import config_label
+from sparse_detr.model_zoo import config_label, load_config_with_overrides
 from sparse_detr.visualization.token_figure import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")

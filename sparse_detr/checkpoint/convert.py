@@ -12,9 +12,10 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..utils.safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
+from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
-from .safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
 
 __all__ = [
     "CheckpointMismatch",
@@ -43,6 +44,7 @@ def load_official_checkpoint(path: str) -> OfficialCheckpoint:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"official checkpoint not found: {path}")
     check_checkpoint_file(path)  # an empty file is named, not a bare EOFError
+    check_zip_members(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import inspect
+
 from detectron2.config import CfgNode as CN
 
 from sparse_detr.modeling.backbone.swin import add_swin_config
+from sparse_detr.modeling.meta_arch.graph import DETECTRON2_KEYED_ARGUMENTS, sparse_detr_graph
 
-__all__ = ["add_sparse_detr_config"]
+__all__ = ["add_sparse_detr_config", "graph_defaults"]
+
+
+def graph_defaults() -> dict:
+    """``MODEL.SPARSE_DETR`` key -> default, read from :func:`sparse_detr_graph`'s signature (one table).
+
+    Every keyword of the graph with a default is a key of the same name in upper case, except those that
+    Detectron2's own keys carry (``MODEL.PIXEL_MEAN``, ``INPUT.FORMAT``, ...); tuples become lists (yacs).
+    """
+    defaults = {}
+    for name, parameter in inspect.signature(sparse_detr_graph).parameters.items():
+        if parameter.default is inspect.Parameter.empty or name in DETECTRON2_KEYED_ARGUMENTS:
+            continue
+        default = parameter.default
+        defaults[name.upper()] = list(default) if isinstance(default, tuple) else default
+    return defaults
+
+
+def _set(cfg: CN, dotted_key: str, value) -> None:
+    *parents, leaf = dotted_key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
 
 
 def add_sparse_detr_config(cfg: CN) -> CN:
     """Add the Sparse DETR keys (defaults = paper R-50, rho 0.1) and set the model-level Detectron2 keys.
 
     Sets ``MODEL.META_ARCHITECTURE = "SparseDETR"``, a torchvision-style frozen ResNet-50 returning res3-res5,
-    RGB input with the ImageNet mean/std of the official code, and 100 detections per image; also adds
+    and the graph's defaults for the Detectron2 keys it reads (RGB input with the ImageNet mean/std of the
+    official code, 100 detections per image, see ``DETECTRON2_KEYED_ARGUMENTS``); also adds
     ``MODEL.SWIN`` so ``MODEL.BACKBONE.NAME = "SwinBackbone"`` works. Returns ``cfg`` for chaining.
     """
     cfg.MODEL.META_ARCHITECTURE = "SparseDETR"
@@ -23,55 +50,16 @@ def add_sparse_detr_config(cfg: CN) -> CN:
     cfg.MODEL.RESNETS.NORM = "FrozenBN"
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision-style bottleneck
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.TEST.DETECTIONS_PER_IMAGE = 100
     add_swin_config(cfg)
+    signature = inspect.signature(sparse_detr_graph).parameters
+    for name, key in DETECTRON2_KEYED_ARGUMENTS.items():  # normalisation, channel order, detections
+        default = signature[name].default
+        _set(cfg, key, list(default) if isinstance(default, (tuple, list)) else default)
 
     sd = cfg.MODEL.SPARSE_DETR = CN()
-    sd.IN_FEATURES = ["res3", "res4", "res5"]
-    sd.NUM_CLASSES = 80
-    sd.HIDDEN_DIM = 256
-    sd.NUM_FEATURE_LEVELS = 4
-    sd.NUM_HEADS = 8
-    sd.DIM_FEEDFORWARD = 1024
-    sd.DROPOUT = 0.1
-    sd.ENCODER_NAME = "SparseDeformableEncoder"  # SPARSE_ENCODER_REGISTRY entry
-    sd.ENC_LAYERS = 6  # 0 = the "no encoder" ablation
-    sd.ENC_POINTS = 4
-    sd.PRE_NORM = False  # Post-LN (official) by default
-    sd.DEC_LAYERS = 6
-    sd.DEC_POINTS = 4
-    sd.NUM_QUERIES = 300
-    sd.TWO_STAGE = True
-    sd.QUERY_INIT_FROM_MEMORY = True  # Efficient DETR query init (official --eff_query_init)
-    sd.BOX_REFINE = True
-    sd.SHARE_HEADS = False
-    sd.ENCODER_AUX_LOSS = True
-    sd.AUX_LOSS = True  # losses on every decoder layer
-    # token scorer: "dam", "objectness", "random", or "" for the dense encoder
-    sd.TOKEN_SCORER = "dam"
-    sd.KEEP_RATIO = 0.1  # rho in (0, 1]; 1.0 = dense
-    sd.TEST_KEEP_RATIO = None  # rho at inference; None = KEEP_RATIO
-    sd.SIZE_DIVISIBILITY = 0  # pad to the largest image only, as the official batching
-    # speed: backbone + neck on channels-last maps, FrozenBN folded into the convs (same function,
-    # different rounding from the official model; set both False to match official outputs bit-closely)
-    sd.CHANNELS_LAST = True
+    for key, default in graph_defaults().items():
+        setattr(sd, key, default)
+    # the backbone's FrozenBN folded into its convolutions (same function, faster; different rounding from
+    # the official model): a backbone setting, not an argument of the graph
     sd.FOLD_FROZEN_BN = True
-    # "float32", or "bfloat16"/"float16": the backbone under torch.autocast (the neck on stays float32)
-    sd.BACKBONE_DTYPE = "float32"
-    # criterion (SparseDETRCriterion.from_config)
-    sd.CRITERION_NAME = "SparseDETRCriterion"
-    sd.MATCHER_COST_CLASS = 2.0
-    sd.MATCHER_COST_BBOX = 5.0
-    sd.MATCHER_COST_GIOU = 2.0
-    sd.FOCAL_ALPHA = 0.25
-    sd.CLASS_LOSS_WEIGHT = 2.0
-    sd.BBOX_LOSS_WEIGHT = 5.0
-    sd.GIOU_LOSS_WEIGHT = 2.0
-    sd.MASK_PREDICTION_LOSS_WEIGHT = 1.0
-    # two-stage proposals ranked by logit 0 (class-agnostic) instead of the best class (official
-    # --eff_specific_head is the opposite)
-    sd.TWO_STAGE_CLASS_AGNOSTIC = False
     return cfg

@@ -1,7 +1,7 @@
 """Data: the DETR dataset mapper and augmentations, a resumable training loader, the synthetic shapes set."""
 from . import synthetic  # noqa: F401  (registers shapes_train / shapes_val / shapes_tiny_*)
 from .augmentations import RandomChoice, build_detr_test_augmentations, build_detr_train_augmentations
-from .build import build_resumable_train_loader
+from .build import build_dataset_test_loader, build_resumable_train_loader
 from .catalog import check_dataset_names, register_coco_json_datasets
 from .dataset_mapper import DetrDatasetMapper, UnreadableImageError
 
@@ -11,6 +11,7 @@ __all__ = [
     "UnreadableImageError",
     "build_detr_test_augmentations",
     "build_detr_train_augmentations",
+    "build_dataset_test_loader",
     "build_resumable_train_loader",
     "check_dataset_names",
     "register_coco_json_datasets",

@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.utils.data as torchdata
+from detectron2.config import CfgNode, instantiate
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
+from omegaconf import OmegaConf
 
-__all__ = ["IterationBatches", "build_resumable_train_loader"]
+__all__ = ["IterationBatches", "build_dataset_test_loader", "build_resumable_train_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +150,17 @@ def build_resumable_train_loader(
         # each iteration is set by the trainer (IterationSeeder) and drives dropout
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def build_dataset_test_loader(cfg, dataset: str):
+    """The config's test data loader, reading ``dataset`` in the main process."""
+    if isinstance(cfg, CfgNode):
+        from detectron2.data import build_detection_test_loader
+
+        return build_detection_test_loader(cfg, dataset)
+    if OmegaConf.select(cfg, "dataloader.test") is None:
+        raise ValueError(f"dataset {dataset!r}: the config has no dataloader.test to read it with")
+    test = cfg.dataloader.test
+    test.dataset.names = dataset
+    test.num_workers = 0
+    return instantiate(test)

@@ -21,7 +21,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import UnidentifiedImageError
 
-from ..modeling.input_checks import check_input_format
+from ..utils.input_checks import check_input_format
 from .augmentations import ImageAugmentationError, apply_augmentations
 from .image_io import read_image
 

@@ -17,7 +17,7 @@ are generated on first use:
 
     shapes_train (3000 images), shapes_val (300), shapes_tiny_train (16, 96 px), shapes_tiny_val (8, 96 px)
 
-Command line: ``python -m sparse_detr.data.generate_shapes [--root DIR] [NAME ...]`` generates the named sets.
+Command line: ``python tools/generate_shapes.py [--root DIR] [NAME ...]`` generates the named sets.
 """
 from __future__ import annotations
 

@@ -3,27 +3,32 @@
 Loading (:class:`SafeDetectionCheckpointer`, the one loader of the project's apps, training and
 evaluation):
 
-- ``.pkl`` files go through a restricted unpickler (:mod:`sparse_detr.checkpoint.safe_pickle`): numpy
+- ``.pkl`` files go through a restricted unpickler (:mod:`sparse_detr.utils.safe_pickle`): numpy
   arrays, containers, strings and numbers only; any other global is refused by name, nothing runs.
   Other files are read with ``torch.load(weights_only=True)``.
-- a missing, empty or unreadable file is named;
+- a missing, empty or unreadable file is named, and so is a ``.pth`` whose zip member fails its CRC-32
+  (a flipped bit in a tensor's data, which ``torch.load`` would load silently);
 - ``strict=True`` (evaluation, predictors, demo, ``--resume``): a checkpoint whose keys or shapes do not fit
-  the model stops with the keys named (a few of each kind and their count), instead of Detectron2's
+  the model stops with the keys named (a few of each kind and their count), or, when its layer stacks have
+  other depths (a 2-layer checkpoint for a 6-layer config), with the layer counts, instead of Detectron2's
   warnings followed by results of a partly random model. ``strict=False`` (training from an
   initialisation: backbone-only checkpoints, fine-tuning to other classes) loads what fits and logs the
   skipped keys in one message; tensors whose shape differs (the class heads when fine-tuning to another
-  number of classes) keep their initialisation and are each named once.
+  number of classes) keep their initialisation and are each named once. NaN/inf weights are refused either
+  way (a model started from them fails at its first iteration).
 
 Saving (:class:`AtomicDetectionCheckpointer`): fvcore's ``Checkpointer.save`` streams ``torch.save`` into the
 final file and rewrites ``last_checkpoint`` in place, so a job killed while saving leaves a truncated
 ``model_*.pth``. Here both go to a temporary file in the same directory, moved into place with ``os.replace``
-(atomic on POSIX). Temporary files of killed processes are removed when the checkpointer is created, and a
-model with NaN/inf weights is never written (it would become ``last_checkpoint``).
+(atomic on POSIX). Temporary files of killed processes are removed when the checkpointer is created, a
+model with NaN/inf weights is never written (it would become ``last_checkpoint``), and a full disk is reported
+as :class:`NoSpaceLeftError` naming the directory (the previous checkpoint stays in place).
 :class:`PersistentPeriodicCheckpointer` honours ``max_to_keep`` across restarts.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -37,16 +42,19 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from detectron2.engine import hooks
 from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleKeys
 
-from ..checkpoint.safe_pickle import (
+from ..utils.processes import process_alive
+from ..utils.safe_pickle import (
     UnsafeCheckpointError,
     check_checkpoint_file,
     load_restricted_pickle,
     unreadable_checkpoint_error,
 )
+from ..utils.zip_integrity import check_zip_members
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "CheckpointMismatchError",
+    "NoSpaceLeftError",
     "NonFiniteWeightsError",
     "PersistentPeriodicCheckpointer",
     "SafeDetectionCheckpointer",
@@ -68,15 +76,26 @@ class CheckpointMismatchError(ValueError):
 
     Attributes:
         incompatible: the missing, unexpected and mis-shaped keys (fvcore's ``_IncompatibleKeys``).
+        architecture: the layer stacks whose depth differs (e.g. ``"encoder.layers: 2 in the checkpoint,
+            6 in the model"``); empty when the layer counts agree.
     """
 
-    def __init__(self, message: str, incompatible: _IncompatibleKeys):
+    def __init__(self, message: str, incompatible: _IncompatibleKeys, architecture: tuple[str, ...] = ()):
         super().__init__(message)
         self.incompatible = incompatible
+        self.architecture = architecture
 
 
 class NonFiniteWeightsError(FloatingPointError):
-    """The model holds NaN/inf weights: it is not saved."""
+    """NaN/inf weights: a model holding them is not saved, a checkpoint holding them is not loaded."""
+
+
+class NoSpaceLeftError(OSError):
+    """A checkpoint could not be written: its directory's file system is full (or over quota)."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_STACK_INDEX = re.compile(r"^(?P<stack>.+?)\.(?P<index>\d+)(\.|$)")
 
 
 def _listing(items: list[str]) -> str:
@@ -100,6 +119,30 @@ def describe_incompatible(incompatible: _IncompatibleKeys) -> list[str]:
         ]
         lines.append(f"{len(shapes)} key(s) with another shape: {_listing(shapes)}")
     return lines
+
+
+def stack_depths(state_dict: dict[str, Any]) -> dict[str, int]:
+    """Number of entries of each indexed module list of a state_dict.
+
+    The first numbered component of a key names the stack: ``encoder.layers.3.ffn.linear1.weight`` counts
+    entry 3 of ``encoder.layers``. Returns ``{stack: number of distinct indices}``.
+    """
+    indices: dict[str, set[str]] = {}
+    for key in state_dict:
+        match = _STACK_INDEX.match(str(key))
+        if match:
+            indices.setdefault(match.group("stack"), set()).add(match.group("index"))
+    return {stack: len(found) for stack, found in indices.items()}
+
+
+def describe_depth_differences(checkpoint_state: dict[str, Any], model_state: dict[str, Any]) -> list[str]:
+    """The layer stacks both state_dicts have whose depth differs, one line each (the model's order)."""
+    in_checkpoint, in_model = stack_depths(checkpoint_state), stack_depths(model_state)
+    return [
+        f"{stack}: {in_checkpoint[stack]} in the checkpoint, {depth} in the model"
+        for stack, depth in in_model.items()
+        if stack in in_checkpoint and in_checkpoint[stack] != depth
+    ]
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
@@ -126,6 +169,25 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             return super().load(path, *args, **kwargs)
         finally:
             self._loading = ""
+
+    def get_checkpoint_file(self) -> str:
+        """As fvcore's, naming a ``last_checkpoint`` file that is not the text name of a checkpoint."""
+        try:
+            path = super().get_checkpoint_file()
+        except UnicodeDecodeError as error:
+            tag = os.path.join(self.save_dir, "last_checkpoint")
+            raise ValueError(
+                f"{tag} is not a text file naming a checkpoint (not UTF-8: {error.reason} at byte "
+                f"{error.start}); write the name of the checkpoint to resume from into it (e.g. "
+                "model_0004999.pth), or delete it to start from train.init_checkpoint"
+            ) from error
+        if path and os.path.normpath(path) == os.path.normpath(self.save_dir):
+            tag = os.path.join(self.save_dir, "last_checkpoint")
+            raise ValueError(
+                f"{tag} is empty: it names no checkpoint; write the name of the checkpoint to resume from "
+                "into it (e.g. model_0004999.pth), or delete it to start from train.init_checkpoint"
+            )
+        return path
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
         """As Detectron2's; resuming this run's own ``last_checkpoint`` is always strict."""
@@ -162,6 +224,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return loaded
 
     def _torch_load(self, f: str) -> Any:
+        check_zip_members(f)  # torch.load does not compare the members' CRC-32
         try:
             loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         except pickle.UnpicklingError as error:
@@ -190,14 +253,24 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
             )
             checkpoint["matching_heuristics"] = False
+        self._convert_ndarray_to_tensor(checkpoint["model"])
         if self.strict:
             # load nothing unless everything fits
             incompatible = self._compare(checkpoint["model"])
             lines = describe_incompatible(incompatible)
-            self._convert_ndarray_to_tensor(checkpoint["model"])
             bad = non_finite_tensors(checkpoint["model"])
             if bad:
                 lines.append(f"{len(bad)} tensor(s) hold NaN/inf values: {_listing(sorted(bad))}")
+            depths = describe_depth_differences(self._unwrapped(checkpoint["model"]), self.model.state_dict())
+            if depths:
+                raise CheckpointMismatchError(
+                    f"Checkpoint {self._loading or 'file'!r} holds another architecture than the model, its "
+                    f"layer counts differ: {'; '.join(depths)}. Build the model from the config the "
+                    "checkpoint was trained with (a converted official checkpoint has its config.yaml beside "
+                    f"it). All differences: {'; '.join(lines)}.",
+                    incompatible,
+                    tuple(depths),
+                )
             if lines:
                 raise CheckpointMismatchError(
                     f"Checkpoint {self._loading or 'file'!r} does not fit the model: "
@@ -207,14 +280,33 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                     "done with train.init_checkpoint, which loads what fits.",
                     incompatible,
                 )
+        else:
+            # an initialisation with NaN/inf weights would fail as a non-finite loss at iteration 0
+            model_state, state = self.model.state_dict(), self._unwrapped(checkpoint["model"])
+            bad = [
+                key
+                for key in non_finite_tensors(state)
+                if key in model_state and tuple(model_state[key].shape) == tuple(state[key].shape)
+            ]
+            if bad:
+                raise NonFiniteWeightsError(
+                    f"Checkpoint {self._loading or 'file'!r} holds NaN/inf values in {len(bad)} tensor(s) "
+                    f"the model would load: {_listing(sorted(bad))}. It comes from a diverged run or a "
+                    "damaged file: use another train.init_checkpoint"
+                )
         return super()._load_model(checkpoint)
+
+    @staticmethod
+    def _unwrapped(state: dict) -> dict:
+        """``state`` without the ``module.`` prefix of a DDP-wrapped model's keys."""
+        if state and all(str(k).startswith("module.") for k in state):
+            return {k[len("module.") :]: v for k, v in state.items()}
+        return state
 
     def _compare(self, checkpoint_state: dict) -> _IncompatibleKeys:
         """The incompatibilities loading ``checkpoint_state`` into the model would have."""
         model_state = self.model.state_dict()
-        state = dict(checkpoint_state)
-        if state and all(k.startswith("module.") for k in state):  # saved from a DDP model (as fvcore)
-            state = {k[len("module.") :]: v for k, v in state.items()}
+        state = self._unwrapped(dict(checkpoint_state))  # saved from a DDP model: as fvcore
         missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
         missing = _filter_reused_missing_keys(self.model, missing) if missing else []
         unexpected = [k for k in state if k not in model_state]
@@ -271,6 +363,12 @@ def _atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in _NO_SPACE:
+            raise
+        raise NoSpaceLeftError(
+            errno.ENOSPC, f"no space left in {directory} while writing {basename} ({error.strerror})"
+        ) from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -281,18 +379,6 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale_temporary_files(directory: str) -> list[str]:
     """Delete ``.<name>.tmp<pid>`` files left in ``directory`` by processes that no longer run."""
     removed = []
@@ -300,7 +386,7 @@ def remove_stale_temporary_files(directory: str) -> list[str]:
         return removed
     for name in os.listdir(directory):
         match = _TEMPORARY_FILE.match(name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             path = os.path.join(directory, name)
             try:
                 os.remove(path)
@@ -350,8 +436,21 @@ class AtomicDetectionCheckpointer(SafeDetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_torch_save(data, save_file)
-        self.tag_last_checkpoint(basename)
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else None
+        try:
+            atomic_torch_save(data, save_file)
+            self.tag_last_checkpoint(basename)
+        except NoSpaceLeftError as error:
+            kept = (
+                f"the previous checkpoint {previous} is intact and still last_checkpoint"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise NoSpaceLeftError(
+                errno.ENOSPC,
+                f"Checkpoint {name!r} not saved: {error.strerror}; {kept}. Free space in "
+                f"{self.save_dir} (or set train.output_dir elsewhere) and resume with --resume",
+            ) from error
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")

@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 
 from ..data.augmentations import ImageAugmentationError, apply_augmentations
-from ..modeling.input_checks import check_image_array, check_input_format
+from ..utils.input_checks import check_image_array, check_input_format
 from .checkpoint import CheckpointMismatchError, load_weights
 
 __all__ = [
@@ -57,12 +57,15 @@ def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
     Raises:
         UntrainedModelError: no weights, a backbone initialisation, or a checkpoint without (fitting) class
             heads (a backbone-only checkpoint, or one trained for another number of classes).
-        CheckpointMismatchError: any other key or shape that does not fit the model.
+        CheckpointMismatchError: any other key or shape that does not fit the model, or layer stacks of
+            other depths than the model's (a checkpoint of another architecture than the config's).
     """
     refuse_missing_weights(weights)
     try:
         load_weights(model, weights, strict=True)
     except CheckpointMismatchError as error:
+        if error.architecture:  # other layer counts: the config is at fault, not missing class heads
+            raise
         incompatible = error.incompatible
         unfit = set(incompatible.missing_keys) | {key for key, _, _ in incompatible.incorrect_shapes}
         if any(".class_heads." in f".{key}" for key in unfit):
@@ -117,7 +120,7 @@ class StrictDefaultPredictor(DefaultPredictor):
 
     Detectron2's own predictor unpickles ``.pkl`` weights with plain ``pickle`` and accepts checkpoints of
     another architecture with warnings. Images are BGR/RGB uint8 (H, W, 3) as for ``DefaultPredictor``; what
-    still reaches the model unfit (see :func:`sparse_detr.modeling.input_checks.check_model_inputs`) is
+    still reaches the model unfit (see :func:`sparse_detr.utils.input_checks.check_model_inputs`) is
     refused there.
     """
 

@@ -127,7 +127,7 @@ class DeployableSparseDETR(nn.Module):
         if deform_attn not in DEFORM_ATTN_IMPLS:
             raise ValueError(f"deform_attn must be one of {DEFORM_ATTN_IMPLS}, got {deform_attn!r}")
         if deform_attn == "extension":
-            from sparse_detr import _ext
+            import sparse_detr._ext as _ext
 
             _ext.require_extension()
         self.model = model.eval()

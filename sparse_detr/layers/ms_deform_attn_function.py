@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from sparse_detr import _ext
+import sparse_detr._ext as _ext
 from sparse_detr.layers.ms_deform_attn_pytorch import ms_deform_attn_pytorch
 
 BACKENDS = ("auto", "pytorch", "extension")

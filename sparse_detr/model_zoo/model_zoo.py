@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sparse_detr.config.validation import check_command_line_overrides
 
 from .official_weights import (
     OFFICIAL_PREFIX,
@@ -28,6 +30,8 @@ __all__ = [
     "load_config",
     "build_model_from_config",
     "config_label",
+    "config_weights",
+    "load_config_with_overrides",
 ]
 
 # paper config name -> stem of the official release file trained with it (official README, "Main Results")
@@ -216,3 +220,37 @@ def _official_stem_or_refuse(config_path: str) -> str:
             f"{', '.join(OFFICIAL_RELEASES)}"
         )
     return stem
+
+def load_config_with_overrides(
+    path_or_name: str,
+    opts: list[str],
+    weights: str | None = None,
+    device: str | None = None,
+    usage: str = "--config-file CONFIG [options]",
+):
+    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
+
+    The overrides are checked as ``train_net.py`` checks its own (options first, known keys, value kinds;
+    see :func:`sparse_detr.config.validation.check_command_line_overrides`); ``usage`` is the command line
+    shown when an option comes after them.
+    """
+    cfg = load_config(path_or_name)
+    check_command_line_overrides(cfg, opts, usage)
+    if isinstance(cfg, CfgNode):
+        cfg.merge_from_list(opts)
+        if weights is not None:
+            cfg.MODEL.WEIGHTS = weights
+        if device is not None:
+            cfg.MODEL.DEVICE = device
+    else:
+        cfg = LazyConfig.apply_overrides(cfg, opts)
+        if weights is not None:
+            cfg.train.init_checkpoint = weights
+        if device is not None:
+            cfg.train.device = device
+    return cfg
+def config_weights(cfg) -> str:
+    """The weights a config names: ``MODEL.WEIGHTS`` (yacs) or ``train.init_checkpoint`` (LazyConfig)."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.WEIGHTS
+    return OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from sparse_detr.layers import MSDeformAttn
 
 from .feed_forward import FeedForward
+from .layer_stack import DeformableLayerStack
 from .tokens import TokenBatch, inverse_sigmoid
 
 __all__ = ["DeformableDecoderLayer", "DeformableDecoder", "DecoderOutput"]
@@ -77,41 +78,15 @@ class DeformableDecoderLayer(nn.Module):
         return queries, locations, weights
 
 
-class DeformableDecoder(nn.Module):
+class DeformableDecoder(DeformableLayerStack):
     """Stack of :class:`DeformableDecoderLayer`; with ``box_heads`` the reference boxes are refined per layer.
 
     Refinement: ``reference <- sigmoid(box_head_l(h_l) + inverse_sigmoid(reference))``, detached between
     layers (2-d references only move their centre).
     """
 
-    def __init__(
-        self,
-        *,
-        num_layers: int = 6,
-        dim: int = 256,
-        ffn_dim: int = 1024,
-        num_heads: int = 8,
-        num_levels: int = 4,
-        num_points: int = 4,
-        dropout: float = 0.1,
-    ):
-        super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"the decoder needs at least one layer, got num_layers={num_layers}")
-        self.layers = nn.ModuleList(
-            DeformableDecoderLayer(
-                dim=dim,
-                ffn_dim=ffn_dim,
-                num_heads=num_heads,
-                num_levels=num_levels,
-                num_points=num_points,
-                dropout=dropout,
-            )
-            for _ in range(num_layers)
-        )
-        self.num_layers = num_layers
-        self.dim = dim
-        self.num_levels = num_levels
+    layer_class = DeformableDecoderLayer
+    min_layers = 1
 
     def forward(
         self,

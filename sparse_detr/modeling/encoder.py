@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from sparse_detr.layers import MSDeformAttn
 
 from .feed_forward import FeedForward
+from .layer_stack import DeformableLayerStack
 from .registry import SPARSE_ENCODER_REGISTRY
 from .tokens import TokenBatch, encoder_reference_points, gather_tokens
 
@@ -126,7 +127,7 @@ class SparseEncoderLayer(nn.Module):
 
 
 @SPARSE_ENCODER_REGISTRY.register()
-class SparseDeformableEncoder(nn.Module):
+class SparseDeformableEncoder(DeformableLayerStack):
     """Stack of :class:`SparseEncoderLayer`.
 
     Sparse mode (``selected_indices`` given): the k selected tokens are the queries of every layer; their
@@ -135,6 +136,9 @@ class SparseDeformableEncoder(nn.Module):
     layer. Dense mode (``selected_indices=None``): every token is a query (Deformable DETR). With zero
     layers the memory is ``features + pos`` (the "no encoder" ablation of the paper).
     """
+
+    layer_class = SparseEncoderLayer
+    min_layers = 0  # zero layers: the "no encoder" ablation
 
     def __init__(
         self,
@@ -148,25 +152,17 @@ class SparseDeformableEncoder(nn.Module):
         dropout: float = 0.1,
         pre_norm: bool = False,
     ):
-        super().__init__()
-        if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
-        self.layers = nn.ModuleList(
-            SparseEncoderLayer(
-                dim=dim,
-                ffn_dim=ffn_dim,
-                num_heads=num_heads,
-                num_levels=num_levels,
-                num_points=num_points,
-                dropout=dropout,
-                pre_norm=pre_norm,
-            )
-            for _ in range(num_layers)
+        super().__init__(
+            num_layers=num_layers,
+            dim=dim,
+            ffn_dim=ffn_dim,
+            num_heads=num_heads,
+            num_levels=num_levels,
+            num_points=num_points,
+            dropout=dropout,
+            layer_options={"pre_norm": pre_norm},
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm and num_layers else None
-        self.num_layers = num_layers
-        self.dim = dim
-        self.num_levels = num_levels
 
     def forward(
         self,

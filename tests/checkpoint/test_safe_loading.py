@@ -12,7 +12,6 @@ from detectron2.config import LazyConfig
 from tiny_sparse_detr import build_tiny_model, tiny_yacs_config
 from torch import nn
 
-from sparse_detr.checkpoint.safe_pickle import UnsafeCheckpointError, load_restricted_pickle
 from sparse_detr.engine import (
     AtomicDetectionCheckpointer,
     CheckpointMismatchError,
@@ -21,6 +20,7 @@ from sparse_detr.engine import (
     UntrainedModelError,
     load_weights,
 )
+from sparse_detr.utils.safe_pickle import UnsafeCheckpointError, load_restricted_pickle
 
 ROOT = Path(__file__).resolve().parents[2]
 

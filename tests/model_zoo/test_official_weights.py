@@ -1,14 +1,20 @@
 """``sparse_detr://official/<stem>``: download -> convert -> cache -> offline reuse, and bad downloads.
 
 A release-like official checkpoint (``{"model", "args", "epoch"}`` as the official ``main.py`` saves it) is
-built from the official fixture and served from a local HTTP server on 127.0.0.1.
+built from the official fixture, its layer stacks repeated to the releases' 6 encoder + 6 decoder layers, and
+served from a local HTTP server on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import http.server
+import re
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,12 +33,14 @@ NAME = f"sparse_detr://official/{STEM}"
 
 
 class _Server:
-    """Serves ``files`` (name -> bytes); ``truncate`` sends only half of each body (full Content-Length)."""
+    """Serves ``files`` (name -> bytes); ``truncate`` sends only half of each body (full Content-Length),
+    ``trickle`` sends it 64 bytes every 20 ms."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.truncate = False
+        self.trickle = False
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,6 +53,15 @@ class _Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if server.trickle:
+                    try:
+                        for start in range(0, len(body), 64):
+                            self.wfile.write(body[start : start + 64])
+                            self.wfile.flush()
+                            time.sleep(0.02)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client gave up
+                    return
                 self.wfile.write(body[: len(body) // 2] if server.truncate else body)
 
             def log_message(self, *args):
@@ -63,13 +80,47 @@ class _Server:
         self.httpd.server_close()
 
 
+# official layer stacks -> how many entries a model of (encoder, decoder) layers has (two-stage, box
+# refinement, encoder auxiliary heads: decoder + 1 + encoder - 1 class / box heads)
+_STACK_SIZES = {
+    "transformer.encoder.layers": lambda enc, dec: enc,
+    "transformer.decoder.layers": lambda enc, dec: dec,
+    "transformer.encoder.class_embed": lambda enc, dec: enc - 1,
+    "transformer.encoder.bbox_embed": lambda enc, dec: enc - 1,
+    "transformer.decoder.class_embed": lambda enc, dec: enc + dec,
+    "transformer.decoder.bbox_embed": lambda enc, dec: enc + dec,
+    "class_embed": lambda enc, dec: enc + dec,
+    "bbox_embed": lambda enc, dec: enc + dec,
+}
+
+
+def release_like(official, enc_layers: int = 6, dec_layers: int = 6, weights_layers=None, **args) -> bytes:
+    """The fixture as a release file of ``enc_layers`` + ``dec_layers`` layers (repeating its last layers);
+    ``weights_layers`` gives the weights other layer counts than the saved args; ``args`` override others."""
+    enc, dec = weights_layers or (enc_layers, dec_layers)
+    state: dict = {}
+    stacks = "|".join(map(re.escape, _STACK_SIZES))
+    pattern = re.compile(rf"^(?P<stack>{stacks})\.(?P<i>\d+)\.(?P<rest>.+)$")
+    by_stack: dict = {}
+    for key, value in official["state_dict"].items():
+        match = pattern.match(key)
+        if match is None:
+            state[key] = value
+        else:
+            by_stack.setdefault(match["stack"], {}).setdefault(int(match["i"]), {})[match["rest"]] = value
+    for stack, entries in by_stack.items():
+        for index in range(_STACK_SIZES[stack](enc, dec)):
+            for rest, value in entries[min(index, max(entries))].items():
+                state[f"{stack}.{index}.{rest}"] = value
+    saved_args = {**official["args"], "enc_layers": enc_layers, "dec_layers": dec_layers, **args}
+    buffer = __import__("io").BytesIO()
+    torch.save({"model": state, "args": argparse.Namespace(**saved_args), "epoch": 49}, buffer)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
-def release_bytes(official, tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("release") / f"{STEM}.pth"
-    torch.save(
-        {"model": official["state_dict"], "args": argparse.Namespace(**official["args"]), "epoch": 49}, path
-    )
-    return path.read_bytes()
+def release_bytes(official) -> bytes:
+    return release_like(official)
 
 
 @pytest.fixture
@@ -112,7 +163,7 @@ def test_download_convert_cache_then_offline_reuse(server, release_bytes, offici
 
     # model_zoo.get(trained=True): the converted config, every weight loaded, from the cache
     trained = model_zoo.get("sparse_detr_r50_rho0.1_50ep", trained=True, device="cpu")
-    assert not trained.training and trained.encoder.num_layers == official["args"]["enc_layers"]
+    assert not trained.training and trained.encoder.num_layers == trained.decoder.num_layers == 6
     assert torch.equal(trained.heads.class_heads[0].weight, expected)
 
 
@@ -144,11 +195,9 @@ def test_corrupted_download_is_detected_by_its_checksum(server, release_bytes, t
     assert _cache_entries(tmp_path) == []
 
 
-def test_a_file_the_converter_refuses_is_not_cached(server, tmp_path):
-    bad = tmp_path / "bad.pth"
-    torch.save({"model": {"weight": torch.zeros(2)}, "args": {"backbone": "resnet18"}}, bad)
-    server.serve(STEM, bad.read_bytes())
-    with pytest.raises(OfficialWeightsUnavailable, match=r"not a valid official checkpoint.*resnet18"):
+def test_a_file_the_converter_refuses_is_not_cached(server, official, tmp_path):
+    server.serve(STEM, release_like(official, masks=True))  # the release's architecture, plus a mask head
+    with pytest.raises(OfficialWeightsUnavailable, match=r"not a valid official checkpoint.*masks=True"):
         PathManager.get_local_path(NAME)
     assert _cache_entries(tmp_path) == []
 
@@ -193,3 +242,84 @@ def test_demo_runs_an_official_model_by_name(server, release_bytes, tmp_path):
     assert (output / "photo.png").is_file()
     assert "photo.png: 100 detection(s) with score >= 0.0" in (output / "log.txt").read_text()
     assert len(server.requests) == 1  # the demo used the cache
+
+
+@pytest.mark.parametrize("stem, variant, problem", [
+    ("sparse_detr_swint_10", {}, r"backbone resnet50 \(the name promises swin-t\)"),
+    ("sparse_detr_r50_10", {"rho": 0.3}, r"rho 0\.3 \(the name promises 0\.1\)"),
+    ("sparse_detr_r50_scrl_10", {"enc_layers": 2, "dec_layers": 2},
+     r"encoder layers 2 \(the name promises 6\); decoder layers 2"),
+    ("sparse_detr_r50_20", {"rho": 0.2, "weights_layers": (2, 2)},
+     r"encoder layers 2 \(the name promises 6\).*its args say enc_layers=6 but its weights hold 2"),
+])
+def test_a_release_file_of_another_architecture_is_refused_by_name(server, official, tmp_path, stem, variant,
+                                                                   problem):
+    server.serve(stem, release_like(official, **variant))
+    expected = rf"{stem}\.pth is not the release {stem} .*{problem}.*Nothing was cached"
+    with pytest.raises(OfficialWeightsUnavailable, match=expected):
+        PathManager.get_local_path(f"sparse_detr://official/{stem}")
+    assert _cache_entries(tmp_path) == []
+
+
+def test_a_trickling_download_stops_at_its_deadline(server, release_bytes, tmp_path, monkeypatch):
+    server.serve(STEM, release_bytes)
+    server.trickle = True
+    monkeypatch.setenv("SPARSE_DETR_DOWNLOAD_TIMEOUT", "1")
+    start = time.monotonic()
+    message = rf"not finish within 1 s \(SPARSE_DETR_DOWNLOAD_TIMEOUT\): \d+ of {len(release_bytes)} bytes"
+    with pytest.raises(OfficialWeightsUnavailable, match=message):
+        PathManager.get_local_path(NAME)
+    assert time.monotonic() - start < 10
+    assert _cache_entries(tmp_path) == []
+    monkeypatch.setenv("SPARSE_DETR_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(OfficialWeightsUnavailable, match="SPARSE_DETR_DOWNLOAD_TIMEOUT='soon' must be"):
+        PathManager.get_local_path(NAME)
+
+
+def test_staging_folders_of_killed_downloads_are_removed_at_the_next_call(server, release_bytes, tmp_path):
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    official_dir = tmp_path / "cache" / "official"
+    stale = official_dir / f".{STEM}.tmp{killed.pid}"
+    stale.mkdir(parents=True)
+    (stale / f".{STEM}.pth.part{killed.pid}").write_bytes(release_bytes[:1000])
+    other_release = official_dir / f".sparse_detr_swint_10.tmp{killed.pid + 1000000}"
+    other_release.mkdir()
+    server.serve(STEM, release_bytes)
+    PathManager.get_local_path(NAME)
+    assert not stale.exists() and not other_release.exists()
+    assert _cache_entries(tmp_path) == [STEM]
+
+
+@pytest.mark.parametrize("fault", ["a file", "not writable", "full"])
+def test_a_cache_that_cannot_be_written_is_named_with_its_variable(server, release_bytes, tmp_path,
+                                                                   monkeypatch, fault):
+    server.serve(STEM, release_bytes)
+    if fault == "a file":
+        (tmp_path / "cache").write_text("not a folder")
+        expected = rf"SPARSE_DETR_CACHE={tmp_path / 'cache'}: {tmp_path / 'cache'} is a file, not a directory"
+    elif fault == "not writable":
+        monkeypatch.setenv("SPARSE_DETR_CACHE", "/sys/sparse_detr_cache")  # sysfs: nobody creates folders
+        expected = r"SPARSE_DETR_CACHE=/sys/sparse_detr_cache: cannot write the official weights into"
+    else:
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", full_disk)
+        cache = tmp_path / "cache"
+        expected = rf"SPARSE_DETR_CACHE={cache}: no space left in {cache / 'official'}"
+    with pytest.raises(OfficialWeightsUnavailable, match=expected):
+        PathManager.get_local_path(NAME)
+    if fault == "full":
+        assert _cache_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["arena.kakaocdn.net/brainrepo/sparse_detr", "http:///releases",
+                                 "ftp://example.org/releases", "http://example.org:port/releases",
+                                 "http://example.org/my releases"])
+def test_a_malformed_release_url_is_named_with_its_variable(server, url, monkeypatch):
+    monkeypatch.setenv("SPARSE_DETR_OFFICIAL_URL", url)
+    expected = rf"SPARSE_DETR_OFFICIAL_URL='{re.escape(url)}' is not a URL"
+    with pytest.raises(OfficialWeightsUnavailable, match=expected):
+        PathManager.get_local_path(NAME)
+    assert server.requests == []

@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
-from sparse_detr.engine.apps import load_config_with_overrides
 from sparse_detr.engine.predictor import UntrainedModelError
+from sparse_detr.model_zoo import load_config_with_overrides
 
 demo = load_script("demo")
 
@@ -199,7 +199,7 @@ def test_demo_outputs_are_unique_and_an_unusable_image_does_not_stop_it(tmp_path
 def test_demo_refuses_weights_that_run_code(inputs, tmp_path):
     import pickle
 
-    from sparse_detr.checkpoint.safe_pickle import UnsafeCheckpointError
+    from sparse_detr.utils.safe_pickle import UnsafeCheckpointError
 
     class RunsCode:
         def __reduce__(self):

@@ -7,8 +7,7 @@ import pytest
 from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.config.validation import check_command_line_overrides
-from sparse_detr.engine.apps import load_config_with_overrides
-from sparse_detr.model_zoo import load_config
+from sparse_detr.model_zoo import load_config, load_config_with_overrides
 
 TOOLS = {
     "demo": (load_script("demo"), ["--input", "x.png", "--output", "o"]),

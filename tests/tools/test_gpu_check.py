@@ -25,16 +25,21 @@ def gpu_check():
 
 @pytest.mark.slow
 def test_dry_run_runs_every_cpu_step_and_writes_the_report(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path / "out"), TMPDIR=str(tmp_path), PYTHON=sys.executable)
+    # no wheels carried (.whl/ empty): every other step runs, and the verdict says what a GPU run would lack
+    (tmp_path / "no_wheels").mkdir()
+    env = dict(os.environ, OUT=str(tmp_path / "out"), TMPDIR=str(tmp_path), PYTHON=sys.executable,
+               WHEELS_DIR=str(tmp_path / "no_wheels"))
     result = subprocess.run(["bash", "tools/gpu_check.sh", "--dry-run"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=900)
     last_line = result.stdout.strip().splitlines()[-1]
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert last_line.startswith("[gpu_check] OK (dry run)"), last_line
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
+    assert last_line.startswith("[gpu_check] FAILED (dry run)"), last_line
+    assert "(failed: dependencies)" in last_line and "wheels: 9 missing from" in last_line, last_line
     report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
     steps = {step["name"]: step["status"] for step in report["steps"]}
-    assert steps == {"environment": "ok", "dependencies": "ok", "build": "skipped", "cuda-tests": "ok",
-                     "training-overrides": "ok", "training": "skipped", "benchmark": "ok"}
+    assert steps == {"environment": "ok", "dependencies": "failed (exit 1)", "build": "skipped",
+                     "cuda-tests": "ok", "training-overrides": "ok", "training": "skipped", "benchmark": "ok"}
+    assert len(report["wheels"]["missing"]) == 9
     # the CUDA tests were collected (and skipped here), the benchmark wrote every table
     assert report["tests"]["tests"] > 20 and report["tests"]["skipped"] == report["tests"]["tests"]
     bench = report["bench"]
@@ -96,3 +101,58 @@ def test_targets(gpu_check):
                        "kernel_3x_dense_fwd_bwd": False, "sparse_1.4x_dense_fps": True,
                        "amp_training_finite": True}
     assert set(gpu_check.evaluate_targets(None, None, None).values()) == {None}
+
+
+def _fake_wheels(directory: Path, gpu_check, content: bytes = b"not the tested wheel") -> list[Path]:
+    """A file with the right name for each requirement of the list (py3-none-any), holding ``content``."""
+    directory.mkdir(exist_ok=True)
+    wheels = []
+    for name, version in gpu_check.wheel_requirements().items():
+        wheels.append(directory / f"{name.replace('-', '_')}-{version}-py3-none-any.whl")
+        wheels[-1].write_bytes(content + name.encode())
+    return wheels
+
+
+def test_every_carried_wheel_has_a_pinned_sha256(gpu_check):
+    hashes = gpu_check.wheel_hashes()
+    assert hashes and all(value and len(value) == 64 for value in hashes.values()), hashes
+
+
+def test_missing_wheels_are_flagged_in_the_summary(gpu_check, tmp_path):
+    for directory in (tmp_path / "absent", tmp_path):
+        summary = gpu_check.verify_wheels(directory)
+        count = len(gpu_check.wheel_requirements())
+        assert len(summary["missing"]) == count and summary["errors"]
+        assert gpu_check.wheels_summary_line(summary).startswith(f"wheels: {count} missing from {directory}")
+    assert gpu_check.check_wheels(tmp_path, False, None) == 1
+
+
+def test_wheels_of_the_right_names_but_other_contents_are_flagged(gpu_check, tmp_path, monkeypatch, capsys):
+    wheels = _fake_wheels(tmp_path / "whl", gpu_check)
+    summary = gpu_check.verify_wheels(tmp_path / "whl")
+    assert sorted(summary["wrong_hash"]) == sorted(w.name for w in wheels) and not summary["verified"]
+    assert "9 with other contents than pinned (sha256)" in gpu_check.wheels_summary_line(summary)
+    assert gpu_check.check_wheels(tmp_path / "whl", False, None) == 1
+    assert f"{wheels[0]}: sha256 " in capsys.readouterr().out
+
+    # --write-hashes (tools/gpu_wheels.sh after a version change) pins what is there; then they verify
+    pinned = tmp_path / "gpu_wheels.txt"
+    pinned.write_text(gpu_check.WHEEL_LIST.read_text())
+    monkeypatch.setattr(gpu_check, "WHEEL_LIST", pinned)
+    assert gpu_check.check_wheels(tmp_path / "whl", True, None) == 0
+    assert gpu_check.verify_wheels(tmp_path / "whl")["errors"] == []
+    assert "# " in pinned.read_text()  # the comments are kept
+    wheels[3].write_bytes(wheels[3].read_bytes() + b"x")  # one wheel changed afterwards
+    assert gpu_check.verify_wheels(tmp_path / "whl")["wrong_hash"] == [wheels[3].name]
+
+
+def test_the_report_is_not_ok_without_verified_wheels(gpu_check, tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "steps.tsv").write_text("environment\tok\t1\n")
+    assert gpu_check.write_report(work, out, True, "tools/gpu_check.sh --dry-run", 1.0) == 1
+    assert "FAILED (dry run)" in capsys.readouterr().out
+    (work / "wheels.json").write_text(json.dumps(gpu_check.verify_wheels(tmp_path / "none")))
+    assert gpu_check.write_report(work, out, True, "tools/gpu_check.sh --dry-run", 1.0) == 1
+    assert "wheels: 9 missing from" in capsys.readouterr().out.splitlines()[-1]
+    assert "wheels missing" in (out / "gpu_report.md").read_text()

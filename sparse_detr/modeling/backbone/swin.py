@@ -26,6 +26,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 from torch import Tensor, nn
 
+from ...utils.safe_pickle import check_checkpoint_file
+
 __all__ = ["SWIN_VARIANTS", "SwinBackbone", "add_swin_config"]
 
 # variant -> (timm model name, stochastic depth rate of the official Swin configs)
@@ -118,8 +120,6 @@ class SwinBackbone(Backbone):
         if pretrained_path and not os.path.isfile(pretrained_path):
             raise FileNotFoundError(f"SwinBackbone: pretrained_path {pretrained_path!r} is not a file")
         if pretrained_path:
-            from ...checkpoint.safe_pickle import check_checkpoint_file  # (the package imports this one)
-
             check_checkpoint_file(pretrained_path)  # an empty file is named, not a bare loader error
         model_name, official_drop_path = SWIN_VARIANTS[variant]
         self._out_features = sorted(out_features, key=STAGE_NAMES.index)

@@ -28,15 +28,30 @@ from ..neck import MultiScaleNeck
 from ..query_selection import LearnedQueryInit, TwoStageQueryInit
 from ..registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY
 from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
-from .sparse_detr import SparseDETR
 
-__all__ = ["sparse_detr_graph", "graph_from_yacs", "components_from_yacs", "scorer_node"]
+__all__ = [
+    "DETECTRON2_KEYED_ARGUMENTS",
+    "components_from_yacs",
+    "graph_from_yacs",
+    "scorer_node",
+    "sparse_detr_graph",
+]
 
+# The meta-architecture is named by its import path: sparse_detr.py builds its yacs components from this
+# module (``from_config``), so importing the class here would close an import cycle.
+META_ARCHITECTURE = "sparse_detr.modeling.meta_arch.sparse_detr.SparseDETR"
 # official normalisation: RGB, ImageNet mean/std, in 0-255 pixels
 IMAGENET_PIXEL_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_PIXEL_STD = [58.395, 57.12, 57.375]
 # yacs keys of MODEL.SPARSE_DETR that configure the backbone, not the graph below it
 BACKBONE_KEYS = ("FOLD_FROZEN_BN",)
+# graph arguments whose yacs home is one of Detectron2's own keys (path under the config root)
+DETECTRON2_KEYED_ARGUMENTS = {
+    "pixel_mean": "MODEL.PIXEL_MEAN",
+    "pixel_std": "MODEL.PIXEL_STD",
+    "input_format": "INPUT.FORMAT",
+    "max_detections": "TEST.DETECTIONS_PER_IMAGE",
+}
 
 
 def scorer_node(
@@ -104,16 +119,36 @@ def sparse_detr_graph(
 ) -> DictConfig:
     """``LazyCall(SparseDETR)`` of the whole model; defaults = the paper's R-50 model with rho = 0.1.
 
+    This signature is the one table of defaults: the yacs keys ``MODEL.SPARSE_DETR.<NAME>`` are its
+    keyword arguments in upper case (``config/defaults.py`` reads them from here), except the arguments of
+    :data:`DETECTRON2_KEYED_ARGUMENTS`, which Detectron2's own keys carry.
+
     Args:
         backbone: a LazyCall node (or a built ``Backbone``) whose ``in_features`` maps have ``in_channels``.
+        in_features: the backbone maps fed to the neck, finest first.
+        encoder_name: a SPARSE_ENCODER_REGISTRY entry.
+        enc_layers: encoder depth; 0 = the "no encoder" ablation.
+        pre_norm: Pre-LN layers (the official code is Post-LN).
         two_stage: two-stage queries (top-k encoder tokens) and the two-stage head, or learned queries.
+        query_init_from_memory: Efficient DETR query init (official ``--eff_query_init``).
         two_stage_class_agnostic: rank proposals by logit 0 and train the two-stage and scorer detection
             heads class-agnostically (official without ``--eff_specific_head``).
-        token_scorer: a scorer name (see :func:`scorer_node`) or None for the dense encoder.
+        aux_loss: losses on every decoder layer.
+        token_scorer: "dam", "objectness", "random" (see :func:`scorer_node`), or None / "" for the dense
+            encoder.
+        keep_ratio: rho in (0, 1]; 1.0 = dense.
+        test_keep_ratio: rho at inference; None = ``keep_ratio``.
+        criterion_name: a CRITERION_REGISTRY entry.
         matcher_focal_alpha: the matcher's focal alpha (None = ``focal_alpha``).
-        Others: as the yacs keys ``MODEL.SPARSE_DETR.<NAME>`` of the same name (``config/defaults.py``),
-        ``pixel_mean`` / ``pixel_std`` / ``input_format`` / ``max_detections`` as ``MODEL.PIXEL_*``,
-        ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE``.
+        size_divisibility: pad a batch to a multiple of this; 0 = to the largest image only, as the
+            official batching.
+        channels_last: backbone + neck on channels-last maps (same function, faster, different rounding
+            from the official model).
+        backbone_dtype: "float32", or "bfloat16" / "float16": the backbone under ``torch.autocast`` (from
+            the neck on everything stays float32).
+        pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
+            ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
+        Others: widths, depths, point counts, matcher costs and loss weights of the paper's model.
     """
     attention = dict(
         dim="${..neck.hidden_dim}",
@@ -131,7 +166,7 @@ def sparse_detr_graph(
         )
     else:
         query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=num_queries)
-    return L(SparseDETR)(
+    return L(META_ARCHITECTURE)(
         backbone=backbone,
         in_features=list(in_features),
         neck=L(MultiScaleNeck)(
@@ -201,12 +236,17 @@ def graph_from_yacs(cfg, backbone) -> DictConfig:
     return sparse_detr_graph(
         backbone=backbone,
         in_channels=[shapes[f].channels for f in sd.IN_FEATURES],
-        pixel_mean=cfg.MODEL.PIXEL_MEAN,
-        pixel_std=cfg.MODEL.PIXEL_STD,
-        input_format=cfg.INPUT.FORMAT,
-        max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
+        **{name: _select(cfg, key) for name, key in DETECTRON2_KEYED_ARGUMENTS.items()},
         **knobs,
     )
+
+
+def _select(cfg, dotted_key: str):
+    """``cfg.A.B.C`` for ``dotted_key`` "A.B.C"."""
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
 
 
 def _keyword_arguments(**kwargs) -> dict:

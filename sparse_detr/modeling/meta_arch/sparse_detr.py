@@ -15,10 +15,10 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from ...utils.input_checks import _tracing, check_input_format, check_model_inputs
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
-from ..input_checks import _tracing, check_input_format, check_model_inputs
 from ..input_size import check_image_size, level_strides
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
@@ -26,6 +26,7 @@ from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
+from .graph import components_from_yacs
 
 __all__ = ["SparseDETR"]
 
@@ -140,8 +141,6 @@ class SparseDETR(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         """yacs ``MODEL.SPARSE_DETR.*`` -> the components of :func:`sparse_detr_graph`'s model."""
-        from .graph import components_from_yacs  # the graph module builds this class
-
         return components_from_yacs(cfg)
 
     @property

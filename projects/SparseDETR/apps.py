@@ -1,8 +1,8 @@
-"""What the command-line tools (``projects/SparseDETR/*.py``) share: configs with overrides, predictors,
-model inputs, class names, the inference keep ratio, test loaders and image inputs.
+"""What the command-line tools of this folder share: predictors, model inputs, class names, the inference
+keep ratio and image inputs (the scripts run with this folder on ``sys.path``).
 
 A config is a LazyConfig or a yacs ``CfgNode`` (see ``sparse_detr.model_zoo.load_config``); this module is the
-one place that tells them apart, so the tools do not.
+one place of the tools that tells them apart, so the tools do not.
 """
 
 from __future__ import annotations
@@ -13,77 +13,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.config import CfgNode
 from detectron2.config import LazyCall as L
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.engine import DefaultPredictor
 from omegaconf import OmegaConf
 
-from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.data import build_detr_test_augmentations
 from sparse_detr.data.augmentations import apply_augmentations
 from sparse_detr.data.image_io import read_image
-from sparse_detr.model_zoo import load_config
-from sparse_detr.modeling.input_checks import check_image_array
-
-from .predictor import LazyConfigPredictor, StrictDefaultPredictor
+from sparse_detr.engine import LazyConfigPredictor, StrictDefaultPredictor
+from sparse_detr.utils.input_checks import check_image_array
 
 __all__ = [
-    "load_config_with_overrides",
-    "config_weights",
     "build_predictor",
     "predict_bgr",
     "prepare_input",
     "set_inference_keep_ratio",
     "num_model_classes",
     "class_names",
-    "test_loader",
     "expand_inputs",
     "read_image_or_none",
     "dataset_entries",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sparse_detr.apps")  # under the tools' setup_logger(name="sparse_detr")
 
 OFFICIAL_COCO_LOGITS = 91
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def load_config_with_overrides(
-    path_or_name: str,
-    opts: list[str],
-    weights: str | None = None,
-    device: str | None = None,
-    usage: str = "--config-file CONFIG [options]",
-):
-    """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
-
-    The overrides are checked as ``train_net.py`` checks its own (options first, known keys, value kinds;
-    see :func:`sparse_detr.config.validation.check_command_line_overrides`); ``usage`` is the command line
-    shown when an option comes after them.
-    """
-    cfg = load_config(path_or_name)
-    check_command_line_overrides(cfg, opts, usage)
-    if isinstance(cfg, CfgNode):
-        cfg.merge_from_list(opts)
-        if weights is not None:
-            cfg.MODEL.WEIGHTS = weights
-        if device is not None:
-            cfg.MODEL.DEVICE = device
-    else:
-        cfg = LazyConfig.apply_overrides(cfg, opts)
-        if weights is not None:
-            cfg.train.init_checkpoint = weights
-        if device is not None:
-            cfg.train.device = device
-    return cfg
 
 
-def config_weights(cfg) -> str:
-    """The weights a config names: ``MODEL.WEIGHTS`` (yacs) or ``train.init_checkpoint`` (LazyConfig)."""
-    if isinstance(cfg, CfgNode):
-        return cfg.MODEL.WEIGHTS
-    return OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
 
 
 def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:
@@ -126,6 +87,8 @@ def prepare_input(
     return {"image": tensor, "height": height, "width": width}
 
 
+
+
 def set_inference_keep_ratio(model: torch.nn.Module, rho: float) -> None:
     """Dynamic sparsification: the keeping ratio used at inference (``--rho``)."""
     if getattr(model, "token_scorer", None) is None:
@@ -163,18 +126,6 @@ def class_names(cfg, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def test_loader(cfg, dataset: str):
-    """The config's test data loader, reading ``dataset`` in the main process."""
-    if isinstance(cfg, CfgNode):
-        from detectron2.data import build_detection_test_loader
-
-        return build_detection_test_loader(cfg, dataset)
-    if OmegaConf.select(cfg, "dataloader.test") is None:
-        raise SystemExit(f"--dataset {dataset}: the config has no dataloader.test to read it with")
-    test = cfg.dataloader.test
-    test.dataset.names = dataset
-    test.num_workers = 0
-    return instantiate(test)
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:

@@ -6,8 +6,8 @@ import torch
 from detectron2.config import instantiate
 from tiny_sparse_detr import build_tiny_model, tiny_model_config
 
-from sparse_detr.modeling import input_checks
-from sparse_detr.modeling.input_checks import check_input_format, check_model_inputs
+from sparse_detr.utils import input_checks
+from sparse_detr.utils.input_checks import check_input_format, check_model_inputs
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_not_a_list_of_dicts_is_refused():
 
 def test_float_image_in_unit_range_warns_once(model, caplog, monkeypatch):
     monkeypatch.setattr(input_checks, "_unit_range_warned", False)
-    with caplog.at_level(logging.WARNING, logger="sparse_detr.modeling.input_checks"):
+    with caplog.at_level(logging.WARNING, logger="sparse_detr.utils.input_checks"):
         model([{"image": torch.rand(3, 96, 96) * 255, "height": 96, "width": 96}])
         assert not caplog.records
         for _ in range(2):

@@ -1,6 +1,6 @@
 from pathlib import PurePath
 
-from sparse_detr.engine.output_names import unique_output_stems
+from output_names import unique_output_stems
 
 
 def test_inputs_sharing_a_name_get_distinct_stems_that_say_where_they_came_from():

@@ -1,4 +1,4 @@
-"""Generates synthetic shapes sets: ``python -m sparse_detr.data.generate_shapes [--root DIR] [NAME ...]``."""
+"""Generates synthetic shapes sets: ``python tools/generate_shapes.py [--root DIR] [NAME ...]``."""
 import argparse
 import logging
 import time
