@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.config.arguments import keep_ratio, positive_int
 from sparse_detr.engine import load_weights
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, ONNX_DEFORM_ATTN, export_model
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
@@ -34,7 +36,8 @@ from sparse_detr.model_zoo import build_model_from_config, config_weights, load_
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
     """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded strictly and
     safely, in eval mode on ``device``; returns (model, the weights loaded or "")."""
-    cfg = load_config_with_overrides(config_file, opts, weights, device)
+    usage = f"{Path(__file__).name} --config-file CONFIG [options]"
+    cfg = load_config_with_overrides(config_file, opts, weights, device, usage)
     model = build_model_from_config(cfg, device)
     weights = config_weights(cfg)
     if weights:
@@ -53,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format")
     parser.add_argument("--output", required=True, help="output file (.onnx or .pt2)")
     parser.add_argument(
-        "--rho", type=float, help="default keep_ratio of a sparse model (default: the config's)"
+        "--rho", type=keep_ratio, help="default keep_ratio of a sparse model (default: the config's)"
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         default=(640, 640),
