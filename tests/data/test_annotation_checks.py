@@ -149,7 +149,7 @@ def test_a_training_set_without_a_box_to_learn_is_refused_before_training(tmp_pa
 
     name = register(_coco(tmp_path, boxes), "unit_no_boxes")
     monkeypatch.setattr(train_net, "instantiate", lambda *a, **k: pytest.fail("the model was built"))
-    args = _train_net_args(tmp_path, f"dataloader.train.dataset.names={name}")
+    args = _train_net_args(tmp_path, f"dataloader.train.dataset.names={name}", "model.heads.num_classes=3")
     with pytest.raises(AnnotationError, match=r"dataloader\.train\.dataset\.names\) holds no box to learn.*"
                        r"'unit_no_boxes': 1 images.*AP nan"):
         train_net.main(args)
