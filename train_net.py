@@ -20,7 +20,6 @@ events, ``output_dir`` receives ``final_metrics.json`` with the results of the l
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -41,14 +40,17 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 import _prefer_installed_sparse_detr  # noqa: F401  (before sparse_detr: see that module)
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
-from sparse_detr.config.validation import check_option_order, check_override_types, validate_config
+from sparse_detr.config.validation import (
+    check_command_line_overrides,
+    lazy_target_accepts,
+    validate_config,
+)
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
-from sparse_detr.data.annotation_checks import check_dataset_annotations
+from sparse_detr.data.annotation_checks import check_annotated_boxes, check_dataset_annotations
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
@@ -64,44 +66,6 @@ logger = logging.getLogger("sparse_detr.train_net")
 # ----------------------------------------------------------------------------------------------------------
 # Config checks
 # ----------------------------------------------------------------------------------------------------------
-def _lazy_target_accepts(node, name: str) -> bool:
-    """Whether a LazyCall node's target takes a keyword argument ``name``."""
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
-    if target is None:
-        return False
-    if isinstance(target, str):
-        from detectron2.utils.registry import locate
-
-        target = locate(target)
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
-def check_overrides(cfg, overrides: list[str]) -> None:
-    """Reject ``key=value`` overrides of keys that neither exist nor are arguments of a LazyCall target."""
-    missing = object()
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.key_or_group
-        if override.is_add() or OmegaConf.select(cfg, key, default=missing) is not missing:
-            continue
-        parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
-        if parent is not None and _lazy_target_accepts(parent, leaf):
-            continue
-        if isinstance(parent, DictConfig):
-            known = ", ".join(sorted(str(k) for k in parent if k != "_target_"))
-            where = f"Keys under {parent_key or 'the config root'!r}: {known}."
-        else:
-            where = f"{parent_key!r} does not exist either." if parent_key else ""
-        raise KeyError(
-            f"Unknown config key {key!r} in override {override.input_line!r}. {where} "
-            f"Use '+{override.input_line}' to add a new key on purpose."
-        )
-
-
 def _dataset_names(loader_cfg) -> list[str]:
     names = OmegaConf.select(loader_cfg, "dataset.names", default=None)
     if names is None:
@@ -109,22 +73,28 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def check_datasets(cfg, contents_of: tuple[str, ...] = ()) -> None:
-    """Register ``datasets.coco_json`` entries and check every dataset name the loaders use.
+def check_datasets(
+    cfg, contents_of: tuple[str, ...] = (), splits: tuple[str, ...] = ("train", "test")
+) -> None:
+    """Register ``datasets.coco_json`` entries and check every dataset name the ``splits``' loaders use.
 
     For the splits in ``contents_of`` the datasets are also loaded and checked (a broken annotation file
-    named, dropped boxes counted, categories against ``model.heads.num_classes``) before the model is built
-    (the project's dataset node, :func:`sparse_detr.data.detection_dataset_dicts`, checks them again when the
-    loader is built, which is what other trainers rely on).
+    named, dropped boxes counted, duplicate category ids, categories against ``model.heads.num_classes``, a
+    training set without boxes) before the model is built (the project's dataset node,
+    :func:`sparse_detr.data.detection_dataset_dicts`, checks them again when the loader is built, which is
+    what other trainers rely on). ``--eval-only`` checks the test split only: the training annotations need
+    not be installed to evaluate.
     """
     catalog.register_config_datasets(cfg)
     num_classes = OmegaConf.select(cfg, "model.heads.num_classes", default=None)
-    for split in ("train", "test"):
+    for split in splits:
         if split in cfg.dataloader:
             names = _dataset_names(cfg.dataloader[split])
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
             if split in contents_of:
-                check_dataset_annotations(names, f"dataloader.{split}.dataset.names", num_classes)
+                key = f"dataloader.{split}.dataset.names"
+                counts = check_dataset_annotations(names, key, num_classes)
+                check_annotated_boxes(counts, key, training=split == "train")
 
 
 def resolve_device(cfg) -> torch.device:
@@ -163,7 +133,7 @@ def write_final_metrics(cfg, results: dict) -> None:
 
 def build_train_loader(cfg, start_iter: int):
     loader_cfg = cfg.dataloader.train
-    if _lazy_target_accepts(loader_cfg, "start_iter"):
+    if lazy_target_accepts(loader_cfg, "start_iter"):
         loader_cfg.start_iter = start_iter
     elif start_iter > 0:
         logger.warning("dataloader.train cannot start at a given iteration: a resumed run sees other batches")
@@ -247,13 +217,12 @@ def do_eval_only(cfg) -> dict:
 
 
 def main(args) -> dict:
-    check_option_order(args.opts)
     cfg = LazyConfig.load(args.config_file)
-    check_overrides(cfg, args.opts)
-    check_override_types(cfg, args.opts)
+    check_command_line_overrides(cfg, args.opts, "train_net.py --config-file CONFIG [options]")
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
-    check_datasets(cfg, contents_of=("test",) if args.eval_only else ("train", "test"))
+    splits = ("test",) if args.eval_only else ("train", "test")
+    check_datasets(cfg, contents_of=splits, splits=splits)
     # one run per output directory (before default_setup writes config.yaml and log.txt there); only the
     # main process writes files, so only it locks
     with OutputDirectoryLock(cfg.train.output_dir) if comm.is_main_process() else contextlib.nullcontext():

@@ -43,6 +43,8 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.jit_handles import get_shape
 from tqdm import tqdm
 
+from sparse_detr.config.arguments import keep_ratio, non_negative_int, positive_int
+from sparse_detr.config.validation import check_option_order
 from sparse_detr.data import build_dataset_test_loader
 from sparse_detr.layers import add_msda_flop_handle
 from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
@@ -78,6 +80,7 @@ MODULE_GROUPS = {
 }
 GROUP_NAMES = ("backbone", "input_projection", "scorer", "encoder", "decoder", "heads")
 SHARED_PROJECTION = "token_projection"
+USAGE = f"{Path(__file__).name} --config-file CONFIG [--flops] [--latency] [options]"
 
 
 # ---------------------------------------------------------------------------------------------- FLOPs
@@ -287,17 +290,31 @@ def trainable_params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
 
 
+def check_benchmark_images(model: torch.nn.Module, images: list[dict], source: str) -> None:
+    """Refuse images too small for the model (named by ``source``) before FLOPs and latency: the FLOP count
+    traces the model, which skips the model's own size check."""
+    if not hasattr(model, "check_image_size"):
+        return
+    for x in images:
+        try:
+            model.check_image_size(*x["image"].shape[-2:], source)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
+
+
 def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     """All rows of one config: one per ``--rho`` value (or one at the config's own rho)."""
-    cfg = load_config_with_overrides(path_or_name, args.opts)
+    cfg = load_config_with_overrides(path_or_name, args.opts, usage=USAGE)
     torch.manual_seed(0)
     model = build_model_from_config(cfg, device="cpu")
     model.report_token_statistics = False  # the detector alone, without the evaluation's statistics
     label = config_label(path_or_name)
     if args.dataset:
         images = dataset_images(cfg, args.dataset, args.num_images)
+        check_benchmark_images(model, images, f"an image of --dataset {args.dataset}")
     else:
         images = random_images(*args.image_size, count=max(args.batch_size, 1))
+        check_benchmark_images(model, images, f"--image-size {args.image_size[0]} {args.image_size[1]}")
     image_size = [
         round(statistics.mean(x["image"].shape[-2] for x in images)),
         round(statistics.mean(x["image"].shape[-1] for x in images)),
@@ -460,14 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--flops", action="store_true", help="count GFLOPs with fvcore")
     parser.add_argument("--latency", action="store_true", help="time inference")
-    parser.add_argument("--rho", type=float, nargs="+", help="inference keeping ratios to sweep")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=OFFICIAL_IMAGE_SIZE)
+    parser.add_argument("--rho", type=keep_ratio, nargs="+", help="inference keeping ratios to sweep")
+    parser.add_argument(
+        "--image-size", type=positive_int, nargs=2, metavar=("H", "W"), default=OFFICIAL_IMAGE_SIZE
+    )
     parser.add_argument("--dataset", help="use the first --num-images test images of this registered dataset")
-    parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=1, help="images per latency call")
-    parser.add_argument("--num-runs", type=int, default=10, help="timed latency runs")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed latency runs first")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--num-images", type=positive_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images per latency call")
+    parser.add_argument("--num-runs", type=positive_int, default=10, help="timed latency runs")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed latency runs first")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", help="write all rows to this JSON file")
     parser.add_argument("--plot", help="write GFLOPs/latency against rho to this PNG")
@@ -480,15 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     args = build_parser().parse_args(argv)
     setup_logger(name="sparse_detr")  # the project's log messages on the console
+    check_option_order(args.opts, USAGE)  # before the other checks: a misplaced option looks absent
     if not (args.flops or args.latency):
         raise SystemExit("nothing to measure: pass --flops and/or --latency")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
-    if args.batch_size < 1:
-        raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
-    for rho in args.rho or []:
-        if not 0.0 < rho <= 1.0:
-            raise SystemExit(f"--rho values must be in (0, 1], got {rho}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(

@@ -12,6 +12,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
+from sparse_detr.config.validation import check_override_keys
 from sparse_detr.data.synthetic import SHAPES_PRESETS, default_datasets_root, register_shapes_dataset
 from sparse_detr.engine import NonFiniteLossError
 from sparse_detr.engine.output_lock import LOCK_FILE_NAME
@@ -145,13 +146,13 @@ def _args(*opts: str):
 def test_unknown_config_key_is_named():
     cfg = train_net.LazyConfig.load(str(ROOT / CONFIG))
     with pytest.raises(KeyError, match=r"Unknown config key 'train\.max_iters'.*max_iter"):
-        train_net.check_overrides(cfg, ["train.max_iters=3"])
+        check_override_keys(cfg, ["train.max_iters=3"])
     with pytest.raises(KeyError, match=r"'model\.neck\.hidden_dims'"):
-        train_net.check_overrides(cfg, ["model.neck.hidden_dims=3"])
+        check_override_keys(cfg, ["model.neck.hidden_dims=3"])
     # existing keys, arguments of a LazyCall target and explicit additions are accepted
-    train_net.check_overrides(cfg, ["train.max_iter=3", "model.neck.hidden_dim=16", "+train.note=x"])
-    train_net.check_overrides(cfg, ["model.encoder.num_points=2"])  # set in the base config
-    train_net.check_overrides(cfg, ["model.query_init.num_queries=5"])
+    check_override_keys(cfg, ["train.max_iter=3", "model.neck.hidden_dim=16", "+train.note=x"])
+    check_override_keys(cfg, ["model.encoder.num_points=2"])  # set in the base config
+    check_override_keys(cfg, ["model.query_init.num_queries=5"])
 
 
 def test_unknown_dataset_is_named():

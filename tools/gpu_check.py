@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import importlib
 import importlib.metadata
 import json
 import math
@@ -290,11 +289,10 @@ def check_overrides(config: str, overrides: list[str]) -> int:
     sys.path.insert(0, str(REPO))
     from detectron2.config import LazyConfig
 
-    spec = importlib.util.spec_from_file_location("_gpu_check_train_net", REPO / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    from sparse_detr.config.validation import check_command_line_overrides
+
     cfg = LazyConfig.load(str(REPO / config))
-    train_net.check_overrides(cfg, overrides)
+    check_command_line_overrides(cfg, overrides, "train_net.py --config-file CONFIG [options]")
     LazyConfig.apply_overrides(cfg, overrides)
     print(f"[overrides] {len(overrides)} overrides apply to {config}")
     return 0

@@ -50,6 +50,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from output_names import unique_output_stems
 from tqdm import tqdm
 
+from sparse_detr.config.arguments import keep_ratio, unit_interval
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.data import class_names
 from sparse_detr.engine.predictor import UntrainedModelError
@@ -210,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", nargs="+", help="images, directories or glob patterns")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument("--output", required=True, help="directory for the drawn images / video")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn")
-    parser.add_argument("--rho", type=float, help="inference keeping ratio (dynamic sparsification)")
+    parser.add_argument("--confidence-threshold", type=unit_interval, default=0.5, help="minimum score drawn")
+    parser.add_argument("--rho", type=keep_ratio, help="inference keeping ratio (dynamic sparsification)")
     parser.add_argument("--show-tokens", action="store_true", help="also write the refined-token figure")
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda")
@@ -224,13 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
+    usage = f"{Path(__file__).name} --config-file CONFIG [options]"
+    check_option_order(args.opts, usage)  # before the other checks: a misplaced option looks absent
     setup_logger(args.output, name="sparse_detr")
     if not args.input and not args.video_input:
         raise SystemExit("give --input and/or --video-input")
-    if args.rho is not None and not 0.0 < args.rho <= 1.0:
-        raise SystemExit(f"--rho must be in (0, 1], got {args.rho}")
-    cfg = load_config_with_overrides(args.config_file, args.opts, args.weights, args.device)
+    cfg = load_config_with_overrides(args.config_file, args.opts, args.weights, args.device, usage)
     label = config_label(args.config_file)
     demo = Demo(cfg, args.confidence_threshold, args.rho, label)
     output = Path(args.output)

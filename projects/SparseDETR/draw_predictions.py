@@ -13,6 +13,7 @@ from detectron2.config import LazyConfig
 from PIL import Image
 
 import sparse_detr.modeling  # noqa: F401
+from sparse_detr.config.arguments import positive_int, unit_interval
 from sparse_detr.data import check_dataset_names, register_config_datasets
 from sparse_detr.engine.predictor import LazyConfigPredictor
 from sparse_detr.visualization import draw_prediction_grid
@@ -28,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         "--dataset", required=True, help="a registered dataset or one of the config's datasets.coco_json"
     )
     parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--num-images", type=int, default=8)
-    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--num-images", type=positive_int, default=8)
+    parser.add_argument("--score-threshold", type=unit_interval, default=0.5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     cfg = LazyConfig.load(args.config_file)

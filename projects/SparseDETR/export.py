@@ -24,10 +24,12 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.config.arguments import keep_ratio, positive_int
 from sparse_detr.engine.predictor import load_detector_weights, refuse_missing_weights
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, ONNX_DEFORM_ATTN, export_model
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
@@ -44,7 +46,8 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
             or weights without fitting class heads: an export of random heads is no detector.
         CheckpointMismatchError: weights of another architecture.
     """
-    cfg = load_config_with_overrides(config_file, opts, weights, device)
+    usage = f"{Path(__file__).name} --config-file CONFIG [options]"
+    cfg = load_config_with_overrides(config_file, opts, weights, device, usage)
     weights = config_weights(cfg)
     refuse_missing_weights(weights)
     start = time.perf_counter()
@@ -67,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format")
     parser.add_argument("--output", required=True, help="output file (.onnx or .pt2)")
     parser.add_argument(
-        "--rho", type=float, help="default keep_ratio of a sparse model (default: the config's)"
+        "--rho", type=keep_ratio, help="default keep_ratio of a sparse model (default: the config's)"
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         default=(640, 640),

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and their metadata)
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.config.arguments import keep_ratio, positive_int, unit_interval
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.data import class_names
 from sparse_detr.model_zoo import config_label, load_config_with_overrides
@@ -58,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", nargs="+", help="checkpoint per config (default: the config's own)")
     parser.add_argument("--input", nargs="+", help="images, directories or glob patterns")
     parser.add_argument("--dataset", help="a registered dataset to take images from (instead of --input)")
-    parser.add_argument("--num-images", type=int, default=4, help="images taken from --dataset")
+    parser.add_argument("--num-images", type=positive_int, default=4, help="images taken from --dataset")
     parser.add_argument("--output", required=True, help="directory for the PNGs")
-    parser.add_argument("--rho", type=float, help="inference keeping ratio (dynamic sparsification)")
-    parser.add_argument("--top-k", type=int, default=100, help="decoder queries drawn (highest-ranked first)")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="detections drawn")
+    parser.add_argument("--rho", type=keep_ratio, help="inference keeping ratio (dynamic sparsification)")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=100, help="decoder queries drawn (highest-ranked first)"
+    )
+    parser.add_argument("--confidence-threshold", type=unit_interval, default=0.5, help="detections drawn")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every model")
     return parser
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[str]:
     """Write the figures; returns the written paths."""
     args = build_parser().parse_args(argv)
-    check_option_order(args.opts, f"{Path(__file__).name} --config-file CONFIG [options]")
+    usage = f"{Path(__file__).name} --config-file CONFIG [options]"
+    check_option_order(args.opts, usage)  # before the other checks: a misplaced option looks absent
     setup_logger(args.output, name="sparse_detr")  # console and OUTPUT/log.txt
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input or --dataset")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         raise SystemExit(f"--weights: {len(weights)} given for {len(args.config_file)} --config-file")
     models = []
     for config, weight in zip(args.config_file, weights):
-        cfg = load_config_with_overrides(config, args.opts, weight, args.device)
+        cfg = load_config_with_overrides(config, args.opts, weight, args.device, usage)
         predictor = build_predictor(cfg)
         if args.rho is not None:
             set_inference_keep_ratio(predictor.model, args.rho)

@@ -12,7 +12,7 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..utils.safe_pickle import check_checkpoint_file
+from ..utils.safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
 from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
@@ -53,6 +53,8 @@ def load_official_checkpoint(path: str) -> OfficialCheckpoint:
             f"{path}: refused to load (weights-only loading allows tensors, containers and "
             f"argparse.Namespace only): {error}"
         ) from error
+    except (RuntimeError, EOFError, OSError, IndexError, KeyError, ValueError) as error:  # e.g. truncated
+        raise unreadable_checkpoint_error(path, error) from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{path}: expected an official checkpoint with 'model' and 'args', got {keys}")

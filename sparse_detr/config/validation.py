@@ -17,7 +17,15 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["check_option_order", "check_override_types", "validate_config"]
+__all__ = [
+    "check_command_line_overrides",
+    "check_option_order",
+    "check_override_keys",
+    "check_override_types",
+    "check_yacs_override_keys",
+    "lazy_target_accepts",
+    "validate_config",
+]
 
 _MISSING = object()
 
@@ -37,6 +45,81 @@ def check_option_order(
                 f"Option {opt!r} comes after the config overrides ({before!r}): options go first, "
                 f"key=value overrides last: {usage} key=value ..."
             )
+
+
+def lazy_target_accepts(node: Any, name: str) -> bool:
+    """Whether a LazyCall node's target takes a keyword argument ``name``."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if target is None:
+        return False
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def check_override_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse ``key=value`` overrides of keys that neither exist nor are arguments of a LazyCall target.
+
+    Without this, ``LazyConfig.apply_overrides`` adds a misspelt key (``model.neck.hiden_dim=64``) and the
+    run goes on with the default. The error lists the keys that exist where the misspelt one was looked
+    for; ``+key=value`` adds a new key on purpose.
+    """
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if override.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        if parent is not None and lazy_target_accepts(parent, leaf):
+            continue
+        if isinstance(parent, DictConfig):
+            known = ", ".join(sorted(str(k) for k in parent if k != "_target_"))
+            where = f"Keys under {parent_key or 'the config root'!r}: {known}."
+        else:
+            where = f"{parent_key!r} does not exist either." if parent_key else ""
+        raise KeyError(
+            f"Unknown config key {key!r} in override {override.input_line!r}. {where} "
+            f"Use '+{override.input_line}' to add a new key on purpose."
+        )
+
+
+def check_yacs_override_keys(cfg: Any, opts: Sequence[str]) -> None:
+    """Refuse yacs ``KEY VALUE`` overrides of unknown keys (or a key without its value), listing the keys
+    that exist under the misspelt key's parent (yacs itself names only the key)."""
+    if len(opts) % 2:
+        raise ValueError(
+            f"yacs config overrides come in KEY VALUE pairs; got {len(opts)} items: {' '.join(opts)!r}"
+        )
+    for key in opts[0::2]:
+        node, path = cfg, []
+        for part in key.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                where = ".".join(path) or "the config root"
+                known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else f"{where} is a value"
+                raise KeyError(f"Unknown config key {key!r} in the overrides. Keys under {where!r}: {known}.")
+            node = node[part]
+            path.append(part)
+
+
+def check_command_line_overrides(cfg: Any, opts: Sequence[str], usage: str) -> None:
+    """The checks of a tool's trailing overrides, before they are applied to ``cfg``.
+
+    Options among the overrides (``key=v --rho 0.2``) are refused with the ``usage`` line; for a
+    LazyConfig, unknown keys (with the keys that exist) and values of the wrong kind; for a yacs
+    ``CfgNode``, unknown keys.
+    """
+    check_option_order(opts, usage)
+    if isinstance(cfg, DictConfig):
+        check_override_keys(cfg, opts)
+        check_override_types(cfg, opts)
+    else:
+        check_yacs_override_keys(cfg, opts)
 
 
 def _default_of(parent: Any, name: str) -> Any:

@@ -30,7 +30,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from omegaconf import OmegaConf
 
-from .annotation_checks import check_dataset_annotations
+from .annotation_checks import check_annotated_boxes, check_dataset_annotations
 from .synthetic import SHAPES_PRESETS, default_datasets_root
 
 __all__ = [
@@ -78,8 +78,9 @@ def detection_dataset_dicts(
     ``get_detection_dataset_dicts`` (names, ``filter_empty``) preceded by what a trainer must not skip: the
     ``coco_json`` entries are registered (the configs pass ``datasets.coco_json``), unknown names and missing
     files are named, and each dataset is checked (:func:`check_dataset_annotations`: a broken json named,
-    dropped boxes counted, categories against ``num_classes``, the configs' ``model.heads.num_classes``)
-    before any training step.
+    dropped boxes counted, duplicate category ids, categories against ``num_classes``, the configs'
+    ``model.heads.num_classes``; with ``filter_empty``, the training loaders' setting, a set without a box to
+    learn from is refused) before any training step.
 
     Returns:
         the Detectron2 dataset dicts of all ``names``, concatenated.
@@ -89,7 +90,8 @@ def detection_dataset_dicts(
     register_coco_json_datasets(coco_json or [])
     check_dataset_names(names, config_key)
     per_dataset = check_dataset_annotations(names, config_key, num_classes)
-    dicts = list(itertools.chain.from_iterable(per_dataset))
+    check_annotated_boxes(per_dataset, config_key, training=filter_empty)
+    dicts = list(itertools.chain.from_iterable(counts.dicts for counts in per_dataset))
     if not dicts:
         raise ValueError(f"{config_key} {names}: the datasets hold no images")
     if filter_empty and "annotations" in dicts[0]:

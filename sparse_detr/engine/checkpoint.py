@@ -43,7 +43,12 @@ from detectron2.engine import hooks
 from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleKeys
 
 from ..utils.processes import process_alive
-from ..utils.safe_pickle import UnsafeCheckpointError, check_checkpoint_file, load_restricted_pickle
+from ..utils.safe_pickle import (
+    UnsafeCheckpointError,
+    check_checkpoint_file,
+    load_restricted_pickle,
+    unreadable_checkpoint_error,
+)
 from ..utils.zip_integrity import check_zip_members
 
 __all__ = [
@@ -231,11 +236,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                     "tensors, numbers, strings and containers)"
                 ) from error
             raise ValueError(f"Checkpoint file {f!r} is not a readable checkpoint: {error}") from error
-        except (RuntimeError, EOFError, OSError) as error:
-            raise ValueError(
-                f"Checkpoint file {f!r} is not a readable checkpoint (truncated or another format?): "
-                f"{type(error).__name__}: {error}"
-            ) from error
+        except (RuntimeError, EOFError, OSError, IndexError, KeyError) as error:  # e.g. truncated
+            raise unreadable_checkpoint_error(f, error) from error
         if not isinstance(loaded, dict):
             raise ValueError(f"Checkpoint file {f!r} holds a {type(loaded).__name__}, not a dict of weights")
         return loaded

@@ -108,7 +108,7 @@ class LazyConfigPredictor:
         height, width = image.shape[:2]
         resized, _ = apply_augmentations(self.augmentations, np.ascontiguousarray(image), name)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        return self.model([{"image": tensor, "height": height, "width": width}])[0]
+        return self.model([{"image": tensor, "height": height, "width": width, "file_name": name}])[0]
 
 
 class StrictDefaultPredictor(DefaultPredictor):
@@ -132,12 +132,14 @@ class StrictDefaultPredictor(DefaultPredictor):
     def __call__(self, original_image: np.ndarray, name: str = "image") -> dict:
         check_image_array(original_image, self.input_format, name)
         resize = self.aug.get_transform(original_image)
-        new_size = (getattr(resize, "new_h", 1), getattr(resize, "new_w", 1))
+        height, width = original_image.shape[:2]
+        new_size = (getattr(resize, "new_h", height), getattr(resize, "new_w", width))
         if 0 in new_size:
-            height, width = original_image.shape[:2]
             raise ImageAugmentationError(
                 f"Image {name} ({height} x {width} pixels) would be resized to "
                 f"{new_size[0]} x {new_size[1]}: "
                 "its aspect ratio is too extreme for the resize"
             )
+        if hasattr(self.model, "check_image_size"):  # too small after the resize: named here
+            self.model.check_image_size(*new_size, name)
         return super().__call__(original_image)

@@ -9,7 +9,7 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from omegaconf import DictConfig, OmegaConf
 
-from sparse_detr.config.validation import check_option_order, check_override_types
+from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.data.catalog import register_config_datasets
 
 from .official_weights import (
@@ -234,13 +234,21 @@ def _official_stem_or_refuse(config_path: str) -> str:
     return stem
 
 def load_config_with_overrides(
-    path_or_name: str, opts: list[str], weights: str | None = None, device: str | None = None
+    path_or_name: str,
+    opts: list[str],
+    weights: str | None = None,
+    device: str | None = None,
+    usage: str = "--config-file CONFIG [options]",
 ):
     """Config from a file or model-zoo name, with ``opts`` overrides, and weights / device when given.
 
-    The config's ``datasets.coco_json`` entries are registered (a tool's ``--dataset my_val`` finds them)."""
-    check_option_order(opts, "--config-file CONFIG [options]")
+    The overrides are checked as ``train_net.py`` checks its own (options first, known keys, value kinds;
+    see :func:`sparse_detr.config.validation.check_command_line_overrides`); ``usage`` is the command line
+    shown when an option comes after them. The config's ``datasets.coco_json`` entries are registered (a
+    tool's ``--dataset my_val`` finds them).
+    """
     cfg = load_config(path_or_name)
+    check_command_line_overrides(cfg, opts, usage)
     if isinstance(cfg, CfgNode):
         cfg.merge_from_list(opts)
         if weights is not None:
@@ -248,7 +256,6 @@ def load_config_with_overrides(
         if device is not None:
             cfg.MODEL.DEVICE = device
     else:
-        check_override_types(cfg, opts)
         cfg = LazyConfig.apply_overrides(cfg, opts)
         if weights is not None:
             cfg.train.init_checkpoint = weights
@@ -256,6 +263,8 @@ def load_config_with_overrides(
             cfg.train.device = device
         register_config_datasets(cfg)
     return cfg
+
+
 def config_weights(cfg) -> str:
     """The weights a config names: ``MODEL.WEIGHTS`` (yacs) or ``train.init_checkpoint`` (LazyConfig)."""
     if isinstance(cfg, CfgNode):

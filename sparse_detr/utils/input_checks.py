@@ -21,6 +21,7 @@ __all__ = [
     "check_input_format",
     "check_model_inputs",
     "pixel_values_unchecked",
+    "tracing",
 ]
 
 SUPPORTED_INPUT_FORMATS = ("RGB", "BGR")
@@ -99,7 +100,7 @@ def check_image_array(image: Any, input_format: str, name: str = "image") -> np.
     return image
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
     """Whether the model is being traced / compiled / exported (value checks would break the graph)."""
     compiler = getattr(torch, "compiler", None)
     compiling = compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling()
@@ -140,7 +141,7 @@ def check_model_inputs(batched_inputs: Any) -> None:
             continue
         if not image.is_floating_point():
             raise ValueError(f"{name}: {expected} as uint8 or float, got dtype {image.dtype}")
-        if _tracing():  # values are data, not known while a graph is traced or exported
+        if tracing():  # values are data, not known while a graph is traced or exported
             continue
         low, high = (float(v) for v in torch.aminmax(image.detach().float()))
         if not (np.isfinite(low) and np.isfinite(high)):

@@ -16,7 +16,12 @@ import os
 import pickle
 from typing import IO, Any
 
-__all__ = ["UnsafeCheckpointError", "check_checkpoint_file", "load_restricted_pickle"]
+__all__ = [
+    "UnsafeCheckpointError",
+    "check_checkpoint_file",
+    "load_restricted_pickle",
+    "unreadable_checkpoint_error",
+]
 
 # (module, name) pairs a weights pickle may reference. numpy 2 pickles name ``numpy._core``, numpy 1
 # pickles ``numpy.core``; both resolve to whichever the installed numpy has.
@@ -93,6 +98,15 @@ def check_checkpoint_file(path: str) -> None:
             f"Checkpoint file {path!r} is empty (0 bytes): it was not written completely; use another "
             "checkpoint or write it again"
         )
+
+
+def unreadable_checkpoint_error(path: str, error: BaseException) -> ValueError:
+    """The error of every checkpoint loader for a file ``torch.load`` cannot read (truncated, another
+    format): the file named, with torch's own reason."""
+    return ValueError(
+        f"Checkpoint file {path!r} is not a readable checkpoint (truncated or another format?): "
+        f"{type(error).__name__}: {error}"
+    )
 
 
 def load_restricted_pickle(file: str | IO[bytes], source: str | None = None) -> Any:

@@ -115,5 +115,94 @@ def test_more_model_classes_than_categories_is_refused_with_what_to_set(tmp_path
         r"max category id \+ 1 does not apply",
     ):
         check_dataset_annotations(name, "dataloader.test.dataset.names", num_classes=8)
-    (loaded,) = check_dataset_annotations(name, "dataloader.test.dataset.names", num_classes=3)
-    assert [a["category_id"] for a in loaded[0]["annotations"]] == [2]
+    (counts,) = check_dataset_annotations(name, "dataloader.test.dataset.names", num_classes=3)
+    assert [a["category_id"] for a in counts.dicts[0]["annotations"]] == [2]
+
+
+def test_boxes_entirely_outside_their_image_are_counted(tmp_path, register, caplog):
+    # the image is 60 x 40: beyond the right / bottom edge, at negative coordinates, straddling (kept)
+    boxes = [[1, 2, 10, 10], [60, 5, 8, 8], [70, 50, 5, 5], [-20, -30, 10, 10], [-5, 30, 20, 20]]
+    name = register(_coco(tmp_path, boxes), "unit_outside_boxes")
+    with caplog.at_level(logging.WARNING):
+        (counts,) = check_dataset_annotations(name, "dataloader.train.dataset.names", num_classes=3)
+    assert "'unit_outside_boxes': 3 of 5 boxes lie entirely outside their image" in caplog.text
+    assert (counts.num_boxes, counts.num_dropped, counts.num_trainable) == (5, 3, 2)
+
+
+def _train_net_args(tmp_path, *opts):
+    from detectron2.engine import default_argument_parser
+
+    options = [o for o in opts if o.startswith("--")]  # options first, overrides last
+    overrides = [o for o in opts if not o.startswith("--")]
+    return default_argument_parser().parse_args(
+        ["--config-file", str(ROOT / "tests/configs/tiny_shapes.py"), *options,
+         f"train.output_dir={tmp_path / 'out'}", *overrides]
+    )
+
+
+@pytest.mark.parametrize(
+    "boxes", [[], [[70, 50, 5, 5], [float("nan"), 1, 2, 2]]], ids=["no annotations", "every box dropped"]
+)
+def test_a_training_set_without_a_box_to_learn_is_refused_before_training(tmp_path, register, boxes,
+                                                                         monkeypatch):
+    import train_net
+
+    name = register(_coco(tmp_path, boxes), "unit_no_boxes")
+    monkeypatch.setattr(train_net, "instantiate", lambda *a, **k: pytest.fail("the model was built"))
+    args = _train_net_args(tmp_path, f"dataloader.train.dataset.names={name}", "model.heads.num_classes=3")
+    with pytest.raises(AnnotationError, match=r"dataloader\.train\.dataset\.names\) holds no box to learn.*"
+                       r"'unit_no_boxes': 1 images.*AP nan"):
+        train_net.main(args)
+
+
+def test_a_test_set_without_boxes_is_announced(tmp_path, register, caplog):
+    from sparse_detr.data.annotation_checks import check_annotated_boxes
+
+    name = register(_coco(tmp_path, []), "unit_no_test_boxes")
+    counts = check_dataset_annotations(name, "dataloader.test.dataset.names")
+    with caplog.at_level(logging.WARNING):
+        check_annotated_boxes(counts, "dataloader.test.dataset.names", training=False)
+    assert "holds no annotated box" in caplog.text and "AP will be nan" in caplog.text
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_duplicate_category_ids_are_refused_up_front(tmp_path, register, split):
+    content = _coco(tmp_path, [[1, 2, 10, 10]], categories=("a", "b", "c", "d"))
+    content["categories"][2]["id"] = 2  # ids 1, 2, 2, 4
+    name = register(content, f"unit_duplicate_ids_{split}")
+    with pytest.raises(AnnotationError, match=rf"'{name}' \(dataloader\.{split}\.dataset\.names\).*"
+                       r"lists category id\(s\) \[2\] more than once \(4 categories, 3 distinct ids\)"):
+        check_dataset_annotations(name, f"dataloader.{split}.dataset.names", num_classes=10)
+
+
+def test_eval_only_reads_the_test_sets_only(tmp_path, register, stand_in_weights):
+    """--eval-only evaluates with the training annotations absent (only the test set installed)."""
+    import train_net
+
+    config = str(ROOT / "tests/configs/tiny_shapes.py")
+    test_set = register(_coco(tmp_path, [[1, 2, 10, 10]], categories="abcde"), "unit_eval_only_val")
+    args = _train_net_args(
+        tmp_path,
+        "--eval-only",
+        f"train.init_checkpoint={stand_in_weights(config)}",
+        f"+datasets.coco_json=[{{name:unit_absent_train,json_file:{tmp_path / 'absent.json'},"
+        f"image_root:{tmp_path}}}]",
+        "dataloader.train.dataset.names=unit_absent_train",
+        f"dataloader.test.dataset.names={test_set}",
+    )
+    try:
+        results = train_net.main(args)
+    finally:
+        DatasetCatalog.remove("unit_absent_train")
+        MetadataCatalog.remove("unit_absent_train")
+    assert "bbox" in results
+    # training still names the missing file
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        train_net.main(_train_net_args(
+            tmp_path,
+            f"+datasets.coco_json=[{{name:unit_absent_train,json_file:{tmp_path / 'absent.json'},"
+            f"image_root:{tmp_path}}}]",
+            "dataloader.train.dataset.names=unit_absent_train",
+        ))
+    DatasetCatalog.remove("unit_absent_train")
+    MetadataCatalog.remove("unit_absent_train")

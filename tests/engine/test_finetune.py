@@ -34,7 +34,7 @@ def test_schedule_follows_the_dataset_size_and_batch():
     assert (custom.max_iter, custom.lr_multiplier.milestones) == (756, [504, 693])
     assert list(custom.lr_multiplier["values"]) == pytest.approx([1.0, 0.1, 0.01])
     assert (custom.eval_period, custom.checkpoint_period) == (126, 32)
-    with pytest.raises(ValueError, match="eval_every_epochs must be > 0"):
+    with pytest.raises(ValueError, match="eval_every_epochs must be a finite number of epochs > 0"):
         finetune_schedule(100, 8, epochs=1, eval_every_epochs=0)
 
 
@@ -49,6 +49,55 @@ def test_coco_json_summary(tmp_path):
     assert (summary.num_images, summary.num_classes, summary.class_names) == (7, 2, ("a", "b"))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         coco_json_summary(str(tmp_path / "missing.json"))
+
+
+_IMAGES = [{"id": 1, "file_name": "1.jpg", "height": 9, "width": 9}]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", r"the annotation file is empty \(0 bytes\)"),
+        ("{\"images\": [", r"not a valid JSON file \(Expecting value: line 1"),
+        ("[1, 2]", r"a COCO-format detection json is an object .*this one holds a list"),
+        (json.dumps({"images": _IMAGES}), r"not a COCO-format detection json \(no \['categories'\]"),
+        (json.dumps({"images": [], "categories": [{"id": 1, "name": "a"}]}), r"0 images and 1 categories"),
+        (json.dumps({"images": _IMAGES, "categories": [{"name": "a"}]}), r"every category needs an 'id'"),
+        (
+            json.dumps({"images": _IMAGES, "categories": [{"id": 3, "name": "a"}, {"id": 3, "name": "b"}]}),
+            r"category ids listed more than once \(id 3: \['a', 'b'\]\)",
+        ),
+    ],
+    ids=["empty", "truncated", "a list", "no categories", "no images", "category without id", "duplicate id"],
+)
+def test_coco_json_summary_names_the_file_and_its_problem(tmp_path, content, problem):
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"mine\.json: {problem}"):
+        coco_json_summary(str(path))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"epochs": 0}, r"epochs must be a finite number of epochs > 0, got 0"),
+        ({"epochs": -2}, r"epochs must be .* got -2"),
+        ({"epochs": float("nan")}, r"epochs must be .* got nan"),
+        ({"epochs": 12, "eval_every_epochs": float("inf")}, r"eval_every_epochs must be .* got inf"),
+        ({"epochs": 12, "num_images": 0}, r"num_images must be a whole number >= 1, got 0"),
+        ({"epochs": 12, "total_batch_size": 2.5}, r"total_batch_size must be a whole number >= 1"),
+        # 10 images at batch 16: 1 iteration per epoch; 1 and 2 epochs are 1 and 2 iterations
+        ({"epochs": 1}, r"epochs=1 at 1 iteration\(s\) per epoch = ceil\(num_images 10 / total_batch_size "
+                        r"16\) rounds to 1 iteration\(s\).*at least 3"),
+        ({"epochs": 2}, r"rounds to 2 iteration\(s\)"),
+        ({"epochs": 4, "drop_epochs": [3, 3.2]}, r"drop_epochs=\[3, 3.2\] fall on iterations \[3, 3\]"),
+        ({"epochs": 4, "drop_epochs": [5]}, r"fall on iterations \[5\].*between 0 and max_iter 4"),
+    ],
+)
+def test_finetune_schedule_names_the_argument_and_explains(arguments, message):
+    with pytest.raises(ValueError, match=rf"finetune_schedule: (.*){message}"):
+        finetune_schedule(**{"num_images": 10, "total_batch_size": 16, **arguments})
+    assert finetune_schedule(10, 16, epochs=3).max_iter == 3  # the shortest schedule accepted
 
 
 class _Records(logging.Handler):

@@ -155,8 +155,8 @@ def test_cli_latency_only(tmp_path):
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit, match="nothing to measure"):
         benchmark.main(["--config-file", TINY_CONFIG])
-    with pytest.raises(SystemExit, match="--rho"):
-        benchmark.main(["--flops", "--config-file", TINY_CONFIG, "--rho", "1.5"])
+    with pytest.raises(SystemExit, match=r"--image-size 10 10: 10x10 pixels .*stride 64.*at least 65 px"):
+        benchmark.main(["--flops", "--config-file", TINY_CONFIG, "--image-size", "10", "10"])
 
 
 def test_paper_gflops_lookup_matches_backbone_scorer_and_depth():

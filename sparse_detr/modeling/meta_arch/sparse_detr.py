@@ -15,11 +15,12 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ...utils.input_checks import check_input_format, check_model_inputs
+from ...utils.input_checks import check_input_format, check_model_inputs, tracing
 from ..analysis import token_statistics
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
+from ..input_size import check_image_size, level_strides
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
@@ -174,6 +175,16 @@ class SparseDETR(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def level_strides(self) -> list[int]:
+        """Strides of the token levels, finest first (e.g. [8, 16, 32, 64])."""
+        backbone = self.backbone.output_shape()
+        return level_strides([backbone[f].stride for f in self.in_features], self.neck.num_levels)
+
+    def check_image_size(self, height: int, width: int, name: str = "image") -> None:
+        """Refuse an input of ``height x width`` (after resize) that leaves a level a single position."""
+        check_image_size(height, width, self.level_strides, name)
+
     # ------------------------------------------------------------------ dynamic sparsification
     @property
     def is_sparse(self) -> bool:
@@ -199,7 +210,7 @@ class SparseDETR(nn.Module):
         (and ``"token_stats"`` with ``report_token_statistics``)."""
         if not self.training:
             results, outputs = self.inference(batched_inputs)
-            if self.report_token_statistics and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            if self.report_token_statistics and not tracing():
                 for result, stats in zip(results, token_statistics(outputs)):
                     result["token_stats"] = stats
             return results
@@ -230,6 +241,10 @@ class SparseDETR(nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
         batch, _, height, width = images.tensor.shape
+        if batch == 1 and not tracing():
+            # in a batch the padding gives a small image the batch's size; alone it must be large enough
+            item = batched_inputs[0]
+            self.check_image_size(height, width, item.get("file_name", "batched_inputs[0]['image']"))
         padding_mask = torch.ones((batch, height, width), dtype=torch.bool, device=self.device)
         for i, (h, w) in enumerate(images.image_sizes):
             padding_mask[i, :h, :w] = False
