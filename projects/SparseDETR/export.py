@@ -30,7 +30,8 @@ from detectron2.utils.logger import setup_logger
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int
-from sparse_detr.engine.predictor import load_detector_weights, refuse_missing_weights
+from sparse_detr.engine.checkpoint import CheckpointMismatchError
+from sparse_detr.engine.predictor import UntrainedModelError, load_detector_weights, refuse_missing_weights
 from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, ONNX_DEFORM_ATTN, export_model
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
 
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         model, _ = load_model(args.config_file, args.weights, args.opts, args.device)
+    except (UntrainedModelError, CheckpointMismatchError) as error:  # weights that make no detector
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         path = export_model(
             model,
             args.output,
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_ratio=args.rho,
             deform_attn=args.deform_attn,
         )
-    except ValueError as error:  # bad weights or config (UntrainedModelError, CheckpointMismatchError, ...)
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
