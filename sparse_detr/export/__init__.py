@@ -1,7 +1,9 @@
-"""Deployment: Sparse DETR as one exportable function of one image (ONNX, torch.export).
+"""Deployment: Sparse DETR as one exportable function of an image or a batch (ONNX, OpenVINO, torch.export).
 
-``export_onnx`` / ``export_torch_program`` (or ``export_model`` by format name) take a built
-:class:`~sparse_detr.modeling.SparseDETR`; :class:`DeployableSparseDETR` is the traced module.
+``export_onnx`` / ``export_openvino`` / ``export_torch_program`` (or ``export_model`` by format name) take
+a built :class:`~sparse_detr.modeling.SparseDETR`; :class:`DeployableSparseDETR` is the traced module.
+Every file records what a deployment needs (:func:`read_metadata`); :func:`preprocess` applies it to a
+photo (Detectron2's test resize and channel order) and maps the boxes back.
 """
 
 from .deployable import DEFORM_ATTN_IMPLS, DeployableSparseDETR, check_exportable
@@ -13,19 +15,27 @@ from .exporters import (
     example_inputs,
     export_model,
     export_onnx,
+    export_openvino,
     export_torch_program,
 )
+from .metadata import DeploymentInfo, Preprocessed, preprocess, read_metadata, resized_shape
 
 __all__ = [
     "DEFORM_ATTN_IMPLS",
     "DeployableSparseDETR",
+    "DeploymentInfo",
     "EXPORT_FORMATS",
     "MIN_IMAGE_SIZE",
     "ONNX_OPSET",
+    "Preprocessed",
     "check_exportable",
     "check_onnx",
     "example_inputs",
     "export_model",
     "export_onnx",
+    "export_openvino",
     "export_torch_program",
+    "preprocess",
+    "read_metadata",
+    "resized_shape",
 ]
