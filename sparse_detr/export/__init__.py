@@ -17,6 +17,7 @@ from .exporters import (
     export_onnx,
     export_openvino,
     export_torch_program,
+    onnx_to_openvino,
 )
 from .metadata import DeploymentInfo, Preprocessed, preprocess, read_metadata, resized_shape
 
@@ -35,6 +36,7 @@ __all__ = [
     "export_onnx",
     "export_openvino",
     "export_torch_program",
+    "onnx_to_openvino",
     "preprocess",
     "read_metadata",
     "resized_shape",

@@ -32,6 +32,7 @@ __all__ = [
     "export_onnx",
     "export_openvino",
     "export_torch_program",
+    "onnx_to_openvino",
     "export_model",
     "example_inputs",
 ]
@@ -228,8 +229,6 @@ def export_openvino(
     """
     import tempfile
 
-    import openvino as ov
-
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"{path}: an OpenVINO IR is written as a .xml file (with its .bin beside it)")
@@ -242,8 +241,17 @@ def export_openvino(
             batched=batched,
             deployment=deployment,
         )
-        metadata = read_metadata(onnx_path)
-        ov_model = ov.convert_model(str(onnx_path))
+        return onnx_to_openvino(onnx_path, path)
+
+
+def onnx_to_openvino(onnx_path: str | Path, path: str | Path) -> Path:
+    """Convert an ONNX file of :func:`export_onnx` into the OpenVINO IR ``path`` (see
+    :func:`export_openvino`): float32 weights, the metadata and f32 runtime options in ``rt_info``."""
+    import openvino as ov
+
+    path = Path(path)
+    metadata = read_metadata(onnx_path)
+    ov_model = ov.convert_model(str(onnx_path))
     ov_model.set_rt_info("f32", ["runtime_options", "INFERENCE_PRECISION_HINT"])
     ov_model.set_rt_info(json.dumps(metadata), OPENVINO_RT_INFO_PATH)
     path.parent.mkdir(parents=True, exist_ok=True)

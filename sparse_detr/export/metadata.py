@@ -62,10 +62,9 @@ class DeploymentInfo:
                 f"test resize: shortest_edge ({self.shortest_edge}) must be >= 1 and max_size "
                 f"({self.max_size}) >= shortest_edge"
             )
-        for name in ("class_names", "category_ids"):
-            value = getattr(self, name)
-            if value is not None and len(set(value)) != len(value):
-                raise ValueError(f"DeploymentInfo.{name} has duplicates: {list(value)}")
+        ids = self.category_ids
+        if ids is not None and len(set(ids)) != len(ids):
+            raise ValueError(f"DeploymentInfo.category_ids has duplicates: {list(ids)}")
 
 
 def export_metadata(
