@@ -70,7 +70,8 @@ def _test_resize(cfg) -> tuple[int, int]:
     if node is None:  # a model-only config (convert_official.py): the official test resize
         return DeploymentInfo.shortest_edge, DeploymentInfo.max_size
     resizes = [a for a in instantiate(node) if isinstance(a, T.ResizeShortestEdge)]
-    if len(resizes) != 1 or len(resizes[0].short_edge_length) != 1:
+    # one size: ResizeShortestEdge(96) keeps it as the range (96, 96)
+    if len(resizes) != 1 or len(set(resizes[0].short_edge_length)) != 1:
         raise ValueError(
             "dataloader.test.mapper.augmentations: expected one ResizeShortestEdge with one shortest edge "
             f"(the test resize the exported file records), got {resizes}"
