@@ -105,7 +105,8 @@ def export_metadata(
             )
         metadata[name] = json.dumps([str(v) if name == "class_names" else int(v) for v in value])
     if default_keep_ratio is not None:
-        metadata["default_keep_ratio"] = repr(float(default_keep_ratio))
+        # the float32 rho of the graph, printed as the decimal it was given as ("0.1", not "0.10000000149")
+        metadata["default_keep_ratio"] = f"{float(default_keep_ratio):.7g}"
     return {PREFIX + key: value for key, value in metadata.items()}
 
 
