@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Export a Sparse DETR model for deployment: ONNX (ONNX Runtime, OpenVINO, ...) or a torch.export program.
+"""Export a Sparse DETR model for deployment: ONNX (ONNX Runtime, OpenVINO, ...), an OpenVINO IR or a
+torch.export program.
 
     python projects/SparseDETR/export.py --config-file converted/config.yaml \\
         --weights converted/model_final.pth --format onnx --output deploy/sparse_detr.onnx --rho 0.1
@@ -7,6 +8,7 @@
         --weights converted/model_final.pth --output deploy/plugin.onnx --deform-attn plugin
     python projects/SparseDETR/export.py --config-file configs/quickstart_shapes.py \\
         --weights output/quickstart/model_final.pth --format torch-export --output deploy/model.pt2
+    python projects/SparseDETR/export.py ... --format openvino --output deploy/sparse_detr.xml
 
 The config is a LazyConfig (``.py`` or a ``.yaml`` saved by ``LazyConfig.save``, e.g. by
 ``convert_official.py``), a yacs ``.yaml`` (merged on ``add_sparse_detr_config``) or a model-zoo name;
@@ -15,7 +17,12 @@ trailing ``opts`` override it (``key=value`` for a LazyConfig, ``KEY VALUE`` for
 The exported graph takes one image ``image`` Float[3, H, W] (the model's channel order, 0-255, any H and W
 >= 65) and, for a sparse model, ``keep_ratio`` Float[] (rho, default ``--rho`` or the config's inference
 rho, recorded in the ONNX metadata); it returns ``boxes`` Float[K, 4] (x1, y1, x2, y2 in input pixels),
-``scores`` Float[K] and ``classes`` Int64[K]: the model's top detections for that image.
+``scores`` Float[K] and ``classes`` Int64[K]: the model's top detections for that image. ``--batch``
+exports a graph of same-size batches instead (``images`` Float[B, 3, H, W]; outputs [B, K, ...] and
+``nonempty`` Bool[B, K]). The file records the config's test resize (``INPUT.MIN_SIZE_TEST`` /
+``MAX_SIZE_TEST`` or the LazyConfig's test ``ResizeShortestEdge``; 800 / 1333 for a model-only config),
+the input format, the test dataset's class names and category ids and the default rho
+(``sparse_detr.export.read_metadata``).
 """
 
 from __future__ import annotations
@@ -26,21 +33,35 @@ import sys
 import time
 from pathlib import Path
 
+from apps import num_model_classes
+from detectron2.config import CfgNode, instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.utils.logger import setup_logger
+from omegaconf import OmegaConf
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int
+from sparse_detr.data import class_names
 from sparse_detr.engine.checkpoint import CheckpointMismatchError
 from sparse_detr.engine.predictor import UntrainedModelError, load_detector_weights, refuse_missing_weights
-from sparse_detr.export import DEFORM_ATTN_IMPLS, EXPORT_FORMATS, ONNX_DEFORM_ATTN, export_model
+from sparse_detr.export import (
+    DEFORM_ATTN_IMPLS,
+    EXPORT_FORMATS,
+    ONNX_DEFORM_ATTN,
+    DeploymentInfo,
+    export_model,
+)
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
 
 logger = logging.getLogger("sparse_detr.export")
+OFFICIAL_COCO_LOGITS = 91  # a converted official model: label = COCO category id
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
     """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded as the predictors
-    load them, in eval mode on ``device``; returns (model, the weights loaded).
+    load them, in eval mode on ``device``; returns (model, the weights loaded, the config).
 
     Raises:
         UntrainedModelError: no weights, a backbone initialisation (refused before anything is downloaded)
@@ -55,7 +76,55 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
     model = build_model_from_config(cfg, device)
     load_detector_weights(model, weights)
     logger.info("built the model and loaded %s in %.1f s", weights, time.perf_counter() - start)
-    return model.eval(), weights
+    return model.eval(), weights, cfg
+
+
+def _test_dataset(cfg) -> str | None:
+    if isinstance(cfg, CfgNode):
+        return cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
+    return names[0] if isinstance(names, (list, tuple)) or OmegaConf.is_list(names) else names
+
+
+def _test_resize(cfg) -> tuple[int, int]:
+    """(shortest edge, max size) of the config's test resize."""
+    if isinstance(cfg, CfgNode):
+        return int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)
+    node = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations")
+    if node is None:  # a model-only config (convert_official.py): the official test resize
+        return DeploymentInfo.shortest_edge, DeploymentInfo.max_size
+    resizes = [a for a in instantiate(node) if isinstance(a, T.ResizeShortestEdge)]
+    # one size: ResizeShortestEdge(96) keeps it as the range (96, 96)
+    if len(resizes) != 1 or len(set(resizes[0].short_edge_length)) != 1:
+        raise ValueError(
+            "dataloader.test.mapper.augmentations: expected one ResizeShortestEdge with one shortest edge "
+            f"(the test resize the exported file records), got {resizes}"
+        )
+    return int(resizes[0].short_edge_length[0]), int(resizes[0].max_size)
+
+
+def _category_ids(dataset: str | None, num_classes: int) -> list[int] | None:
+    """The dataset category id of each label, or None when the config does not say."""
+    mapping = MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id") if dataset else None
+    if mapping and sorted(mapping.values()) == list(range(num_classes)):
+        return [dataset_id for dataset_id, _ in sorted(mapping.items(), key=lambda item: item[1])]
+    if num_classes == OFFICIAL_COCO_LOGITS:
+        return list(range(num_classes))
+    coco_ids = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
+    return coco_ids if num_classes == len(coco_ids) else None
+
+
+def deployment_info(cfg, model) -> DeploymentInfo:
+    """What the exported file records besides the graph: the test resize and the labels' meaning."""
+    num_classes = num_model_classes(model)
+    dataset = _test_dataset(cfg)
+    shortest_edge, max_size = _test_resize(cfg)
+    return DeploymentInfo(
+        shortest_edge=shortest_edge,
+        max_size=max_size,
+        class_names=class_names(cfg, num_classes)[:num_classes],
+        category_ids=_category_ids(dataset, num_classes),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", help="trained checkpoint to export (default: the config's trained weights)"
     )
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format")
-    parser.add_argument("--output", required=True, help="output file (.onnx or .pt2)")
+    parser.add_argument("--output", required=True, help="output file (.onnx, OpenVINO .xml or .pt2)")
     parser.add_argument(
         "--rho", type=keep_ratio, help="default keep_ratio of a sparse model (default: the config's)"
     )
@@ -90,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenVINO through sparse_detr.export.onnxruntime_session / openvino_model); torch-export "
         "'extension': the compiled sparse_detr op (needs sparse_detr to run)",
     )
+    parser.add_argument(
+        "--batch", action="store_true", help="a graph of same-size image batches (images Float[B, 3, H, W])"
+    )
     parser.add_argument("--device", default="cpu", help="device the model is exported on")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides: key=value (LazyConfig) or KEY VALUE"
@@ -102,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logger(name="sparse_detr")  # the project's log messages on the console
     start = time.perf_counter()
     try:
-        model, _ = load_model(args.config_file, args.weights, args.opts, args.device)
+        model, _, cfg = load_model(args.config_file, args.weights, args.opts, args.device)
     except (UntrainedModelError, CheckpointMismatchError) as error:  # weights that make no detector
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -114,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             image_size=tuple(args.image_size),
             keep_ratio=args.rho,
             deform_attn=args.deform_attn,
+            batched=args.batch,
+            deployment=deployment_info(cfg, model),
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""Export a :class:`SparseDETR` to ONNX or to a ``torch.export`` program (one image, dynamic H and W).
+"""Export a :class:`SparseDETR` to ONNX, an OpenVINO IR or a ``torch.export`` program (dynamic H and W).
 
-Both take the image as ``image`` (Float[3, H, W], 0-255, the model's channel order) and, for a sparse
-model, the keeping ratio as ``keep_ratio`` (Float[]); they return ``boxes`` Float[K, 4] (x1, y1, x2, y2,
-input pixels), ``scores`` Float[K] and ``classes`` Int64[K] (see :class:`DeployableSparseDETR`).
+All take the image as ``image`` (Float[3, H, W], 0-255, the model's channel order; with ``batched=True``
+``images`` Float[B, 3, H, W], dynamic B) and, for a sparse model, the keeping ratio as ``keep_ratio``
+(Float[]); they return ``boxes`` Float[K, 4] (x1, y1, x2, y2, input pixels), ``scores`` Float[K] and
+``classes`` Int64[K] (batched: [B, K, ...] and ``nonempty`` Bool[B, K]; see :class:`DeployableSparseDETR`).
+Every file carries the deployment metadata of :mod:`sparse_detr.export.metadata`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import input_domain
 from .deployable import DeployableSparseDETR, default_keep_ratio
+from .metadata import (
+    METADATA_FILE,
+    MIN_IMAGE_SIZE,
+    OPENVINO_RT_INFO_PATH,
+    DeploymentInfo,
+    export_metadata,
+    read_metadata,
+)
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -25,19 +36,23 @@ __all__ = [
     "ONNX_DEFORM_ATTN",
     "ONNX_OPSET",
     "export_onnx",
+    "export_openvino",
     "export_torch_program",
+    "onnx_to_openvino",
     "export_model",
     "example_inputs",
 ]
 
-EXPORT_FORMATS = ("onnx", "torch-export")
+EXPORT_FORMATS = ("onnx", "openvino", "torch-export")
 # how an ONNX file holds deformable attention: standard ops, or one TensorRT-layout plugin node (plugin_op.py)
 ONNX_DEFORM_ATTN = ("grid_sample", "plugin")
 ONNX_OPSET = 18
-# the smallest level (stride 64 with 4 levels) must be at least 2 x 2 for one graph to serve every size
-MIN_IMAGE_SIZE = 65
 INPUT_NAMES = ("image", "keep_ratio")
+BATCHED_INPUT_NAMES = ("images", "keep_ratio")
 OUTPUT_NAMES = ("boxes", "scores", "classes")
+BATCHED_OUTPUT_NAMES = ("boxes", "scores", "classes", "nonempty")
+# the batch size of the example traced for a batched graph (2: a traced size 1 would be specialised)
+EXAMPLE_BATCH = 2
 # what ONNX export imports, all in the package's "export" extra (with the runtimes)
 ONNX_MODULES = ("onnx", "onnxscript")
 
@@ -67,8 +82,10 @@ def _import_onnx():
     return onnx
 
 
-def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) -> DeployableSparseDETR:
-    deployable = DeployableSparseDETR(model, deform_attn=deform_attn)
+def _deployable(
+    model: nn.Module, keep_ratio: float | None, deform_attn: str, batched: bool = False
+) -> DeployableSparseDETR:
+    deployable = DeployableSparseDETR(model, deform_attn=deform_attn, batched=batched)
     if keep_ratio is not None and not deployable.is_sparse:
         raise ValueError(
             f"keep_ratio (--rho) {keep_ratio}: this model has a dense encoder (no token scorer, "
@@ -81,12 +98,14 @@ def _deployable(model: nn.Module, keep_ratio: float | None, deform_attn: str) ->
 
 
 def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """(image,) or (image, keep_ratio): a random 0-255 image of ``image_size`` (H, W), model's device."""
+    """(image,) or (image, keep_ratio): a random 0-255 image of ``image_size`` (H, W) (a batch of
+    ``EXAMPLE_BATCH`` for a batched graph), on the model's device."""
     height, width = image_size
     if min(height, width) < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image_size}")
     device = deployable.model.device
-    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)).to(device) * 255
+    shape = (EXAMPLE_BATCH, 3, height, width) if deployable.batched else (3, height, width)
+    image = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(device) * 255
     if not deployable.is_sparse:
         return (image,)
     return image, deployable.default_keep_ratio.clone()
@@ -95,7 +114,10 @@ def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]
 def _dynamic_shapes(deployable: DeployableSparseDETR):
     height = torch.export.Dim("height", min=MIN_IMAGE_SIZE)
     width = torch.export.Dim("width", min=MIN_IMAGE_SIZE)
-    image = {1: height, 2: width}
+    if deployable.batched:
+        image = {0: torch.export.Dim("batch", min=1), 2: height, 3: width}
+    else:
+        image = {1: height, 2: width}
     return (image, None) if deployable.is_sparse else (image,)
 
 
@@ -114,8 +136,10 @@ def export_torch_program(
     image_size: tuple[int, int] = (640, 640),
     keep_ratio: float | None = None,
     deform_attn: str = "grid_sample",
+    batched: bool = False,
+    deployment: DeploymentInfo | None = None,
 ) -> torch.export.ExportedProgram:
-    """``torch.export`` of the one-image detector with dynamic H and W, saved to ``path`` if given.
+    """``torch.export`` of the detector with dynamic H and W, saved to ``path`` if given.
 
     Args:
         model: a :class:`SparseDETR` (weights loaded; put on the device the program should run on).
@@ -125,11 +149,16 @@ def export_torch_program(
             inputs are ``(image, keep_ratio)`` for a sparse model, ``(image,)`` for a dense one.
         deform_attn: "grid_sample" (standard ops) or "extension" (the compiled ``sparse_detr`` op: the
             program then needs ``import sparse_detr`` where it runs).
+        batched: the program takes ``images`` Float[B, 3, H, W] (dynamic B) and also returns ``nonempty``.
+        deployment: test resize and label meaning for the metadata (extra file ``sparse_detr_metadata.json``,
+            read back with :func:`~sparse_detr.export.read_metadata`); default the official 800 / 1333 resize.
     """
-    program = _export_program(_deployable(model, keep_ratio, deform_attn), image_size)
+    deployable = _deployable(model, keep_ratio, deform_attn, batched)
+    metadata = _metadata(deployable, deployment)  # checked before the slow trace
+    program = _export_program(deployable, image_size)
     if path is not None:
         with _step(f"writing {path}"):
-            torch.export.save(program, str(path))
+            torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
     return program
 
 
@@ -141,16 +170,18 @@ def export_onnx(
     keep_ratio: float | None = None,
     opset: int = ONNX_OPSET,
     deform_attn: str = "grid_sample",
+    batched: bool = False,
+    deployment: DeploymentInfo | None = None,
 ) -> Path:
-    """Export the one-image detector to an ONNX file (dynamo exporter).
+    """Export the detector to an ONNX file (dynamo exporter).
 
-    The graph's inputs are ``image`` Float[3, height, width] and, for a sparse model, ``keep_ratio``
-    Float[], a required input (an ONNX input with a default initializer becomes a constant in OpenVINO);
-    its default, the model's inference rho or ``keep_ratio``, is in the metadata
-    (``sparse_detr.default_keep_ratio``). The file passes
-    ``onnx.checker`` (full check) and strict shape inference. The metadata also records the inputs'
-    domain (``sparse_detr.keep_ratio_range``, ``sparse_detr.min_image_size``, ``sparse_detr.token_strides``)
-    and ``sparse_detr.deform_attn``.
+    The graph's inputs are ``image`` Float[3, height, width] (``batched``: ``images`` Float[batch, 3,
+    height, width]) and, for a sparse model, ``keep_ratio`` Float[], a required input (an ONNX input with
+    a default initializer becomes a constant in OpenVINO); its default, the model's inference rho or
+    ``keep_ratio``, is in the metadata (``sparse_detr.default_keep_ratio``) with the rest of
+    :func:`~sparse_detr.export.metadata.export_metadata` and the inputs' domain
+    (``sparse_detr.keep_ratio_range``, ``sparse_detr.min_image_size``, ``sparse_detr.token_strides``).
+    The file passes ``onnx.checker`` (full check) and strict shape inference.
 
     Args:
         model: a :class:`SparseDETR` on the CPU.
@@ -163,6 +194,8 @@ def export_onnx(
             with NVIDIA's plugin library, ONNX Runtime and OpenVINO through
             :func:`~sparse_detr.export.onnxruntime_session` / :func:`~sparse_detr.export.openvino_model`;
             needs ``sparse_detr._C``).
+        batched: a graph of same-size image batches (outputs also ``nonempty`` Bool[batch, K]).
+        deployment: test resize and label meaning for the metadata (default the official 800 / 1333).
     Returns:
         the path written.
     """
@@ -171,28 +204,30 @@ def export_onnx(
         raise ValueError(f"opset must be >= 17 (GridSample, LayerNormalization), got {opset}")
     if deform_attn not in ONNX_DEFORM_ATTN:
         raise ValueError(f"deform_attn must be one of {ONNX_DEFORM_ATTN} for ONNX, got {deform_attn!r}")
-    from . import input_domain, plugin_op
+    from . import plugin_op
 
     plugin = deform_attn == "plugin"
-    deployable = _deployable(model, keep_ratio, "extension" if plugin else "grid_sample")
+    deployable = _deployable(model, keep_ratio, "extension" if plugin else "grid_sample", batched)
+    metadata = _metadata(deployable, deployment, deform_attn)
     program = _export_program(deployable, image_size)
-    names = list(INPUT_NAMES[: 2 if deployable.is_sparse else 1])
+    input_names = BATCHED_INPUT_NAMES if batched else INPUT_NAMES
     with _step(f"converting to ONNX (opset {opset})"):
         onnx_program = torch.onnx.export(
             program,
-            input_names=names,
-            output_names=list(OUTPUT_NAMES),
+            input_names=list(input_names[: 2 if deployable.is_sparse else 1]),
+            output_names=list(BATCHED_OUTPUT_NAMES if batched else OUTPUT_NAMES),
             opset_version=opset,
             dynamo=True,
             verbose=False,
             custom_translation_table=plugin_op.deform_attn_translation() if plugin else None,
         )
     proto = onnx_program.model_proto
-    _name_image_dims(proto)
+    _name_image_dims(proto, input_names[0], batched)
     if plugin:
         plugin_op.type_plugin_outputs(proto)
-    _add_metadata(proto, deployable)
-    input_domain.add_domain_metadata(proto, deployable.model, deform_attn, MIN_IMAGE_SIZE)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _step(f"writing {path}"):
@@ -202,11 +237,14 @@ def export_onnx(
     return path
 
 
-def _name_image_dims(proto) -> None:
-    """Call the image's symbolic dims ``height`` and ``width`` everywhere in the graph."""
-    image = next(i for i in proto.graph.input if i.name == INPUT_NAMES[0])
+def _name_image_dims(proto, image_name: str, batched: bool) -> None:
+    """Call the image's symbolic dims ``batch``, ``height`` and ``width`` everywhere in the graph."""
+    image = next(i for i in proto.graph.input if i.name == image_name)
     dims = image.type.tensor_type.shape.dim
-    names = {dims[1].dim_param: "height", dims[2].dim_param: "width"}
+    if batched:
+        names = {dims[0].dim_param: "batch", dims[2].dim_param: "height", dims[3].dim_param: "width"}
+    else:
+        names = {dims[1].dim_param: "height", dims[2].dim_param: "width"}
     graph = proto.graph
     for value in (*graph.input, *graph.output, *graph.value_info):
         for dim in value.type.tensor_type.shape.dim:
@@ -214,22 +252,73 @@ def _name_image_dims(proto) -> None:
                 dim.dim_param = names[dim.dim_param]
 
 
-def _add_metadata(proto, deployable: DeployableSparseDETR) -> None:
-    """Input format, normalisation and default keep ratio as ONNX metadata (``sparse_detr.*`` keys)."""
-    model = deployable.model
-    metadata = {
-        "sparse_detr.input_format": model.input_format,
-        "sparse_detr.num_classes": str(model.heads.class_heads[0].out_features),
-        "sparse_detr.max_detections": str(model.max_detections),
-        "sparse_detr.min_image_size": str(MIN_IMAGE_SIZE),
-        "sparse_detr.pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
-        "sparse_detr.pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
-    }
-    if deployable.is_sparse:
-        metadata["sparse_detr.default_keep_ratio"] = repr(float(deployable.default_keep_ratio))
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+def _metadata(
+    deployable: DeployableSparseDETR, deployment: DeploymentInfo | None, deform_attn: str | None = None
+) -> dict[str, str]:
+    """The file's ``sparse_detr.*`` metadata: :func:`export_metadata` and the inputs' domain.
+
+    ``deform_attn`` is the form the file holds (default the deployable's; "plugin" for plugin ONNX files).
+    """
+    rho = float(deployable.default_keep_ratio) if deployable.is_sparse else None
+    metadata = export_metadata(
+        deployable.model,
+        deployment,
+        default_keep_ratio=rho,
+        batched=deployable.batched,
+        deform_attn=deform_attn or deployable.deform_attn,
+    )
+    metadata.update(input_domain.domain_metadata(deployable.model))
+    return metadata
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    image_size: tuple[int, int] = (640, 640),
+    keep_ratio: float | None = None,
+    batched: bool = False,
+    deployment: DeploymentInfo | None = None,
+) -> Path:
+    """Export the detector as an OpenVINO IR (``path`` ``.xml`` + ``.bin``): the ONNX graph of
+    :func:`export_onnx`, float32 weights (no fp16 compression), the metadata in the IR's ``rt_info``
+    (:func:`~sparse_detr.export.read_metadata`) and f32 inference precision recorded in its runtime
+    options (``rt_info["runtime_options"]["INFERENCE_PRECISION_HINT"]``).
+
+    OpenVINO 2026.4's CPU plugin applies only its KV-cache and dynamic-quantization runtime options from
+    a model, so on CPUs with bf16 units compile with ``{"INFERENCE_PRECISION_HINT": "f32"}`` for float32
+    results (without it scores move by ~1e-2).
+    """
+    import tempfile
+
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ValueError(f"{path}: an OpenVINO IR is written as a .xml file (with its .bin beside it)")
+    with tempfile.TemporaryDirectory() as directory:
+        onnx_path = export_onnx(
+            model,
+            Path(directory) / "model.onnx",
+            image_size=image_size,
+            keep_ratio=keep_ratio,
+            batched=batched,
+            deployment=deployment,
+        )
+        return onnx_to_openvino(onnx_path, path)
+
+
+def onnx_to_openvino(onnx_path: str | Path, path: str | Path) -> Path:
+    """Convert an ONNX file of :func:`export_onnx` into the OpenVINO IR ``path`` (see
+    :func:`export_openvino`): float32 weights, the metadata and f32 runtime options in ``rt_info``."""
+    import openvino as ov
+
+    path = Path(path)
+    metadata = read_metadata(onnx_path)
+    ov_model = ov.convert_model(str(onnx_path))
+    ov_model.set_rt_info("f32", ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    ov_model.set_rt_info(json.dumps(metadata), OPENVINO_RT_INFO_PATH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    return path
 
 
 def check_onnx(path: str | Path) -> None:
@@ -253,21 +342,29 @@ def export_model(
     image_size: tuple[int, int] = (640, 640),
     keep_ratio: float | None = None,
     deform_attn: str = "grid_sample",
+    batched: bool = False,
+    deployment: DeploymentInfo | None = None,
 ) -> Path:
-    """Export ``model`` to ``output`` in ``export_format`` ("onnx" or "torch-export"); returns the path.
+    """Export ``model`` to ``output`` in ``export_format`` (see :data:`EXPORT_FORMATS`); returns the path.
 
-    ``deform_attn``: "grid_sample" or "plugin" for ONNX (:func:`export_onnx`), "grid_sample" or
-    "extension" for torch-export (:func:`export_torch_program`).
+    ``deform_attn``: "grid_sample" or "plugin" for ONNX (:func:`export_onnx`), "grid_sample" for OpenVINO,
+    "grid_sample" or "extension" for torch-export (:func:`export_torch_program`).
     """
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
+    common = dict(image_size=image_size, keep_ratio=keep_ratio, batched=batched, deployment=deployment)
     if export_format == "onnx":
         if deform_attn not in ONNX_DEFORM_ATTN:
             raise ValueError(f"ONNX export takes deform_attn in {ONNX_DEFORM_ATTN}, got {deform_attn!r}")
-        return export_onnx(
-            model, output, image_size=image_size, keep_ratio=keep_ratio, deform_attn=deform_attn
-        )
+        return export_onnx(model, output, deform_attn=deform_attn, **common)
+    if export_format == "openvino":
+        if deform_attn != "grid_sample":
+            raise ValueError(
+                "openvino export uses deform_attn='grid_sample' (standard ops only); for the plugin node "
+                "export ONNX and open it with sparse_detr.export.openvino_model"
+            )
+        return export_openvino(model, output, **common)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    export_torch_program(model, output, image_size=image_size, keep_ratio=keep_ratio, deform_attn=deform_attn)
+    export_torch_program(model, output, deform_attn=deform_attn, **common)
     return output

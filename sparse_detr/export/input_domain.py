@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "KEEP_RATIO_RANGE",
-    "add_domain_metadata",
+    "domain_metadata",
     "check_image",
     "check_keep_ratio",
     "num_tokens",
@@ -50,19 +50,12 @@ def num_tokens(height: int, width: int, strides: list[int]) -> int:
     return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
 
 
-def add_domain_metadata(proto, model, deform_attn: str, min_image_size: int) -> None:
-    """Record the inputs' domain and the deformable-attention form in ``proto``'s metadata."""
-    metadata = {
-        "sparse_detr.deform_attn": deform_attn,
+def domain_metadata(model) -> dict[str, str]:
+    """The inputs' domain beyond the minimum size: the keep-ratio range and the levels' token strides."""
+    return {
         "sparse_detr.keep_ratio_range": KEEP_RATIO_RANGE,
         "sparse_detr.token_strides": json.dumps(token_strides(model)),
     }
-    existing = {entry.key for entry in proto.metadata_props}
-    if "sparse_detr.min_image_size" not in existing:
-        metadata["sparse_detr.min_image_size"] = str(min_image_size)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def _as_array(image: Any) -> np.ndarray:

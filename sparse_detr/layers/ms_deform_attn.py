@@ -7,6 +7,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from sparse_detr.layers.ms_deform_attn_function import BACKENDS, multi_scale_deform_attn
 
@@ -77,6 +78,7 @@ class MSDeformAttn(nn.Module):
         level_start_index: torch.Tensor,
         value_padding_mask: torch.Tensor | None = None,
         return_sampling: bool = False,
+        level_shapes: list[tuple[int, int]] | None = None,
     ):
         """
         Args:
@@ -88,6 +90,8 @@ class MSDeformAttn(nn.Module):
             level_start_index: (L,) int64.
             value_padding_mask: (N, S) bool, True on padding tokens (their values are zeroed), or None.
             return_sampling: also return the sampling locations and (post-softmax) attention weights.
+            level_shapes: ``spatial_shapes`` as L pairs of ints (read from the map shapes), so that the
+                tensor's data is never read (see :func:`multi_scale_deform_attn`); None = read it.
 
         Returns:
             output (N, Q, C); with ``return_sampling`` the tuple (output,
@@ -97,10 +101,10 @@ class MSDeformAttn(nn.Module):
         if self.projects_after_sampling(query.shape[1], value.shape[1]):
             return self._attend_unprojected(
                 query, reference_points, value, spatial_shapes, level_start_index, value_padding_mask,
-                return_sampling,
+                return_sampling, level_shapes,
             )
         return self.attend(query, reference_points, self.project_values(value, value_padding_mask),
-                           spatial_shapes, level_start_index, return_sampling)
+                           spatial_shapes, level_start_index, return_sampling, level_shapes)
 
     def projects_after_sampling(self, num_queries: int, num_tokens: int) -> bool:
         """Whether :meth:`forward` samples the raw values and projects afterwards (see below).
@@ -111,14 +115,15 @@ class MSDeformAttn(nn.Module):
         the projected head slice, so it only pays when the queries are few against the tokens, as in
         the decoder's cross-attention (300 queries, ~20k tokens). Only at inference (autograd off): the
         backward of that layout (all heads folded into one) parallelises worse on CPU and needs more
-        atomics on CUDA, so training keeps the usual order.
+        atomics on CUDA, so training keeps the usual order. With symbolic sizes (``torch.export``) it
+        answers True only where that holds for every size the graph accepts.
         """
         if torch.is_grad_enabled():
             return False
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4
         per_channel = samples * _SAMPLING_COST_PER_MAC + self.embed_dim // self.num_heads
-        return num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim
+        return statically_known_true(num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim)
 
     def project_values(self, value: torch.Tensor, value_padding_mask: torch.Tensor | None = None):
         """(N, S, C) tokens -> (N, S, M, C / M) per-head values, zero on padding tokens."""
@@ -136,6 +141,7 @@ class MSDeformAttn(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         return_sampling: bool = False,
+        level_shapes: list[tuple[int, int]] | None = None,
     ):
         """:meth:`forward` on values already projected by :meth:`project_values` ((N, S, M, C / M)).
 
@@ -143,7 +149,7 @@ class MSDeformAttn(nn.Module):
         """
         locations, weights = self.sampling(query, reference_points, spatial_shapes)
         output = multi_scale_deform_attn(projected_value, spatial_shapes, level_start_index, locations,
-                                         weights, backend=self.backend)
+                                         weights, backend=self.backend, level_shapes=level_shapes)
         output = self.output_proj(output)
         if return_sampling:
             return output, locations, weights
@@ -168,7 +174,7 @@ class MSDeformAttn(nn.Module):
         return locations, weights
 
     def _attend_unprojected(self, query, reference_points, value, spatial_shapes, level_start_index,
-                            value_padding_mask, return_sampling):
+                            value_padding_mask, return_sampling, level_shapes=None):
         """:meth:`forward` sampling the raw (N, S, C) values per head, then projecting each head's sum.
 
         The projection bias reaches a sample only as far as the projected values would (not outside the
@@ -192,6 +198,7 @@ class MSDeformAttn(nn.Module):
             sampling_locations=locations.reshape(batch, num_queries * heads, 1, *locations.shape[3:]),
             attention_weights=weights.reshape(batch, num_queries * heads, 1, *weights.shape[3:]),
             backend=self.backend,
+            level_shapes=level_shapes,
         )
         sampled = sample(value[:, :, None]).view(batch, num_queries, heads, channels)
         coverage = sample(coverage_map).view(batch, num_queries, heads, 1)

@@ -7,6 +7,8 @@ tensors), made differentiable with ``torch.library.register_autograd`` so that `
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 
 import torch
@@ -19,14 +21,36 @@ EXTENSION_OP_NAME = "sparse_detr::ms_deform_attn"
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 _fallback_warned = False
+# set by ``forced_backend``: the backend every call uses, whatever its module asks for (export)
+_forced_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("msda_backend", default=None)
+
+
+@contextlib.contextmanager
+def forced_backend(backend: str):
+    """Run every ``multi_scale_deform_attn`` call inside the block with ``backend``.
+
+    The exporters use it to choose how deformable attention is written into the traced graph
+    ("pytorch": standard ops, "extension": the compiled op) without changing the model's modules.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    token = _forced_backend.set(backend)
+    try:
+        yield
+    finally:
+        _forced_backend.reset(token)
 
 
 def _shape_error(name: str, expected: str, tensor: torch.Tensor) -> ValueError:
     return ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
 
 
-def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                  level_shapes=None):
     """Raise ValueError naming the first argument whose shape, dtype or device is wrong.
+
+    With ``level_shapes`` (the sizes as ints) the tensors' data is not read: the sizes are checked
+    against ``value`` instead.
 
     Returns:
         list of (H_l, W_l) Python ints.
@@ -69,6 +93,16 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
     if len(devices) != 1:
         raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
 
+    if level_shapes is not None:
+        level_shapes = [tuple(shape) for shape in level_shapes]
+        if len(level_shapes) != num_levels:
+            raise ValueError(f"level_shapes must hold L = {num_levels} pairs (H, W), got {level_shapes}")
+        if sum(h * w for h, w in level_shapes) != num_tokens:
+            raise ValueError(
+                f"value must have shape (N, S, M, D) with S = sum(H * W) for level_shapes {level_shapes}, "
+                f"got S = {num_tokens}"
+            )
+        return level_shapes
     level_shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     if any(h < 1 or w < 1 for h, w in level_shapes):
         raise ValueError(f"spatial_shapes must hold positive (H, W) per level, got {level_shapes}")
@@ -89,6 +123,7 @@ def _resolve_backend(backend: str) -> str:
     global _fallback_warned
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = _forced_backend.get() or backend
     if backend == "extension":
         _ext.require_extension()
         return backend
@@ -112,6 +147,7 @@ def multi_scale_deform_attn(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     backend: str = "auto",
+    level_shapes: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Multi-scale deformable attention (Deformable DETR, eq. 3), differentiable in all float inputs.
 
@@ -127,14 +163,18 @@ def multi_scale_deform_attn(
         attention_weights: (N, Q, M, L, P). A non-finite weight makes the output of its query and head
             and its location gradient NaN, also when its sample falls outside the map (0 * NaN).
         backend: "pytorch" (grid_sample path), "extension" (compiled kernels; ImportError when not
-            built), or "auto" (extension when built, else PyTorch with a single warning).
+            built), or "auto" (extension when built, else PyTorch with a single warning); inside
+            :func:`forced_backend` that block's backend.
+        level_shapes: ``spatial_shapes`` as L pairs of ints read from the map shapes (symbolic under
+            ``torch.export``); when given, no tensor data is read (no device sync, nothing data-dependent
+            in a traced graph). None = read ``spatial_shapes`` (and check ``level_start_index``).
 
     Returns:
         (N, Q, M * D) in the promoted dtype of the float inputs. float16/bfloat16 inputs are computed
         in float32 and the output is cast back (AMP).
     """
     level_shapes = _check_inputs(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, level_shapes
     )
     backend = _resolve_backend(backend)
     out_dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),

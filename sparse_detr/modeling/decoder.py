@@ -72,6 +72,7 @@ class DeformableDecoderLayer(nn.Module):
             tokens.level_start_index,
             value_padding_mask=tokens.value_padding_mask,
             return_sampling=True,
+            level_shapes=tokens.level_shapes,
         )
         queries = self.cross_attn_norm(queries + self.cross_attn_dropout(attn))
         queries = self.ffn_norm(queries + self.ffn(queries))

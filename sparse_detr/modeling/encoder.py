@@ -7,6 +7,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from sparse_detr.layers import MSDeformAttn
 
@@ -40,7 +41,9 @@ class SparseEncoderLayer(nn.Module):
 
     At inference (no autograd) many queries are refined in chunks of ``inference_chunk_size`` against
     values projected once: the same result, with every temporary (the FFN's hidden layer above all)
-    small enough to stay in cache and in the allocator's reused memory.
+    small enough to stay in cache and in the allocator's reused memory. The choice is made on the
+    sizes only; with symbolic sizes (``torch.export``) it is made only where it holds for every size,
+    else the unchunked path is traced.
     """
 
     inference_chunk_size = 2048
@@ -83,13 +86,14 @@ class SparseEncoderLayer(nn.Module):
         num_queries = queries.shape[1]
         chunked = (
             not torch.is_grad_enabled()
-            and num_queries > self.inference_chunk_size
+            and statically_known_true(num_queries > self.inference_chunk_size)
             and not self.self_attn.projects_after_sampling(num_queries, tokens.shape[1])
         )
         geometry = dict(
             spatial_shapes=token_batch.spatial_shapes,
             level_start_index=token_batch.level_start_index,
             return_sampling=return_sampling,
+            level_shapes=token_batch.level_shapes,
         )
         if not chunked:
             attend = partial(
@@ -181,7 +185,7 @@ class SparseDeformableEncoder(DeformableLayerStack):
         if self.num_layers == 0:
             return EncoderOutput(memory=tokens.features + tokens.pos, layer_queries=[])
         memory = tokens.features
-        reference_points = encoder_reference_points(tokens.spatial_shapes, tokens.valid_ratios)
+        reference_points = encoder_reference_points(tokens.level_shapes, tokens.valid_ratios)
         if selected_indices is None:
             query_pos = tokens.pos
         else:
@@ -189,7 +193,9 @@ class SparseDeformableEncoder(DeformableLayerStack):
             query_pos = gather_tokens(tokens.pos, selected_indices)
             queries = gather_tokens(memory, selected_indices)
             write_back = None  # Bool[B, k, 1] which queries update the memory; None = all of them
-            if num_kept is not None and bool((num_kept < selected_indices.shape[1]).any()):
+            # unpadded images all have N valid tokens, so the same count: no test on the data needed
+            padded = tokens.value_padding_mask is not None
+            if num_kept is not None and padded and bool((num_kept < selected_indices.shape[1]).any()):
                 positions = torch.arange(selected_indices.shape[1], device=selected_indices.device)
                 write_back = (positions[None] < num_kept[:, None]).unsqueeze(-1)
             scatter_index = selected_indices.unsqueeze(-1).expand(-1, -1, memory.shape[-1])

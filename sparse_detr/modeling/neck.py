@@ -54,11 +54,12 @@ class MultiScaleNeck(nn.Module):
         self.num_levels = num_levels
         self.num_backbone_levels = len(in_channels)
 
-    def forward(self, features: list[Tensor], image_padding_mask: Tensor) -> TokenBatch:
+    def forward(self, features: list[Tensor], image_padding_mask: Tensor | None = None) -> TokenBatch:
         """
         Args:
             features: backbone maps Float[B, C_i, H_i, W_i], finest first (len == len(in_channels)).
-            image_padding_mask: Bool[B, H, W] True on padded pixels.
+            image_padding_mask: Bool[B, H, W] True on padded pixels, or None for an unpadded batch (same-size
+                images: no mask to build or read, as in an exported graph).
         Returns:
             TokenBatch with N = sum of the L level sizes.
         """
@@ -68,12 +69,18 @@ class MultiScaleNeck(nn.Module):
         for level in range(self.num_backbone_levels, self.num_levels):
             source = features[-1] if level == self.num_backbone_levels else maps[-1]
             maps.append(self.level_projections[level](source))
-        masks = [
-            F.interpolate(image_padding_mask[None].float(), size=m.shape[-2:]).to(torch.bool)[0] for m in maps
-        ]
+        if image_padding_mask is None:
+            masks = None
+            embedding_masks = [m.new_zeros((m.shape[0], *m.shape[2:]), dtype=torch.bool) for m in maps]
+        else:
+            masks = [
+                F.interpolate(image_padding_mask[None].float(), size=m.shape[-2:]).to(torch.bool)[0]
+                for m in maps
+            ]
+            embedding_masks = masks
         pos = [
             mask_sine_embedding(mask, self.hidden_dim // 2).to(m.dtype)
             + self.level_embed[level].view(1, -1, 1, 1)
-            for level, (m, mask) in enumerate(zip(maps, masks))
+            for level, (m, mask) in enumerate(zip(maps, embedding_masks))
         ]
         return flatten_levels(maps, masks, pos)

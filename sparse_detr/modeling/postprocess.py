@@ -9,7 +9,7 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor
 from torchvision.ops import box_convert
 
-__all__ = ["Detections", "top_detections", "detections_to_instances"]
+__all__ = ["Detections", "top_detections", "detections_to_instances", "clipped_pixel_boxes"]
 
 
 @dataclass
@@ -57,3 +57,20 @@ def detections_to_instances(detections: Detections, image_sizes: list[tuple[int,
         instances.pred_classes = detections.labels[i]
         results.append(instances)
     return results
+
+
+def clipped_pixel_boxes(detections: Detections, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Boxes in pixels of the (unpadded, same-size) images, clipped to them, and which are not empty.
+
+    What Detectron2's ``detector_postprocess`` does at the input size, written as tensor ops for graphs:
+    ``height`` and ``width`` may be symbolic.
+
+    Returns:
+        boxes Float[B, k, 4] (x1, y1, x2, y2), nonempty Bool[B, k] (positive width and height).
+    """
+    boxes = detections.boxes
+    size = [torch.scalar_tensor(s, dtype=boxes.dtype, device=boxes.device) for s in (width, height)]
+    scale = torch.stack(size * 2)
+    pixel_boxes = torch.minimum(torch.maximum(boxes * scale, torch.zeros_like(scale)), scale)
+    nonempty = (pixel_boxes[..., 2] > pixel_boxes[..., 0]) & (pixel_boxes[..., 3] > pixel_boxes[..., 1])
+    return pixel_boxes, nonempty

@@ -74,11 +74,12 @@ def validate_keep_ratio(value: float, key: str = KEEP_RATIO_KEY) -> float:
     return value
 
 
-def kept_token_counts(padding_mask: Tensor, keep_ratio: float) -> Tensor:
+def kept_token_counts(padding_mask: Tensor, keep_ratio: float | Tensor) -> Tensor:
     """Per-image number of kept tokens: ``int(float32(valid) * rho) + 1`` capped at the valid count.
 
     Args:
         padding_mask: Bool[B, N] True on padding.
+        keep_ratio: rho, a float or a Float[] tensor (a graph input of an exported model).
     Returns:
         Long[B].
     """
@@ -87,14 +88,19 @@ def kept_token_counts(padding_mask: Tensor, keep_ratio: float) -> Tensor:
     return torch.minimum(counts, valid)
 
 
-def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float) -> TokenSelection:
+def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float | Tensor) -> TokenSelection:
     """Top-k tokens by score; padding gets the batch-minimum score so it is ranked last.
 
     Args:
         scores: Float[B, N] raw scorer output; padding_mask: Bool[B, N].
+        keep_ratio: rho, a float or a Float[] tensor.
     """
     num_kept = kept_token_counts(padding_mask, keep_ratio)
-    k = min(int(num_kept.max()), scores.shape[1])
+    # k depends on rho: under torch.export an unbacked size, bounded here so top-k and the encoder trace
+    # (num_kept <= valid <= N, and every image has a valid token)
+    k = num_kept.max().item()
+    torch._check(k >= 1)
+    torch._check(k <= scores.shape[1])
     filled = scores.masked_fill(padding_mask, scores.min())
     selected = torch.topk(filled, k, dim=1).indices
     return TokenSelection(scores=filled, selected_indices=selected, num_kept=num_kept)
@@ -150,15 +156,19 @@ class TokenScorer(nn.Module):
         proposals: Tensor,
         padding_mask: Tensor,
         with_loss_inputs: bool = False,
+        keep_ratio: float | Tensor | None = None,
     ) -> TokenSelection:
         """
         Args:
             token_features: Float[B, N, C] projected tokens (None if ``uses_token_features`` is False).
             proposals: Float[B, N, 4] grid proposals in logit space (+inf where invalid).
             padding_mask: Bool[B, N].
+            keep_ratio: rho for this call (a float or a Float[] tensor); None = :attr:`active_keep_ratio`.
         """
         scores, loss_inputs = self.score(token_features, proposals, padding_mask, with_loss_inputs)
-        selection = select_tokens(scores, padding_mask, self.active_keep_ratio)
+        if keep_ratio is None:
+            keep_ratio = self.active_keep_ratio
+        selection = select_tokens(scores, padding_mask, keep_ratio)
         selection.loss_inputs = loss_inputs
         return selection
 
@@ -201,8 +211,10 @@ class DAMScorer(TokenScorer):
         z_global = z_global.mean(dim=1, keepdim=True).expand(-1, z_local.shape[1], -1)
         return self.head(torch.cat([z_local, z_global], dim=-1)).squeeze(-1), ScorerLossInputs()
 
-    def forward(self, token_features, proposals, padding_mask, with_loss_inputs=False) -> TokenSelection:
-        selection = super().forward(token_features, proposals, padding_mask, with_loss_inputs)
+    def forward(
+        self, token_features, proposals, padding_mask, with_loss_inputs=False, keep_ratio=None
+    ) -> TokenSelection:
+        selection = super().forward(token_features, proposals, padding_mask, with_loss_inputs, keep_ratio)
         if with_loss_inputs:
             # trained on the scores as ranked (padding filled with the batch minimum), as official
             selection.loss_inputs = ScorerLossInputs(dam_logits=selection.scores)

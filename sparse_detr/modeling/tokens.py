@@ -2,10 +2,15 @@
 
 Token layout: the L feature levels are flattened row-major and concatenated; level ``l`` starts at
 ``level_start_index[l]`` and has ``spatial_shapes[l] = (H_l, W_l)``; N = sum(H_l * W_l).
+
+The level sizes travel twice: as Python ints read from the map shapes (``TokenBatch.level_shapes``, what
+loops and ``split`` need; symbolic sizes under ``torch.export``) and as the Long[L, 2] tensor built from
+them in the graph (what the kernels take). Nothing here reads a size back from tensor data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "TokenBatch",
+    "spatial_shapes_tensor",
     "gather_tokens",
     "flatten_levels",
     "encoder_reference_points",
@@ -33,6 +39,8 @@ class TokenBatch:
         spatial_shapes: Long[L, 2] (H_l, W_l).
         level_start_index: Long[L].
         valid_ratios: Float[B, L, 2] valid (w, h) fraction of each level.
+        level_shapes: L pairs (H_l, W_l) as ints read from the map shapes (``spatial_shapes`` as ints).
+        unpadded: built without a padding mask: no token is padding, known without reading the mask.
     """
 
     features: Tensor
@@ -41,14 +49,18 @@ class TokenBatch:
     spatial_shapes: Tensor
     level_start_index: Tensor
     valid_ratios: Tensor
+    level_shapes: list[tuple[int, int]]
+    unpadded: bool = False
 
     @cached_property
     def value_padding_mask(self) -> Tensor | None:
         """The padding mask for deformable attention values, or None when no token is padding.
 
         (Masking nothing is the identity; skipping it saves a copy of the values per attention layer.
-        Computed once per batch: on a GPU the test is a device-to-host synchronisation.)
+        Computed once per padded batch: on a GPU the test is a device-to-host synchronisation.)
         """
+        if self.unpadded:
+            return None
         return self.padding_mask if bool(self.padding_mask.any()) else None
 
     @property
@@ -71,45 +83,72 @@ def _valid_ratio(mask: Tensor) -> Tensor:
     return torch.stack([valid_w.float() / width, valid_h.float() / height], -1)
 
 
-def flatten_levels(features: list[Tensor], masks: list[Tensor], pos: list[Tensor]) -> TokenBatch:
+def spatial_shapes_tensor(level_shapes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
+    """Long[L, 2] (H_l, W_l) built in the graph from (possibly symbolic) ints."""
+    sizes = [
+        torch.scalar_tensor(size, dtype=torch.long, device=device) for shape in level_shapes for size in shape
+    ]
+    return torch.stack(sizes).view(len(level_shapes), 2)
+
+
+def _level_shapes(spatial_shapes: Tensor | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(H_l, W_l) pairs: given as ints (the model's path) or read from a Long[L, 2] tensor (eager use)."""
+    if isinstance(spatial_shapes, Tensor):
+        return [tuple(shape) for shape in spatial_shapes.tolist()]
+    return [tuple(shape) for shape in spatial_shapes]
+
+
+def flatten_levels(features: list[Tensor], masks: list[Tensor] | None, pos: list[Tensor]) -> TokenBatch:
     """Flatten per-level maps into one token sequence.
 
     Args:
         features: L tensors Float[B, C, H_l, W_l].
-        masks: L tensors Bool[B, H_l, W_l], True on padding.
+        masks: L tensors Bool[B, H_l, W_l], True on padding; None for an unpadded batch.
         pos: L tensors Float[B, C, H_l, W_l], position (+ level) embeddings.
     """
-    shapes = [tuple(f.shape[-2:]) for f in features]
+    level_shapes = [(f.shape[-2], f.shape[-1]) for f in features]
     device = features[0].device
-    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    spatial_shapes = spatial_shapes_tensor(level_shapes, device)
     level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+    tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in features], 1)
+    if masks is None:
+        padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)
+        valid_ratios = torch.ones(tokens.shape[0], len(features), 2, device=device)
+    else:
+        padding_mask = torch.cat([m.flatten(1) for m in masks], 1)
+        valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)
     return TokenBatch(
-        features=torch.cat([f.flatten(2).transpose(1, 2) for f in features], 1),
+        features=tokens,
         pos=torch.cat([p.flatten(2).transpose(1, 2) for p in pos], 1),
-        padding_mask=torch.cat([m.flatten(1) for m in masks], 1),
+        padding_mask=padding_mask,
         spatial_shapes=spatial_shapes,
         level_start_index=level_start_index,
-        valid_ratios=torch.stack([_valid_ratio(m) for m in masks], 1),
+        valid_ratios=valid_ratios,
+        level_shapes=level_shapes,
+        unpadded=masks is None,
     )
 
 
-def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+def encoder_reference_points(
+    spatial_shapes: Tensor | Sequence[tuple[int, int]], valid_ratios: Tensor
+) -> Tensor:
     """Reference point of every token on every level (Deformable DETR encoder).
 
     Token centres are normalised by the valid extent of their own level, then mapped into each level
     by that level's valid ratio.
 
     Args:
-        spatial_shapes: Long[L, 2]; valid_ratios: Float[B, L, 2].
+        spatial_shapes: Long[L, 2], or L pairs (H_l, W_l) of ints; valid_ratios: Float[B, L, 2].
     Returns:
         Float[B, N, L, 2] normalised (x, y).
     """
     device = valid_ratios.device
     points = []
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+    for level, (height, width) in enumerate(_level_shapes(spatial_shapes)):
+        # token centres i + 0.5 (exactly linspace(0.5, n - 0.5, n), which torch.export cannot size)
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
+            torch.arange(height, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(width, dtype=torch.float32, device=device) + 0.5,
             indexing="ij",
         )
         ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
@@ -118,14 +157,16 @@ def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Te
     return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
 
 
-def grid_proposals(padding_mask: Tensor, spatial_shapes: Tensor) -> tuple[Tensor, Tensor]:
+def grid_proposals(
+    padding_mask: Tensor, spatial_shapes: Tensor | Sequence[tuple[int, int]]
+) -> tuple[Tensor, Tensor]:
     """One box proposal per token, in logit space (appendix A.4 of Deformable DETR).
 
     Centre = token centre normalised by the valid size of its level; size = 0.05 * 2**level. Proposals on
     padding or with a coordinate outside (0.01, 0.99) are invalid and set to +inf (sigmoid -> 1).
 
     Args:
-        padding_mask: Bool[B, N]; spatial_shapes: Long[L, 2].
+        padding_mask: Bool[B, N]; spatial_shapes: Long[L, 2], or L pairs (H_l, W_l) of ints.
     Returns:
         proposals: Float[B, N, 4] inverse-sigmoid (cx, cy, w, h), +inf where invalid.
         valid: Bool[B, N] True where the proposal is valid and the token is not padding.
@@ -133,7 +174,7 @@ def grid_proposals(padding_mask: Tensor, spatial_shapes: Tensor) -> tuple[Tensor
     batch = padding_mask.shape[0]
     device = padding_mask.device
     proposals, start = [], 0
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+    for level, (height, width) in enumerate(_level_shapes(spatial_shapes)):
         level_mask = padding_mask[:, start : start + height * width].view(batch, height, width)
         valid_h = (~level_mask[:, :, 0]).sum(1)
         valid_w = (~level_mask[:, 0, :]).sum(1)

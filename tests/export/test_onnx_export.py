@@ -13,12 +13,24 @@ from export_cases import (
     reference_detections,
 )
 
-from sparse_detr.export import ONNX_OPSET, check_onnx, export_onnx
+from sparse_detr.export import (
+    ONNX_OPSET,
+    DeploymentInfo,
+    check_onnx,
+    export_onnx,
+    onnx_to_openvino,
+    read_metadata,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.slow
+
+# a test resize and label meaning other than the defaults, to see them recorded
+DEPLOYMENT = DeploymentInfo(
+    shortest_edge=96, max_size=150, class_names=list("abcde"), category_ids=[3, 1, 4, 15, 9]
+)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -26,7 +38,10 @@ def exported(request, tmp_path_factory):
     """(case name, model, .onnx path): each tiny model exported once at EXPORT_SIZE."""
     model = build_case(request.param)
     path = export_onnx(
-        model, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx", image_size=EXPORT_SIZE
+        model,
+        tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx",
+        image_size=EXPORT_SIZE,
+        deployment=DEPLOYMENT,
     )
     return request.param, model, path
 
@@ -65,6 +80,42 @@ def test_onnxruntime_matches_model(exported):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for size, keep_ratio, image, feed in _feeds(case):
         outputs = session.run(["boxes", "scores", "classes"], feed)
+        assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
+
+
+def test_metadata_records_what_a_deployment_needs(exported):
+    case, model, path = exported
+    metadata = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert metadata.custom_metadata_map == read_metadata(path)
+    metadata = read_metadata(path)
+    resize = (metadata["sparse_detr.test_shortest_edge"], metadata["sparse_detr.test_max_size"])
+    assert resize == ("96", "150")
+    assert metadata["sparse_detr.input_format"] == model.input_format
+    assert metadata["sparse_detr.class_names"] == '["a", "b", "c", "d", "e"]'
+    assert metadata["sparse_detr.category_ids"] == "[3, 1, 4, 15, 9]"
+    assert metadata["sparse_detr.batched"] == "false"
+    assert metadata["sparse_detr.exporter_version"].startswith("sparse_detr ")
+    if CASES[case][1] == (None,):
+        assert "sparse_detr.default_keep_ratio" not in metadata
+    else:
+        assert metadata["sparse_detr.default_keep_ratio"] == repr(CASES[case][0]["keep_ratio"])
+
+
+def test_openvino_ir_keeps_float32_and_metadata(exported, tmp_path):
+    ov = pytest.importorskip("openvino")
+    case, model, path = exported
+    if case != "dam":
+        pytest.skip("one case is enough for the IR conversion")
+    xml = onnx_to_openvino(path, tmp_path / "model.xml")
+    assert read_metadata(xml) == read_metadata(path)
+    ir = ov.Core().read_model(str(xml))
+    assert ir.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str) == "f32"
+    assert {c.get_element_type() for c in ir.get_ops() if c.get_type_name() == "Constant"} >= {ov.Type.f32}
+    assert ov.Type.f16 not in {c.get_element_type() for c in ir.get_ops() if c.get_type_name() == "Constant"}
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for size, keep_ratio, image, feed in _feeds(case):
+        results = compiled(feed)
+        outputs = [results[compiled.output(name)] for name in ("boxes", "scores", "classes")]
         assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
 
 

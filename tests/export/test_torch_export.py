@@ -13,7 +13,7 @@ from export_cases import (
 )
 
 from sparse_detr import _ext
-from sparse_detr.export import export_torch_program
+from sparse_detr.export import export_torch_program, read_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,15 @@ def test_loaded_program_matches_model(saved):
             with torch.no_grad():
                 outputs = program(*inputs)
             assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
+
+
+def test_program_carries_the_metadata(saved):
+    case, model, path = saved
+    metadata = read_metadata(path)
+    resize = (metadata["sparse_detr.test_shortest_edge"], metadata["sparse_detr.test_max_size"])
+    assert resize == ("800", "1333")  # the official test resize by default
+    assert metadata["sparse_detr.input_format"] == model.input_format
+    assert metadata["sparse_detr.deform_attn"] == path.stem.split("_", 1)[1]
 
 
 def test_program_inputs_are_dynamic(saved):

@@ -1,11 +1,13 @@
 """projects/SparseDETR/export.py: LazyConfig and yacs configs, weights, formats, refusals by name."""
 
+import json
 import re
 
 import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
 from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.model_zoo import build_model_from_config, load_config
@@ -43,6 +45,13 @@ def test_onnx_export_of_a_lazy_config_runs_in_onnxruntime(tiny_weights, tmp_path
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     assert float(metadata["sparse_detr.default_keep_ratio"]) == pytest.approx(0.2)
+    # the config's test resize and test set labels
+    resize = (metadata["sparse_detr.test_shortest_edge"], metadata["sparse_detr.test_max_size"])
+    assert resize == ("96", "128")
+    shapes = MetadataCatalog.get("shapes_tiny_val")
+    assert json.loads(metadata["sparse_detr.class_names"]) == list(shapes.thing_classes)
+    ids = sorted(shapes.thing_dataset_id_to_contiguous_id, key=shapes.thing_dataset_id_to_contiguous_id.get)
+    assert json.loads(metadata["sparse_detr.category_ids"]) == ids
     image = torch.rand(3, 100, 120, generator=torch.Generator().manual_seed(0)) * 255
     boxes, scores, classes = session.run(
         None, {"image": image.numpy(), "keep_ratio": np.array(0.2, np.float32)}

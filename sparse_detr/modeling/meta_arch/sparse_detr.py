@@ -25,7 +25,7 @@ from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
-from ..scorers import TokenScorer, TokenSelection
+from ..scorers import TokenScorer, TokenSelection, validate_keep_ratio
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
 from ..trained_heads import record_loaded_heads, refuse_untrained_heads
 from ..training_rng import seed_for_trainer_iteration
@@ -268,27 +268,38 @@ class SparseDETR(nn.Module):
     def predict(
         self,
         images: Tensor,
-        padding_mask: Tensor,
+        padding_mask: Tensor | None = None,
         with_loss_outputs: bool = False,
         with_internals: bool = False,
+        keep_ratio: float | Tensor | None = None,
     ) -> SparseDETROutput:
         """Raw outputs of the network on a normalised, padded batch.
 
+        Every size is read from the map shapes, every branch decided by shapes and settings, so the same
+        forward is what ``torch.export`` captures (see :mod:`sparse_detr.export`).
+
         Args:
-            images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding.
+            images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding, or None for
+                same-size images without padding (nothing to mask: the padding-free path, no mask read).
             with_loss_outputs: also compute what only the losses need (decoder aux layers, the two-stage head
                 on all tokens, encoder aux heads, the scorer's loss inputs); True in training.
             with_internals: also return :class:`NetworkInternals` (encoder sampling, memory, decoder inputs).
+            keep_ratio: rho for this call, overriding the scorer's: a float, or a Float[] tensor (an exported
+                graph's input; the sparse path is then taken for every value, 1 included). None = the
+                scorer's :attr:`~TokenScorer.active_keep_ratio`. Ignored without scorer or encoder layers.
         """
-        if images.dim() != 4 or padding_mask.shape != (images.shape[0], *images.shape[-2:]):
+        if images.dim() != 4 or (
+            padding_mask is not None and padding_mask.shape != (images.shape[0], *images.shape[-2:])
+        ):
+            shape = None if padding_mask is None else tuple(padding_mask.shape)
             raise ValueError(
-                f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W]; got {tuple(images.shape)} "
-                f"and {tuple(padding_mask.shape)}"
+                f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W] or None; got "
+                f"{tuple(images.shape)} and {shape}"
             )
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
-        proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.spatial_shapes)
-        selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs)
+        proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
+        selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs, keep_ratio)
         encoded = self.encoder(
             tokens,
             selection.selected_indices if selection is not None else None,
@@ -359,13 +370,27 @@ class SparseDETR(nn.Module):
         return {name: feature.float() for name, feature in features.items()}
 
     def _select_tokens(
-        self, tokens: TokenBatch, proposals: Tensor, proposal_valid: Tensor, with_loss_outputs: bool
+        self,
+        tokens: TokenBatch,
+        proposals: Tensor,
+        proposal_valid: Tensor,
+        with_loss_outputs: bool,
+        keep_ratio: float | Tensor | None,
     ) -> TokenSelection | None:
-        """Run the scorer when the encoder is sparse (None = dense)."""
-        if not self.is_sparse:
+        """Run the scorer when the encoder is sparse (None = dense): ``is_sparse``, or a rho tensor given."""
+        if self.token_scorer is None or self.encoder.num_layers == 0:
             return None
+        if not isinstance(keep_ratio, Tensor):
+            rho = self.token_scorer.active_keep_ratio
+            if keep_ratio is not None:
+                rho = validate_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
+            if rho >= 1.0:
+                return None
+            keep_ratio = rho
         token_features = None
         if self.token_scorer.uses_token_features:
             # the scoring network sees the projected backbone tokens, like the two-stage head
             token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
-        return self.token_scorer(token_features, proposals, tokens.padding_mask, with_loss_outputs)
+        return self.token_scorer(
+            token_features, proposals, tokens.padding_mask, with_loss_outputs, keep_ratio=keep_ratio
+        )
