@@ -188,7 +188,7 @@ def preprocess(image: np.ndarray, metadata: Mapping[str, str], image_format: str
     """
     from PIL import Image
 
-    from sparse_detr.modeling.input_checks import check_image_array, check_input_format
+    from sparse_detr.utils.input_checks import check_image_array, check_input_format
 
     check_input_format(image_format, "image_format")
     check_image_array(image, image_format, "image")
