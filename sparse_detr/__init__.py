@@ -9,13 +9,13 @@ Deployment: ``export_onnx`` / ``export_torch_program`` (or ``export_model(model,
 models, a run-time ``keep_ratio`` input (see :mod:`sparse_detr.export`).
 """
 from . import data, modeling  # noqa: F401  (registration by import side effect)
+from ._version import __version__
 from .config import add_sparse_detr_config
 from .export import DeployableSparseDETR, export_model, export_onnx, export_torch_program
 from .model_zoo.official_weights import register_official_weights_handler
 
 register_official_weights_handler()
 
-__version__ = "0.1.0"
 
 __all__ = [
     "DeployableSparseDETR",

@@ -15,7 +15,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "sparse_detr"
 
 # lowest first; a module may import its own layer and the layers before it
 LAYERS = (
-    ("_C", "_ext", "utils"),
+    ("_C", "_ext", "_version", "utils"),
     ("layers",),
     ("modeling",),
     ("checkpoint", "config", "data", "evaluation"),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparse_detr._version import __version__
+
 __all__ = [
     "DeploymentInfo",
     "Preprocessed",
@@ -77,12 +79,10 @@ def export_metadata(
     """
     import torch
 
-    import sparse_detr
-
     info = info or DeploymentInfo()
     num_classes = model.heads.class_heads[0].out_features
     metadata = {
-        "exporter_version": f"sparse_detr {sparse_detr.__version__} (torch {torch.__version__})",
+        "exporter_version": f"sparse_detr {__version__} (torch {torch.__version__})",
         "input_format": model.input_format,
         "pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
         "pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
