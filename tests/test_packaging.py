@@ -115,7 +115,9 @@ def test_setup_declares_what_the_package_imports():
         return {item.split(">")[0].split("<")[0].split("=")[0] for item in requirements}
 
     required, export_extra = names(assigned["INSTALL_REQUIRES"]), names(assigned["EXTRAS_REQUIRE"]["export"])
-    distribution_of = {"PIL": "Pillow", "hydra": "hydra-core"}
+    distribution_of = {
+        "PIL": "Pillow", "hydra": "hydra-core", "onnxruntime_extensions": "onnxruntime-extensions"
+    }
     user_provided = {"torch", "torchvision", "detectron2", "sparse_detr"}
     undeclared = set()
     for path in (REPO / "sparse_detr").rglob("*.py"):

@@ -7,9 +7,9 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from sparse_detr.layers.ms_deform_attn_function import BACKENDS, multi_scale_deform_attn
+from sparse_detr.utils.shapes import known_true
 
 # cost of one multiply-add of the bilinear gather relative to one of a dense matrix product (measured on
 # x86 CPUs: the gather runs at ~1/5 to 1/10 of the GEMM rate); only decides the cheaper of two exact paths
@@ -123,7 +123,7 @@ class MSDeformAttn(nn.Module):
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4
         per_channel = samples * _SAMPLING_COST_PER_MAC + self.embed_dim // self.num_heads
-        return statically_known_true(num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim)
+        return known_true(num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim)
 
     def project_values(self, value: torch.Tensor, value_padding_mask: torch.Tensor | None = None):
         """(N, S, C) tokens -> (N, S, M, C / M) per-head values, zero on padding tokens."""

@@ -7,9 +7,9 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from sparse_detr.layers import MSDeformAttn
+from sparse_detr.utils.shapes import known_true
 
 from .feed_forward import FeedForward
 from .layer_stack import DeformableLayerStack
@@ -86,7 +86,7 @@ class SparseEncoderLayer(nn.Module):
         num_queries = queries.shape[1]
         chunked = (
             not torch.is_grad_enabled()
-            and statically_known_true(num_queries > self.inference_chunk_size)
+            and known_true(num_queries > self.inference_chunk_size)
             and not self.self_attn.projects_after_sampling(num_queries, tokens.shape[1])
         )
         geometry = dict(

@@ -98,9 +98,12 @@ def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float | Tens
     num_kept = kept_token_counts(padding_mask, keep_ratio)
     # k depends on rho: under torch.export an unbacked size, bounded here so top-k and the encoder trace
     # (num_kept <= valid <= N, and every image has a valid token)
-    k = num_kept.max().item()
-    torch._check(k >= 1)
-    torch._check(k <= scores.shape[1])
+    if torch.jit.is_tracing():  # fvcore's FLOP count: sizes and .item() are traced as tensors there
+        k = int(num_kept.max())
+    else:
+        k = num_kept.max().item()
+        torch._check(k >= 1)
+        torch._check(k <= scores.shape[1])
     filled = scores.masked_fill(padding_mask, scores.min())
     selected = torch.topk(filled, k, dim=1).indices
     return TokenSelection(scores=filled, selected_indices=selected, num_kept=num_kept)
