@@ -35,15 +35,13 @@ from pathlib import Path
 
 from apps import num_model_classes
 from detectron2.config import CfgNode, instantiate
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int
-from sparse_detr.data import class_names
+from sparse_detr.data import category_ids, class_names
 from sparse_detr.engine.checkpoint import CheckpointMismatchError
 from sparse_detr.engine.predictor import UntrainedModelError, load_detector_weights, refuse_missing_weights
 from sparse_detr.export import (
@@ -56,7 +54,6 @@ from sparse_detr.export import (
 from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
 
 logger = logging.getLogger("sparse_detr.export")
-OFFICIAL_COCO_LOGITS = 91  # a converted official model: label = COCO category id
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
@@ -79,13 +76,6 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
     return model.eval(), weights, cfg
 
 
-def _test_dataset(cfg) -> str | None:
-    if isinstance(cfg, CfgNode):
-        return cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
-    return names[0] if isinstance(names, (list, tuple)) or OmegaConf.is_list(names) else names
-
-
 def _test_resize(cfg) -> tuple[int, int]:
     """(shortest edge, max size) of the config's test resize."""
     if isinstance(cfg, CfgNode):
@@ -103,27 +93,15 @@ def _test_resize(cfg) -> tuple[int, int]:
     return int(resizes[0].short_edge_length[0]), int(resizes[0].max_size)
 
 
-def _category_ids(dataset: str | None, num_classes: int) -> list[int] | None:
-    """The dataset category id of each label, or None when the config does not say."""
-    mapping = MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id") if dataset else None
-    if mapping and sorted(mapping.values()) == list(range(num_classes)):
-        return [dataset_id for dataset_id, _ in sorted(mapping.items(), key=lambda item: item[1])]
-    if num_classes == OFFICIAL_COCO_LOGITS:
-        return list(range(num_classes))
-    coco_ids = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
-    return coco_ids if num_classes == len(coco_ids) else None
-
-
 def deployment_info(cfg, model) -> DeploymentInfo:
     """What the exported file records besides the graph: the test resize and the labels' meaning."""
     num_classes = num_model_classes(model)
-    dataset = _test_dataset(cfg)
     shortest_edge, max_size = _test_resize(cfg)
     return DeploymentInfo(
         shortest_edge=shortest_edge,
         max_size=max_size,
         class_names=class_names(cfg, num_classes)[:num_classes],
-        category_ids=_category_ids(dataset, num_classes),
+        category_ids=category_ids(cfg, num_classes),
     )
 
 

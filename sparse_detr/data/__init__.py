@@ -3,6 +3,7 @@ from . import synthetic  # noqa: F401  (registers shapes_train / shapes_val / sh
 from .augmentations import RandomChoice, build_detr_test_augmentations, build_detr_train_augmentations
 from .build import build_dataset_test_loader, build_resumable_train_loader
 from .catalog import (
+    category_ids,
     check_dataset_names,
     class_names,
     detection_dataset_dicts,
@@ -20,6 +21,7 @@ __all__ = [
     "build_dataset_test_loader",
     "build_resumable_train_loader",
     "check_dataset_names",
+    "category_ids",
     "class_names",
     "detection_dataset_dicts",
     "register_coco_json_datasets",

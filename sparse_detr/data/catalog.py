@@ -34,6 +34,8 @@ from .annotation_checks import check_annotated_boxes, check_dataset_annotations
 from .synthetic import SHAPES_PRESETS, default_datasets_root
 
 __all__ = [
+    "category_ids",
+    "config_test_dataset",
     "check_dataset_names",
     "class_names",
     "detection_dataset_dicts",
@@ -110,12 +112,7 @@ def class_names(cfg, num_classes: int) -> list[str]:
     names of a converted official model (91 logits: label = COCO category id; 80: Detectron2's contiguous
     order), else the label numbers.
     """
-    register_config_datasets(cfg)
-    if isinstance(cfg, CfgNode):
-        dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    else:
-        dataset = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
-        dataset = dataset[0] if isinstance(dataset, Iterable) and not isinstance(dataset, str) else dataset
+    dataset = config_test_dataset(cfg)
     names = _thing_classes(dataset) if dataset else None
     if names and len(names) >= num_classes:
         return list(names)
@@ -126,6 +123,31 @@ def class_names(cfg, num_classes: int) -> list[str]:
     if num_classes == len(coco_names):  # converted with --coco-contiguous (as sparse_detr://official/ does)
         return coco_names
     return [str(i) for i in range(num_classes)]
+
+
+def category_ids(cfg, num_classes: int) -> list[int] | None:
+    """The dataset category id of each of a model's ``num_classes`` labels, or None when nothing says.
+
+    The config's test dataset's id mapping; without it the COCO ids of a converted official model (91 logits:
+    label = category id; 80: Detectron2's contiguous order), as :func:`class_names` names them.
+    """
+    dataset = config_test_dataset(cfg)
+    mapping = MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id") if dataset else None
+    if mapping and sorted(mapping.values()) == list(range(num_classes)):
+        return [dataset_id for dataset_id, _ in sorted(mapping.items(), key=lambda item: item[1])]
+    if num_classes == OFFICIAL_COCO_LOGITS:
+        return list(range(num_classes))
+    coco_ids = [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
+    return coco_ids if num_classes == len(coco_ids) else None
+
+
+def config_test_dataset(cfg) -> str | None:
+    """The first test dataset a yacs or LazyConfig names (its ``datasets.coco_json`` registered), or None."""
+    register_config_datasets(cfg)
+    if isinstance(cfg, CfgNode):
+        return cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    dataset = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
+    return dataset[0] if isinstance(dataset, Iterable) and not isinstance(dataset, str) else dataset
 
 
 def _thing_classes(dataset: str) -> list[str] | None:
