@@ -105,6 +105,29 @@ def deployment_info(cfg, model) -> DeploymentInfo:
     )
 
 
+def how_to_open(export_format: str, deform_attn: str) -> str:
+    """How to run a file written with ``--format export_format --deform-attn deform_attn``."""
+    if export_format == "torch-export":
+        needs = " after import sparse_detr (the program calls its op)" if deform_attn == "extension" else ""
+        return f"run it with torch.export.load(path).module(){needs}"
+    if export_format == "openvino":
+        return (
+            'compile it with openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) '
+            "or sparse_detr.export.openvino_model(path): without the hint OpenVINO's CPU plugin runs in bf16 "
+            "where the CPU has it (scores ~1e-2 off)"
+        )
+    if deform_attn == "plugin":
+        return (
+            "its deformable attention is MultiscaleDeformableAttnPlugin_TRT nodes: open it with "
+            "sparse_detr.export.onnxruntime_session(path) / openvino_model(path), or TensorRT with its "
+            "plugin library"
+        )
+    return (
+        "run it with onnxruntime.InferenceSession(path) or sparse_detr.export.onnxruntime_session(path) / "
+        'openvino_model(path) (plain OpenVINO: pass {"INFERENCE_PRECISION_HINT": "f32"})'
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    print(how_to_open(args.format, args.deform_attn))
     return 0
 
 

@@ -287,7 +287,8 @@ def export_openvino(
 
     OpenVINO 2026.4's CPU plugin applies only its KV-cache and dynamic-quantization runtime options from
     a model, so on CPUs with bf16 units compile with ``{"INFERENCE_PRECISION_HINT": "f32"}`` for float32
-    results (without it scores move by ~1e-2).
+    results, as :func:`~sparse_detr.export.openvino_model` does (without it scores move by ~1e-2;
+    ``benchmarks/openvino_precision.py``).
     """
     import tempfile
 

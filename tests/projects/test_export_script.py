@@ -134,6 +134,20 @@ def test_export_says_what_it_does_and_how_long_it_took(tiny_weights, tmp_path, c
     assert re.search(r"tracing the model .*: done in \d+\.\d s", out)
     assert re.search(rf"writing {re.escape(str(output))}: done in \d+\.\d s", out)
     assert re.search(rf"wrote {re.escape(str(output))} \(\d+\.\d MiB\) in \d+\.\d s", out)
+    assert "run it with torch.export.load(path).module()" in out
+
+
+@pytest.mark.parametrize(
+    "export_format, deform_attn, needed",
+    [
+        ("openvino", "grid_sample", r'"INFERENCE_PRECISION_HINT": "f32".*openvino_model\(path\).*bf16'),
+        ("onnx", "plugin", r"onnxruntime_session\(path\) / openvino_model\(path\).*TensorRT"),
+        ("onnx", "grid_sample", r"onnxruntime.InferenceSession\(path\).*INFERENCE_PRECISION_HINT"),
+        ("torch-export", "extension", r"import sparse_detr"),
+    ],
+)
+def test_export_says_how_to_open_what_it_wrote(export_format, deform_attn, needed):
+    assert re.search(needed, export_script.how_to_open(export_format, deform_attn))
 
 
 def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights, tmp_path):
