@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sparse_detr.layers.ms_deform_attn_function import forced_backend
+from sparse_detr.modeling.backbone import SwinBackbone
 from sparse_detr.modeling.encoder import SparseDeformableEncoder
 from sparse_detr.modeling.postprocess import clipped_pixel_boxes, top_detections
 from sparse_detr.modeling.scorers import RandomScorer, validate_keep_ratio
@@ -92,6 +93,12 @@ class DeployableSparseDETR(nn.Module):
             import sparse_detr._ext as _ext
 
             _ext.require_extension()
+        if batched and isinstance(model.backbone, SwinBackbone):
+            raise ValueError(
+                "MODEL.BACKBONE.NAME (LazyConfig: model.backbone) = SwinBackbone: batched export supports "
+                "ResNet backbones (Swin's window counts are traced size-obliviously, which would fix the "
+                "batch to more than one image); export single images (without --batch / batched=True)"
+            )
         self.model = model.eval()
         self.deform_attn = deform_attn
         self.batched = batched

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.fx.experimental import _config as symbolic_shapes_config
 
 from . import input_domain
 from .deployable import DeployableSparseDETR, default_keep_ratio
@@ -123,7 +124,14 @@ def _dynamic_shapes(deployable: DeployableSparseDETR):
 
 def _export_program(deployable: DeployableSparseDETR, image_size: tuple[int, int]):
     height, width = image_size
-    with torch.no_grad(), _step(f"tracing the model (torch.export, example image {height} x {width})"):
+    # One image: size-oblivious tracing, so that a size of 1 in the traced example (a map side of one Swin
+    # window) is not fixed into the graph. Not for batches: PyTorch's own attention reshapes would then
+    # fix the batch to more than one image (Swin batches are refused in DeployableSparseDETR).
+    with (
+        torch.no_grad(),
+        symbolic_shapes_config.patch(backed_size_oblivious=not deployable.batched),
+        _step(f"tracing the model (torch.export, example image {height} x {width})"),
+    ):
         return torch.export.export(
             deployable, example_inputs(deployable, image_size), dynamic_shapes=_dynamic_shapes(deployable)
         )

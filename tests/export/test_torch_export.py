@@ -68,3 +68,38 @@ def test_program_inputs_are_dynamic(saved):
         assert placeholders["keep_ratio"].meta["val"].shape == ()
     else:
         assert "keep_ratio" not in placeholders
+
+
+@pytest.fixture(scope="module")
+def swin_model():
+    """The tiny model with the official Swin-T backbone (random weights)."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+    from tiny_sparse_detr import tiny_model_config
+
+    from sparse_detr.modeling.backbone import SwinBackbone
+
+    config = tiny_model_config(
+        enc_layers=1, dec_layers=1, backbone=L(SwinBackbone)(variant="T"), in_channels=(192, 384, 768)
+    )
+    torch.manual_seed(0)
+    return instantiate(config).eval()
+
+
+def test_swin_backbone_program_runs_at_any_image_size(swin_model):
+    """The official Swin-T backbone (window padding, shifted-window masks, merging of odd map sides) in a
+    program traced at one size runs the model's computation at others, map sides of one window included
+    (the traced size has them at stride 32; 65 x 65 has them at strides 16 and 32)."""
+    program = export_torch_program(swin_model, image_size=EXPORT_SIZE).module()
+    for seed, size in enumerate(((65, 65), RUN_SIZES[1], (230, 100))):
+        image = random_image(size, seed)
+        with torch.no_grad():
+            outputs = program(image, torch.tensor(0.3))
+        assert_same_detections(outputs, reference_detections(swin_model, image, 0.3), size)
+
+
+def test_batched_swin_export_is_refused_by_name(swin_model):
+    from sparse_detr.export import DeployableSparseDETR
+
+    with pytest.raises(ValueError, match=r"MODEL.BACKBONE.NAME.*SwinBackbone.*without --batch"):
+        DeployableSparseDETR(swin_model, batched=True)

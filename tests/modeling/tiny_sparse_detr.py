@@ -22,16 +22,21 @@ def tiny_model_config(
     num_queries: int = 10,
     pre_norm: bool = False,
     backbone_dtype: str = "float32",
+    backbone=None,
+    in_channels=(128, 256, 512),
 ):
-    """LazyConfig of a small model: ResNet-18 (res3-res5), 32-d tokens, 2 heads, 2 points, 5 classes."""
-    return sparse_detr_graph(
-        backbone=L(ResNet)(
+    """LazyConfig of a small model: ResNet-18 (res3-res5; or ``backbone`` with ``in_channels``), 32-d tokens,
+    2 heads, 2 points, 5 classes."""
+    if backbone is None:
+        backbone = L(ResNet)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
             stages=L(ResNet.make_default_stages)(depth=18, norm="FrozenBN"),
             out_features=["res3", "res4", "res5"],
             freeze_at=2,
-        ),
-        in_channels=[128, 256, 512],
+        )
+    return sparse_detr_graph(
+        backbone=backbone,
+        in_channels=list(in_channels),
         num_classes=NUM_CLASSES,
         hidden_dim=32,
         num_heads=2,

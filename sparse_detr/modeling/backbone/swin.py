@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from torch import Tensor, nn
 
 from ...utils.safe_pickle import check_checkpoint_file
@@ -51,27 +51,88 @@ def add_swin_config(cfg: CfgNode) -> None:
     cfg.MODEL.SWIN.PAD_BEFORE_SHIFT = True  # window attention in the official detection-Swin order
 
 
+def _round_up(size: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` >= ``size``, written so that a symbolic size (torch.export)
+    stays provably divisible by ``multiple``."""
+    return multiple * ((size + multiple - 1) // multiple)
+
+
+def _pad_nhwc(x: Tensor, multiple_h: int, multiple_w: int) -> Tensor:
+    """Float[B, H, W, C] zero-padded at the bottom and right to whole multiples of the two sizes."""
+    height, width = x.shape[1:3]
+    pad_h, pad_w = _round_up(height, multiple_h) - height, _round_up(width, multiple_w) - width
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+
+
+def _window_partition(x: Tensor, window: tuple[int, int]) -> Tensor:
+    """Float[B, H, W, C] (whole windows) -> Float[B * num_windows, window_h * window_w, C], as timm's
+    ``window_partition``. The permuted map is always copied: ``contiguous()`` would copy only when a side
+    has more than one window, a branch that export would fix to the traced size."""
+    batch, height, width, channels = x.shape
+    x = x.view(batch, height // window[0], window[0], width // window[1], window[1], channels)
+    x = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+    return x.view(-1, window[0] * window[1], channels)
+
+
+def _window_reverse(windows: Tensor, window: tuple[int, int], height: int, width: int) -> Tensor:
+    """Float[B * num_windows, window_h * window_w, C] -> Float[B, H, W, C]: the inverse of
+    :func:`_window_partition`."""
+    channels = windows.shape[-1]
+    x = windows.view(-1, height // window[0], width // window[1], window[0], window[1], channels)
+    x = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+    return x.view(-1, height, width, channels)
+
+
+def _shifted_window_mask(x: Tensor, window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+    """The attention mask of shifted windows over the padded, shifted map ``x`` (Float[B, H, W, C], H and W
+    whole windows): 0 between tokens of the same region of the map before the shift, -100 otherwise, as
+    timm's ``get_attn_mask`` and the official BasicLayer; built without in-place writes (export-friendly).
+
+    Returns:
+        Float[num_windows, window_h * window_w, window_h * window_w].
+    """
+    height, width = x.shape[1:3]
+    # region of a row (column): 0 before the last window, 1 in it before the shift band, 2 in the band
+    rows = torch.arange(height, device=x.device)
+    cols = torch.arange(width, device=x.device)
+    row_region = (rows >= height - window[0]).long() + (rows >= height - shift[0]).long()
+    col_region = (cols >= width - window[1]).long() + (cols >= width - shift[1]).long()
+    region = row_region[:, None] * 3 + col_region[None, :]
+    region = _window_partition(region[None, :, :, None], window)[..., 0]
+    different = region[:, None, :] != region[:, :, None]
+    return torch.zeros(different.shape, dtype=x.dtype, device=x.device).masked_fill(different, -100.0)
+
+
 def _window_attention_pad_before_shift(block: SwinTransformerBlock, x: Tensor) -> Tensor:
     """(Shifted) window attention of one timm Swin block, padding to whole windows before the shift.
 
     Replaces ``SwinTransformerBlock._attn``. x: Float[B, H, W, C] (after ``norm1``) -> Float[B, H, W, C].
     """
-    _, height, width, channels = x.shape
-    window_h, window_w = block.window_size
-    x = F.pad(x, (0, 0, 0, (-width) % window_w, 0, (-height) % window_h))
-    padded_h, padded_w = x.shape[1:3]
-    shift_h, shift_w = block.shift_size
-    shifted = shift_h > 0 or shift_w > 0
+    padded = _pad_nhwc(x, *block.window_size)
+    (_, height, width, _), (_, padded_h, padded_w, _) = x.shape, padded.shape
+    shift = block.shift_size
+    shifted = any(shift)
     mask = None
     if shifted:
-        x = torch.roll(x, shifts=(-shift_h, -shift_w), dims=(1, 2))
-        mask = block.get_attn_mask(x)  # regions of the shifted, padded map (as the official BasicLayer)
-    windows = window_partition(x, (window_h, window_w)).view(-1, window_h * window_w, channels)
-    windows = block.attn(windows, mask=mask).view(-1, window_h, window_w, channels)
-    x = window_reverse(windows, (window_h, window_w), padded_h, padded_w)
+        padded = torch.roll(padded, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        mask = _shifted_window_mask(padded, block.window_size, shift)
+    windows = block.attn(_window_partition(padded, block.window_size), mask=mask)
+    x = _window_reverse(windows, block.window_size, padded_h, padded_w)
     if shifted:
-        x = torch.roll(x, shifts=(shift_h, shift_w), dims=(1, 2))
-    return x[:, :height, :width].contiguous()
+        x = torch.roll(x, shifts=shift, dims=(1, 2))
+    # cropped by negative padding: its size is exactly the input's, also when symbolic (a slice is a min)
+    return F.pad(x, (0, 0, 0, width - padded_w, 0, height - padded_h))
+
+
+def _patch_merging(merging: PatchMerging, x: Tensor) -> Tensor:
+    """timm's ``PatchMerging.forward`` with the odd-size padding in a form torch.export can reason about.
+
+    x: Float[B, H, W, C] -> Float[B, ceil(H / 2), ceil(W / 2), out_dim].
+    """
+    x = _pad_nhwc(x, 2, 2)
+    batch, height, width, channels = x.shape
+    x = x.reshape(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5).flatten(3)
+    return merging.reduction(merging.norm(x))
 
 
 @BACKBONE_REGISTRY.register()
@@ -148,10 +209,11 @@ class SwinBackbone(Backbone):
             }
         )
         self._freeze(freeze_at)
-        if pad_before_shift:
-            for block in self.body.modules():
-                if isinstance(block, SwinTransformerBlock):
-                    block._attn = types.MethodType(_window_attention_pad_before_shift, block)
+        for module in self.body.modules():
+            if isinstance(module, PatchMerging):
+                module.forward = types.MethodType(_patch_merging, module)
+            elif pad_before_shift and isinstance(module, SwinTransformerBlock):
+                module._attn = types.MethodType(_window_attention_pad_before_shift, module)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec | None = None):
@@ -187,14 +249,17 @@ class SwinBackbone(Backbone):
         """
         if x.dim() != 4:
             raise ValueError(f"SwinBackbone: input must be Float[B, C, H, W], got shape {tuple(x.shape)}")
-        pad_h, pad_w = (-x.shape[-2]) % self.patch_size, (-x.shape[-1]) % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        height, width = x.shape[-2:]
+        # always padded (by 0 when whole): no branch on the size, which export keeps symbolic
+        pad_h = _round_up(height, self.patch_size) - height
+        x = F.pad(x, (0, _round_up(width, self.patch_size) - width, 0, pad_h))
         maps = self.body(x)
         if not self._body_is_nhwc:
             maps = [m.permute(0, 2, 3, 1) for m in maps]
+        # always copied to NCHW: ``contiguous()`` copies or not depending on the sizes, a branch that
+        # torch.export would fix to the traced size
         return {
-            name: self.output_norms[name](m).permute(0, 3, 1, 2).contiguous()
+            name: self.output_norms[name](m).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
             for name, m in zip(self._out_features, maps)
         }
 
