@@ -40,6 +40,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 import _prefer_installed_sparse_detr  # noqa: F401  (before sparse_detr: see that module)
@@ -50,7 +51,6 @@ from sparse_detr.config.validation import (
     validate_config,
 )
 from sparse_detr.data import catalog  # (importing sparse_detr.data registers the synthetic shapes sets)
-from sparse_detr.data.annotation_checks import check_annotated_boxes, check_dataset_annotations
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
@@ -73,8 +73,18 @@ def _dataset_names(loader_cfg) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
+def _uses_dataset_node(loader_cfg) -> bool:
+    """Whether the loader's dataset is the project's node (:func:`sparse_detr.data.detection_dataset_dicts`),
+    which takes the dicts :func:`check_datasets` loaded."""
+    target = OmegaConf.select(loader_cfg, "dataset._target_", default=None)
+    return (locate(target) if isinstance(target, str) else target) is catalog.detection_dataset_dicts
+
+
 def check_datasets(
-    cfg, contents_of: tuple[str, ...] = (), splits: tuple[str, ...] = ("train", "test")
+    cfg,
+    contents_of: tuple[str, ...] = (),
+    splits: tuple[str, ...] = ("train", "test"),
+    loaded_next: str | None = None,
 ) -> None:
     """Register ``datasets.coco_json`` entries and check every dataset name the ``splits``' loaders use.
 
@@ -82,7 +92,8 @@ def check_datasets(
     named, dropped boxes counted, duplicate category ids, categories against ``model.heads.num_classes``, a
     training set without boxes) before the model is built (the project's dataset node,
     :func:`sparse_detr.data.detection_dataset_dicts`, checks them again when the loader is built, which is
-    what other trainers rely on). ``--eval-only`` checks the test split only: the training annotations need
+    what other trainers rely on; the ``loaded_next`` split's loader takes the dicts loaded here instead of
+    reading its files again). ``--eval-only`` checks the test split only: the training annotations need
     not be installed to evaluate.
     """
     catalog.register_config_datasets(cfg)
@@ -93,8 +104,9 @@ def check_datasets(
             catalog.check_dataset_names(names, f"dataloader.{split}.dataset.names")
             if split in contents_of:
                 key = f"dataloader.{split}.dataset.names"
-                counts = check_dataset_annotations(names, key, num_classes)
-                check_annotated_boxes(counts, key, training=split == "train")
+                training = split == "train"
+                keep = split == loaded_next and _uses_dataset_node(cfg.dataloader[split])
+                catalog.check_datasets_ahead(names, key, num_classes, training=training, keep=keep)
 
 
 def resolve_device(cfg) -> torch.device:
@@ -222,7 +234,8 @@ def main(args) -> dict:
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
     splits = ("test",) if args.eval_only else ("train", "test")
-    check_datasets(cfg, contents_of=splits, splits=splits)
+    # the loader built first (the training loader, or the test loader of --eval-only) reuses what is loaded
+    check_datasets(cfg, contents_of=splits, splits=splits, loaded_next=splits[0])
     # one run per output directory (before default_setup writes config.yaml and log.txt there); only the
     # main process writes files, so only it locks
     with OutputDirectoryLock(cfg.train.output_dir) if comm.is_main_process() else contextlib.nullcontext():

@@ -207,3 +207,25 @@ def test_an_absurd_learning_rate_is_stopped_by_the_loss_guard(tmp_path, tiny_set
     # the checkpoint of the exploded weights is set aside: --resume would fail again from it
     assert (output / "model_0000000.pth.diverged").is_file()
     assert not (output / "last_checkpoint").exists() and not list(output.glob("*.pth"))
+
+
+def test_the_training_loader_takes_the_annotations_checked_up_front(monkeypatch):
+    """train_net.py loads and checks the datasets before building the model; the training loader's dataset
+    node then reads no annotation file again (the test loader, built at each evaluation, reads its own)."""
+    from detectron2.config import instantiate
+
+    from sparse_detr.data import annotation_checks
+
+    cfg = train_net.LazyConfig.load(str(ROOT / CONFIG))
+    loads = []
+    real_load = annotation_checks.load_dataset_dicts
+    monkeypatch.setattr(
+        annotation_checks, "load_dataset_dicts", lambda name, key: loads.append(name) or real_load(name, key)
+    )
+    train_net.check_datasets(cfg, contents_of=("train", "test"), loaded_next="train")
+    assert loads == ["shapes_tiny_train", "shapes_tiny_val"]
+    first = instantiate(cfg.dataloader.train.dataset)
+    assert loads == ["shapes_tiny_train", "shapes_tiny_val"] and first
+    # taken once: the next loader reads the file itself
+    again = instantiate(cfg.dataloader.train.dataset)
+    assert loads[-1] == "shapes_tiny_train" and len(loads) == 3 and again == first

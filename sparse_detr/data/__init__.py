@@ -21,6 +21,7 @@ __all__ = [
     "build_dataset_test_loader",
     "build_resumable_train_loader",
     "check_dataset_names",
+    "check_datasets_ahead",
     "category_ids",
     "class_names",
     "detection_dataset_dicts",

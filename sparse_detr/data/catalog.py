@@ -37,6 +37,7 @@ __all__ = [
     "category_ids",
     "config_test_dataset",
     "check_dataset_names",
+    "check_datasets_ahead",
     "class_names",
     "detection_dataset_dicts",
     "register_coco_json_datasets",
@@ -69,6 +70,29 @@ def register_config_datasets(cfg) -> None:
     register_coco_json_datasets(OmegaConf.select(cfg, "datasets.coco_json", default=None) or [])
 
 
+# datasets a script loaded and checked before building its model, for the next loader of the same names to
+# take once: (names, num_classes) -> their AnnotationCounts (with the dicts)
+_checked_ahead: dict[tuple[tuple[str, ...], int | None], list] = {}
+
+
+def check_datasets_ahead(
+    names: str | Iterable[str], config_key: str, num_classes: int | None, training: bool, keep: bool = False
+) -> None:
+    """Load and check ``names`` as :func:`detection_dataset_dicts` does, before a model is built (a broken
+    file fails in seconds, not after the model is built or trained).
+
+    ``training`` refuses a set without a box to learn from (else a warning). With ``keep``, the loaded dicts
+    are handed to the next :func:`detection_dataset_dicts` of the same names and ``num_classes``, which then
+    reads no annotation file and repeats no check or warning. Keep only what a loader is built from next:
+    the dicts stay in memory until then.
+    """
+    names = tuple([names] if isinstance(names, str) else names)
+    per_dataset = check_dataset_annotations(names, config_key, num_classes)
+    check_annotated_boxes(per_dataset, config_key, training=training)
+    if keep:
+        _checked_ahead[(names, num_classes)] = per_dataset
+
+
 def detection_dataset_dicts(
     names: str | Iterable[str],
     filter_empty: bool = True,
@@ -91,8 +115,11 @@ def detection_dataset_dicts(
     config_key = "dataset.names"
     register_coco_json_datasets(coco_json or [])
     check_dataset_names(names, config_key)
-    per_dataset = check_dataset_annotations(names, config_key, num_classes)
-    check_annotated_boxes(per_dataset, config_key, training=filter_empty)
+    per_dataset = _checked_ahead.pop((tuple(names), num_classes), None)
+    _checked_ahead.clear()  # what this loader does not take is held no longer
+    if per_dataset is None:
+        per_dataset = check_dataset_annotations(names, config_key, num_classes)
+        check_annotated_boxes(per_dataset, config_key, training=filter_empty)
     dicts = list(itertools.chain.from_iterable(counts.dicts for counts in per_dataset))
     if not dicts:
         raise ValueError(f"{config_key} {names}: the datasets hold no images")
