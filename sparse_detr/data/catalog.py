@@ -87,10 +87,16 @@ def check_datasets_ahead(
     the dicts stay in memory until then.
     """
     names = tuple([names] if isinstance(names, str) else names)
-    per_dataset = check_dataset_annotations(names, config_key, num_classes)
-    check_annotated_boxes(per_dataset, config_key, training=training)
+    per_dataset = _load_and_check(names, config_key, num_classes, training)
     if keep:
         _checked_ahead[(names, num_classes)] = per_dataset
+
+
+def _load_and_check(names, config_key: str, num_classes: int | None, training: bool) -> list:
+    """Each dataset's AnnotationCounts (with its dicts), checked; ``training`` refuses a set without boxes."""
+    per_dataset = check_dataset_annotations(names, config_key, num_classes)
+    check_annotated_boxes(per_dataset, config_key, training=training)
+    return per_dataset
 
 
 def detection_dataset_dicts(
@@ -118,8 +124,7 @@ def detection_dataset_dicts(
     per_dataset = _checked_ahead.pop((tuple(names), num_classes), None)
     _checked_ahead.clear()  # what this loader does not take is held no longer
     if per_dataset is None:
-        per_dataset = check_dataset_annotations(names, config_key, num_classes)
-        check_annotated_boxes(per_dataset, config_key, training=filter_empty)
+        per_dataset = _load_and_check(names, config_key, num_classes, training=filter_empty)
     dicts = list(itertools.chain.from_iterable(counts.dicts for counts in per_dataset))
     if not dicts:
         raise ValueError(f"{config_key} {names}: the datasets hold no images")

@@ -28,8 +28,9 @@ __all__ = ["DeployableSparseDETR", "check_exportable", "DEFORM_ATTN_IMPLS"]
 DEFORM_ATTN_IMPLS = ("grid_sample", "extension")
 
 
-def check_exportable(model: nn.Module) -> None:
-    """Raise ValueError naming the config setting that the exported one-image graph does not support."""
+def check_exportable(model: nn.Module, batched: bool = False) -> None:
+    """Raise ValueError naming the config setting that the exported graph (one image, or a batch with
+    ``batched``) does not support."""
     from sparse_detr.modeling.meta_arch import SparseDETR
 
     if not isinstance(model, SparseDETR):
@@ -53,6 +54,12 @@ def check_exportable(model: nn.Module) -> None:
         raise ValueError(
             f"MODEL.SPARSE_DETR.ENCODER_NAME (LazyConfig: model.encoder) = {type(model.encoder).__name__}: "
             "export supports SparseDeformableEncoder"
+        )
+    if batched and isinstance(model.backbone, SwinBackbone):
+        raise ValueError(
+            "MODEL.BACKBONE.NAME (LazyConfig: model.backbone) = SwinBackbone: batched export supports "
+            "ResNet backbones (Swin's window counts are traced size-obliviously, which would fix the "
+            "batch to more than one image); export single images (without --batch / batched=True)"
         )
 
 
@@ -86,19 +93,13 @@ class DeployableSparseDETR(nn.Module):
 
     def __init__(self, model: nn.Module, deform_attn: str = "grid_sample", batched: bool = False):
         super().__init__()
-        check_exportable(model)
+        check_exportable(model, batched)
         if deform_attn not in DEFORM_ATTN_IMPLS:
             raise ValueError(f"deform_attn must be one of {DEFORM_ATTN_IMPLS}, got {deform_attn!r}")
         if deform_attn == "extension":
             import sparse_detr._ext as _ext
 
             _ext.require_extension()
-        if batched and isinstance(model.backbone, SwinBackbone):
-            raise ValueError(
-                "MODEL.BACKBONE.NAME (LazyConfig: model.backbone) = SwinBackbone: batched export supports "
-                "ResNet backbones (Swin's window counts are traced size-obliviously, which would fix the "
-                "batch to more than one image); export single images (without --batch / batched=True)"
-            )
         self.model = model.eval()
         self.deform_attn = deform_attn
         self.batched = batched

@@ -57,11 +57,12 @@ def _round_up(size: int, multiple: int) -> int:
     return multiple * ((size + multiple - 1) // multiple)
 
 
-def _pad_nhwc(x: Tensor, multiple_h: int, multiple_w: int) -> Tensor:
-    """Float[B, H, W, C] zero-padded at the bottom and right to whole multiples of the two sizes."""
-    height, width = x.shape[1:3]
+def _pad_to_multiples(x: Tensor, multiple_h: int, multiple_w: int, channels_last: bool = True) -> Tensor:
+    """Float[B, H, W, C] (or Float[B, C, H, W] with ``channels_last=False``) zero-padded at the bottom and
+    right to whole multiples of the two sizes; always padded (by 0 when whole): no branch on the size."""
+    height, width = x.shape[1:3] if channels_last else x.shape[2:4]
     pad_h, pad_w = _round_up(height, multiple_h) - height, _round_up(width, multiple_w) - width
-    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h) if channels_last else (0, pad_w, 0, pad_h))
 
 
 def _window_partition(x: Tensor, window: tuple[int, int]) -> Tensor:
@@ -108,7 +109,7 @@ def _window_attention_pad_before_shift(block: SwinTransformerBlock, x: Tensor) -
 
     Replaces ``SwinTransformerBlock._attn``. x: Float[B, H, W, C] (after ``norm1``) -> Float[B, H, W, C].
     """
-    padded = _pad_nhwc(x, *block.window_size)
+    padded = _pad_to_multiples(x, *block.window_size)
     (_, height, width, _), (_, padded_h, padded_w, _) = x.shape, padded.shape
     shift = block.shift_size
     shifted = any(shift)
@@ -129,7 +130,7 @@ def _patch_merging(merging: PatchMerging, x: Tensor) -> Tensor:
 
     x: Float[B, H, W, C] -> Float[B, ceil(H / 2), ceil(W / 2), out_dim].
     """
-    x = _pad_nhwc(x, 2, 2)
+    x = _pad_to_multiples(x, 2, 2)
     batch, height, width, channels = x.shape
     x = x.reshape(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5).flatten(3)
     return merging.reduction(merging.norm(x))
@@ -249,11 +250,7 @@ class SwinBackbone(Backbone):
         """
         if x.dim() != 4:
             raise ValueError(f"SwinBackbone: input must be Float[B, C, H, W], got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        # always padded (by 0 when whole): no branch on the size, which export keeps symbolic
-        pad_h = _round_up(height, self.patch_size) - height
-        x = F.pad(x, (0, _round_up(width, self.patch_size) - width, 0, pad_h))
-        maps = self.body(x)
+        maps = self.body(_pad_to_multiples(x, self.patch_size, self.patch_size, channels_last=False))
         if not self._body_is_nhwc:
             maps = [m.permute(0, 2, 3, 1) for m in maps]
         # always copied to NCHW: ``contiguous()`` copies or not depending on the sizes, a branch that
