@@ -54,7 +54,7 @@ from sparse_detr.data import catalog  # (importing sparse_detr.data registers th
 from sparse_detr.engine.checkpoint import (
     AtomicDetectionCheckpointer,
     PersistentPeriodicCheckpointer,
-    load_weights,
+    SafeDetectionCheckpointer,
     set_aside_diverged_checkpoint,
 )
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
@@ -221,10 +221,8 @@ def do_train(args, cfg) -> dict:
 
 def do_eval_only(cfg) -> dict:
     device = resolve_device(cfg)
-    model = instantiate(cfg.model).to(device)
-    if not cfg.train.init_checkpoint:
-        raise ValueError("--eval-only needs weights: set train.init_checkpoint=PATH")
-    load_weights(model, cfg.train.init_checkpoint, strict=True)
+    model = instantiate(cfg.model).to(device)  # validate_config(eval_only=True) required the weights
+    SafeDetectionCheckpointer(model, strict=True).load(cfg.train.init_checkpoint)
     return do_test(cfg, model)
 
 

@@ -175,7 +175,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from sparse_detr.layers import extension_available
+    from sparse_detr._ext import extension_available
 
     torch.set_num_threads(args.threads)
     rows = []

@@ -89,7 +89,8 @@ def attention_call(attention, inputs: list, backend: str, backward: bool) -> Non
 
 def bench_kernel(device: torch.device, small: bool, warmup: int, repeats: int) -> list[dict]:
     """One row per (case, batch, mode): median milliseconds of both backends and the speed-up."""
-    from sparse_detr.layers import extension_available, multi_scale_deform_attn
+    from sparse_detr._ext import extension_available
+    from sparse_detr.layers import multi_scale_deform_attn
 
     scale = 8 if small else 1
     level_shapes = [(max(1, h // scale), max(1, w // scale)) for h, w in LEVEL_SHAPES]
@@ -127,9 +128,10 @@ def bench_kernel(device: torch.device, small: bool, warmup: int, repeats: int) -
 def build_model(config: Path, device: torch.device, small: bool):
     """The model of a config file in eval mode, random weights (seed 0); ``small``: a 32-wide transformer
     of one encoder and one decoder layer with 30 queries (the ResNet-50 stays)."""
-    from sparse_detr.model_zoo import build_model_from_config, load_config
+    from sparse_detr.model_zoo.model_zoo import build_model_from_config
+    from sparse_detr.model_zoo.tool_configs import load_tool_config
 
-    cfg = load_config(str(config))
+    cfg = load_tool_config(str(config))
     if small:
         cfg.model.neck.hidden_dim = 32
         cfg.model.encoder.num_layers = cfg.model.decoder.num_layers = 1

@@ -46,7 +46,7 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
     import torch
     from detectron2.config import LazyConfig, instantiate
 
-    from sparse_detr.layers import extension_available
+    from sparse_detr._ext import extension_available
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

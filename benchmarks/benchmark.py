@@ -45,9 +45,10 @@ from tqdm import tqdm
 
 from sparse_detr.config.arguments import keep_ratio, non_negative_int, positive_int
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.data import build_dataset_test_loader
-from sparse_detr.layers import add_msda_flop_handle
-from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
+from sparse_detr.data.build import build_dataset_test_loader
+from sparse_detr.layers.flops import add_msda_flop_handle
+from sparse_detr.model_zoo.model_zoo import build_model_from_config
+from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
 
 logger = logging.getLogger("sparse_detr.benchmark")
 
@@ -281,8 +282,8 @@ def apply_inference_keep_ratio(model: torch.nn.Module, rho: float | None) -> flo
             raise ValueError(f"--rho {rho}: this model has no token scorer (it runs at rho = {effective})")
         return effective
     if rho is not None:
-        model.set_keep_ratio(scorer.keep_ratio, test_keep_ratio=rho)
-    return scorer.active_keep_ratio if encoder_layers else 0.0
+        model.set_keep_ratio(rho)
+    return scorer.keep_ratio if encoder_layers else 0.0
 
 
 def trainable_params_m(model: torch.nn.Module) -> float:
@@ -304,7 +305,7 @@ def check_benchmark_images(model: torch.nn.Module, images: list[dict], source: s
 
 def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     """All rows of one config: one per ``--rho`` value (or one at the config's own rho)."""
-    cfg = load_config_with_overrides(path_or_name, args.opts, usage=USAGE)
+    cfg = load_tool_config(path_or_name, args.opts, usage=USAGE)
     torch.manual_seed(0)
     model = build_model_from_config(cfg, device="cpu")
     model.report_token_statistics = False  # the detector alone, without the evaluation's statistics

@@ -71,7 +71,7 @@ def bf16_share(compiled) -> tuple[int, int]:
 def main() -> None:
     import openvino as ov
 
-    from sparse_detr.checkpoint import OfficialCheckpoint, build_converted_model
+    from sparse_detr.checkpoint.convert import OfficialCheckpoint, build_converted_model
     from sparse_detr.export import export_openvino
 
     official = load_official_fixture()

@@ -9,7 +9,7 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from sparse_detr.data.synthetic import SHAPE_CLASSES, SHAPES_PRESETS
-from sparse_detr.engine import epoch_step_schedule
+from sparse_detr.engine.schedule import epoch_step_schedule
 
 from .common.data import dataloader
 from .common.models.sparse_detr_r50 import model

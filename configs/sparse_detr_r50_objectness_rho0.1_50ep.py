@@ -1,6 +1,6 @@
 """Ablation: tokens selected by an objectness score (a detection head on the backbone tokens trained with the
 Hungarian loss) instead of the DAM scorer; ResNet-50, rho = 0.1 (paper Table 3, OS: 44.9 AP)."""
-from sparse_detr.modeling.meta_arch import scorer_node
+from sparse_detr.modeling.meta_arch.graph import scorer_node
 
 from .common.coco_r50_50ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 

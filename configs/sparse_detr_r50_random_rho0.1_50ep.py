@@ -1,5 +1,5 @@
 """Ablation: a random subset of tokens is refined (paper Table 3, random: 43.6 AP); ResNet-50, rho = 0.1."""
-from sparse_detr.modeling.meta_arch import scorer_node
+from sparse_detr.modeling.meta_arch.graph import scorer_node
 
 from .common.coco_r50_50ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 

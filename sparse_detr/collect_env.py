@@ -20,7 +20,7 @@ def sparse_detr_env_rows() -> list[tuple[str, str]]:
     """(name, value) rows describing the installed ``sparse_detr`` and its compiled extension."""
     import sparse_detr
     from sparse_detr._ext import extension_info
-    from sparse_detr.model_zoo import config_root
+    from sparse_detr.model_zoo.model_zoo import config_root
 
     try:
         configs = str(config_root())

@@ -197,7 +197,7 @@ def _benchmark_msda_flops(model, inputs) -> float:
 
 @pytest.fixture
 def compiled_msda():
-    from sparse_detr.layers import extension_available
+    from sparse_detr._ext import extension_available
 
     if not extension_available():
         pytest.skip("the compiled MSDA op is not built (the PyTorch path traces as grid_sample)")

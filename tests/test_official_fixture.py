@@ -29,7 +29,7 @@ def fixture(official):
 
 @pytest.fixture(scope="module")
 def converted(fixture):
-    from sparse_detr.checkpoint import OfficialCheckpoint, build_converted_model
+    from sparse_detr.checkpoint.convert import OfficialCheckpoint, build_converted_model
 
     model, _ = build_converted_model(OfficialCheckpoint(fixture["state_dict"], fixture["args"]))
     return model.eval()
@@ -152,7 +152,7 @@ def _match_detections(scores, labels, boxes, official, image_size, allowed_misse
 
 
 def test_top100_detections_match(fixture, eval_outputs):
-    from sparse_detr.modeling import top_detections
+    from sparse_detr.modeling.postprocess import top_detections
 
     predictions = eval_outputs.predictions
     detections = top_detections(predictions["pred_logits"], predictions["pred_boxes"], 100)
@@ -236,7 +236,7 @@ GRADIENT_NAMES = {
 
 
 def test_training_gradients_match(fixture, train_step):
-    from sparse_detr.checkpoint import map_official_key
+    from sparse_detr.checkpoint.key_map import map_official_key
 
     model, _, _ = train_step
     params = dict(model.named_parameters())

@@ -57,6 +57,7 @@ def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
         import sparse_detr
         from sparse_detr import model_zoo
         from sparse_detr._ext import extension_info
+        from sparse_detr.model_zoo.model_zoo import config_root
 
         names = model_zoo.list_configs()
         for name in names:
@@ -65,7 +66,7 @@ def test_wheel_model_zoo_works_outside_the_checkout(installed_wheel, tmp_path):
         model = model_zoo.get("quickstart_shapes", device="cpu")
         print(json.dumps({
             "package": sparse_detr.__path__[0],
-            "config_root": str(model_zoo.config_root()),
+            "config_root": str(config_root()),
             "configs": names,
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "extension_built": extension_info()["built"],

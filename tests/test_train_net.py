@@ -14,7 +14,7 @@ from detectron2.engine import default_argument_parser
 
 from sparse_detr.config.validation import check_override_keys
 from sparse_detr.data.synthetic import SHAPES_PRESETS, default_datasets_root, register_shapes_dataset
-from sparse_detr.engine import NonFiniteLossError
+from sparse_detr.engine.loss_guard import NonFiniteLossError
 from sparse_detr.engine.output_lock import LOCK_FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]

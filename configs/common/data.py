@@ -16,8 +16,8 @@ from sparse_detr.data import (
     build_detr_test_augmentations,
     build_detr_train_augmentations,
     build_resumable_train_loader,
-    detection_dataset_dicts,
 )
+from sparse_detr.data.catalog import detection_dataset_dicts
 from sparse_detr.evaluation import TokenStatisticsEvaluator
 
 dataloader = OmegaConf.create()

@@ -3,7 +3,7 @@
 ``epoch_step_schedule`` converts epochs to iterations (ceil(images / batch) per epoch). The milestones scale
 with ``train.max_iter``: shortening a run with ``train.max_iter=N`` keeps the drop at 80 % of it.
 """
-from sparse_detr.engine import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
+from sparse_detr.engine.schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
 TOTAL_BATCH_SIZE = 16
 ITERATIONS_PER_EPOCH = iterations_per_epoch(COCO_TRAIN2017_IMAGES, TOTAL_BATCH_SIZE)

@@ -1,8 +1,6 @@
-"""What the command-line tools of this folder share: predictors, model inputs, the inference keep ratio and
-image inputs (the scripts run with this folder on ``sys.path``); class names: ``sparse_detr.data``.
-
-A config is a LazyConfig or a yacs ``CfgNode`` (see ``sparse_detr.model_zoo.load_config``); this module is the
-one place of the tools that tells them apart, so the tools do not.
+"""What the command-line tools of this folder share: images and model inputs, class counts, dataset entries
+(the scripts run with this folder on ``sys.path``); predictions: ``sparse_detr.Predictor``; configs:
+``sparse_detr.model_zoo.tool_configs``; class names: ``sparse_detr.data``.
 """
 
 from __future__ import annotations
@@ -13,22 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode
-from detectron2.config import LazyCall as L
-from detectron2.engine import DefaultPredictor
-from omegaconf import OmegaConf
 
-from sparse_detr.data import build_detr_test_augmentations, check_dataset_names
-from sparse_detr.data.augmentations import apply_augmentations
+from sparse_detr.data.catalog import check_dataset_names
 from sparse_detr.data.image_io import read_image
-from sparse_detr.engine import LazyConfigPredictor, StrictDefaultPredictor
-from sparse_detr.utils.input_checks import check_image_array
 
 __all__ = [
-    "build_predictor",
-    "predict_bgr",
-    "prepare_input",
-    "set_inference_keep_ratio",
     "num_model_classes",
     "expand_inputs",
     "read_image_or_none",
@@ -38,57 +25,6 @@ __all__ = [
 logger = logging.getLogger("sparse_detr.apps")  # under the tools' setup_logger(name="sparse_detr")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-
-
-
-
-def build_predictor(cfg) -> DefaultPredictor | LazyConfigPredictor:
-    """``DefaultPredictor`` (loading strictly) for a yacs config, ``LazyConfigPredictor`` for a LazyConfig.
-
-    A LazyConfig without test data (e.g. the model-only ``config.yaml`` of ``convert_official.py``) gets the
-    official test resize: shorter side 800, longer side at most 1333. Weights that leave the detection heads
-    untrained are refused (``UntrainedModelError``).
-    """
-    if isinstance(cfg, CfgNode):
-        return StrictDefaultPredictor(cfg)
-    if OmegaConf.select(cfg, "dataloader.test.mapper.augmentations") is None:
-        official_resize = L(build_detr_test_augmentations)(min_size=800, max_size=1333)
-        OmegaConf.update(cfg, "dataloader.test.mapper.augmentations", official_resize, merge=False)
-    return LazyConfigPredictor(cfg, cfg.train.init_checkpoint, cfg.train.device)
-
-
-def predict_bgr(
-    predictor: StrictDefaultPredictor | LazyConfigPredictor, image_bgr: np.ndarray, name: str = "image"
-) -> dict:
-    """The predictor's output (``{"instances": ...}`` in original-image pixels) for an (H, W, 3) BGR image.
-
-    ``name`` is how errors call the image (e.g. its file name).
-    """
-    return predictor(image_bgr, name=name)  # both take BGR images, as Detectron2's DefaultPredictor
-
-
-def prepare_input(
-    predictor: DefaultPredictor | LazyConfigPredictor, image_bgr: np.ndarray, name: str = "image"
-) -> dict:
-    """The model input the predictor would build for this (H, W, 3) BGR image (resize + channel order)."""
-    check_image_array(image_bgr, "BGR", name)
-    height, width = image_bgr.shape[:2]
-    image = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
-    augmentations = predictor.aug if isinstance(predictor, DefaultPredictor) else predictor.augmentations
-    resized, _ = apply_augmentations(augmentations, np.ascontiguousarray(image), name)
-    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype("float32"))
-    return {"image": tensor, "height": height, "width": width}
-
-
-
-
-def set_inference_keep_ratio(model: torch.nn.Module, rho: float) -> None:
-    """Dynamic sparsification: the keeping ratio used at inference (``--rho``)."""
-    if getattr(model, "token_scorer", None) is None:
-        raise ValueError(f"--rho {rho}: this model has no token scorer (dense encoder)")
-    model.set_keep_ratio(model.token_scorer.keep_ratio, test_keep_ratio=rho)
 
 
 def num_model_classes(model: torch.nn.Module) -> int:

@@ -9,13 +9,13 @@
 
 The config is a LazyConfig (``.py`` or a ``.yaml`` saved by ``LazyConfig.save``, e.g. by
 ``convert_official.py``) or a yacs ``.yaml`` (merged on ``add_sparse_detr_config``), or a model-zoo name.
-yacs configs run through Detectron2's ``DefaultPredictor``, LazyConfigs through its LazyConfig counterpart
-(same resize, channel order and output). ``--rho`` sets the inference keeping ratio (dynamic
-sparsification); ``--show-tokens`` also writes ``<name>_tokens.png``, the tokens the encoder refined on
-each feature level. Inputs that cannot be read or used (e.g. an aspect ratio the resize cannot handle) are
-reported by name and skipped; the others are still processed. Each input gets its own output file
-(``<name>.png``, inputs from several directories keep their relative directory; inputs sharing a name get
-their extension in it: ``photo_jpg.png``, ``photo_png.png``).
+Both run through ``sparse_detr.Predictor`` (the config's test resize, BGR images, strict loading).
+``--rho`` sets the keeping ratio (dynamic sparsification); ``--show-tokens`` also writes
+``<name>_tokens.png``, the tokens the encoder refined on each feature level. Inputs that cannot be read
+or used (e.g. an aspect ratio the resize cannot handle) are reported by name and skipped; the others are
+still processed. Each input gets its own output file (``<name>.png``, inputs from several directories keep
+their relative directory; inputs sharing a name get their extension in it: ``photo_jpg.png``,
+``photo_png.png``).
 
 Weights: ``--weights`` (default: the config's ``train.init_checkpoint`` / ``MODEL.WEIGHTS``) accepts a file,
 a URL, or an official model by name, ``sparse_detr://official/sparse_detr_r50_10`` (downloaded and converted
@@ -34,15 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from apps import (
-    build_predictor,
-    expand_inputs,
-    num_model_classes,
-    predict_bgr,
-    prepare_input,
-    read_image_or_none,
-    set_inference_keep_ratio,
-)
+from apps import expand_inputs, num_model_classes, read_image_or_none
 from detectron2.data import Metadata
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
@@ -52,9 +44,9 @@ from tqdm import tqdm
 
 from sparse_detr.config.arguments import keep_ratio, unit_interval
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.data import class_names
-from sparse_detr.engine.predictor import UntrainedModelError
-from sparse_detr.model_zoo import config_label, load_config_with_overrides
+from sparse_detr.data.catalog import class_names
+from sparse_detr.engine.predictor import Predictor, UntrainedModelError
+from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
 from sparse_detr.visualization import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.demo")
@@ -64,10 +56,10 @@ class Demo:
     """A predictor plus drawing: detections above a threshold, optionally the refined-token figure."""
 
     def __init__(self, cfg, confidence_threshold: float, rho: float | None, label: str):
-        self.predictor = build_predictor(cfg)
+        self.predictor = Predictor(cfg)
         self.model = self.predictor.model
         if rho is not None:
-            set_inference_keep_ratio(self.model, rho)
+            self.model.set_keep_ratio(rho)
         names = class_names(cfg, num_model_classes(self.model))
         self.metadata = Metadata(name=f"{label}_demo", thing_classes=names)
         self.confidence_threshold = confidence_threshold
@@ -75,7 +67,7 @@ class Demo:
 
     def detections(self, image_bgr: np.ndarray, name: str = "image"):
         """The predictor's ``Instances`` (original-image pixels) at or above the confidence threshold."""
-        instances = predict_bgr(self.predictor, image_bgr, name)["instances"].to("cpu")
+        instances = self.predictor(image_bgr, name)["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
     def draw(self, image_bgr: np.ndarray, instances) -> np.ndarray:
@@ -94,7 +86,7 @@ class Demo:
         written = [output_stem.with_name(output_stem.name + ".png")]
         if show_tokens:
             # one pass gives both the detections and the token internals
-            view = analyze_image(self.model, prepare_input(self.predictor, image_bgr, name))
+            view = analyze_image(self.model, self.predictor.model_input(image_bgr, name))
             instances = view.detections[view.detections.scores >= self.confidence_threshold]
             tokens_path = output_stem.with_name(output_stem.name + "_tokens.png")
             draw_figure(
@@ -230,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logger(args.output, name="sparse_detr")
     if not args.input and not args.video_input:
         raise SystemExit("give --input and/or --video-input")
-    cfg = load_config_with_overrides(args.config_file, args.opts, args.weights, args.device, usage)
+    cfg = load_tool_config(args.config_file, args.opts, args.weights, args.device, usage)
     label = config_label(args.config_file)
     demo = Demo(cfg, args.confidence_threshold, args.rho, label)
     output = Path(args.output)

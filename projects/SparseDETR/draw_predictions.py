@@ -14,8 +14,8 @@ from PIL import Image
 
 import sparse_detr.modeling  # noqa: F401
 from sparse_detr.config.arguments import positive_int, unit_interval
-from sparse_detr.data import check_dataset_names, register_config_datasets
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.data.catalog import check_dataset_names, register_config_datasets
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.visualization import draw_prediction_grid
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = LazyConfig.load(args.config_file)
     register_config_datasets(cfg)
     check_dataset_names(args.dataset, "--dataset")
-    predictor = LazyConfigPredictor(cfg, args.weights, device=args.device)
+    predictor = Predictor(cfg, args.weights, device=args.device)
     grid = draw_prediction_grid(predictor, args.dataset, args.num_images, args.score_threshold)
     Image.fromarray(grid).save(args.output)
     print(f"Predictions on {args.num_images} images of {args.dataset} written to {args.output}")

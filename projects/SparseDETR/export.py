@@ -41,9 +41,9 @@ from omegaconf import OmegaConf
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int
-from sparse_detr.data import category_ids, class_names
+from sparse_detr.data.catalog import category_ids, class_names
 from sparse_detr.engine.checkpoint import CheckpointMismatchError
-from sparse_detr.engine.predictor import UntrainedModelError, load_detector_weights, refuse_missing_weights
+from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.export import (
     DEFORM_ATTN_IMPLS,
     EXPORT_FORMATS,
@@ -51,14 +51,14 @@ from sparse_detr.export import (
     DeploymentInfo,
     export_model,
 )
-from sparse_detr.model_zoo import build_model_from_config, config_weights, load_config_with_overrides
+from sparse_detr.model_zoo.tool_configs import load_tool_config
 
 logger = logging.getLogger("sparse_detr.export")
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
-    """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded as the predictors
-    load them, in eval mode on ``device``; returns (model, the weights loaded, the config).
+    """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded by
+    ``sparse_detr.Predictor``, in eval mode on ``device``; returns (model, the config).
 
     Raises:
         UntrainedModelError: no weights, a backbone initialisation (refused before anything is downloaded)
@@ -66,14 +66,11 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
         CheckpointMismatchError: weights of another architecture.
     """
     usage = f"{Path(__file__).name} --config-file CONFIG [options]"
-    cfg = load_config_with_overrides(config_file, opts, weights, device, usage)
-    weights = config_weights(cfg)
-    refuse_missing_weights(weights)
+    cfg = load_tool_config(config_file, opts, weights, device, usage)
     start = time.perf_counter()
-    model = build_model_from_config(cfg, device)
-    load_detector_weights(model, weights)
-    logger.info("built the model and loaded %s in %.1f s", weights, time.perf_counter() - start)
-    return model.eval(), weights, cfg
+    model = Predictor(cfg, device=device).model
+    logger.info("built the model and loaded its weights in %.1f s", time.perf_counter() - start)
+    return model, cfg
 
 
 def _test_resize(cfg) -> tuple[int, int]:
@@ -175,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logger(name="sparse_detr")  # the project's log messages on the console
     start = time.perf_counter()
     try:
-        model, _, cfg = load_model(args.config_file, args.weights, args.opts, args.device)
+        model, cfg = load_model(args.config_file, args.weights, args.opts, args.device)
     except (UntrainedModelError, CheckpointMismatchError) as error:  # weights that make no detector
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,15 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from apps import (
-    build_predictor,
-    dataset_entries,
-    expand_inputs,
-    num_model_classes,
-    prepare_input,
-    read_image_or_none,
-    set_inference_keep_ratio,
-)
+from apps import dataset_entries, expand_inputs, num_model_classes, read_image_or_none
 from detectron2.utils.logger import setup_logger
 from output_names import unique_output_stems
 from tqdm import tqdm
@@ -38,8 +30,9 @@ import sparse_detr.data  # noqa: F401  (registers the synthetic datasets and the
 import sparse_detr.modeling  # noqa: F401  (registers the meta-architecture for yacs configs)
 from sparse_detr.config.arguments import keep_ratio, positive_int, unit_interval
 from sparse_detr.config.validation import check_option_order
-from sparse_detr.data import class_names
-from sparse_detr.model_zoo import config_label, load_config_with_overrides
+from sparse_detr.data.catalog import class_names
+from sparse_detr.engine.predictor import Predictor
+from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
 from sparse_detr.visualization.token_figure import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")
@@ -84,10 +77,10 @@ def main(argv: list[str] | None = None) -> list[str]:
         raise SystemExit(f"--weights: {len(weights)} given for {len(args.config_file)} --config-file")
     models = []
     for config, weight in zip(args.config_file, weights):
-        cfg = load_config_with_overrides(config, args.opts, weight, args.device, usage)
-        predictor = build_predictor(cfg)
+        cfg = load_tool_config(config, args.opts, weight, args.device, usage)
+        predictor = Predictor(cfg)
         if args.rho is not None:
-            set_inference_keep_ratio(predictor.model, args.rho)
+            predictor.model.set_keep_ratio(args.rho)
         num_classes = num_model_classes(predictor.model)
         models.append(
             (
@@ -107,7 +100,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     for name, image_bgr in tqdm(images, desc="images"):
         try:
             views = [
-                (label, analyze_image(p.model, prepare_input(p, image_bgr, name))) for label, p, _ in models
+                (label, analyze_image(p.model, p.model_input(image_bgr, name))) for label, p, _ in models
             ]
         except ValueError as error:  # an image the model cannot take: this image only
             logger.warning("skipping %s: %s", name, error)

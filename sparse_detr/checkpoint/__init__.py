@@ -1,38 +1,9 @@
-"""Official-checkpoint conversion: key map (official -> ours) and official args -> LazyConfig."""
+"""Official-checkpoint conversion: an official release file -> a Detectron2 checkpoint + LazyConfig.
 
-from .convert import (
-    CheckpointMismatch,
-    OfficialCheckpoint,
-    build_converted_model,
-    convert_official_checkpoint,
-    load_converted_weights,
-    load_official_checkpoint,
-)
-from .key_map import KEY_RULES, UnknownOfficialKeys, convert_official_state_dict, map_official_key
-from .official_config import (
-    COCO_CONTIGUOUS_CATEGORY_IDS,
-    OFFICIAL_PIXEL_MEAN,
-    OFFICIAL_PIXEL_STD,
-    UnsupportedOfficialArgs,
-    official_model_config,
-    official_num_classes,
-)
+Official weights are used by name (``sparse_detr://official/<release stem>``); this package is what converts
+them, and what ``projects/SparseDETR/convert_official.py`` runs on a file downloaded by hand.
+"""
 
-__all__ = [
-    "COCO_CONTIGUOUS_CATEGORY_IDS",
-    "CheckpointMismatch",
-    "KEY_RULES",
-    "OFFICIAL_PIXEL_MEAN",
-    "OFFICIAL_PIXEL_STD",
-    "OfficialCheckpoint",
-    "UnknownOfficialKeys",
-    "UnsupportedOfficialArgs",
-    "build_converted_model",
-    "convert_official_checkpoint",
-    "convert_official_state_dict",
-    "load_converted_weights",
-    "load_official_checkpoint",
-    "map_official_key",
-    "official_model_config",
-    "official_num_classes",
-]
+from .convert import convert_official_checkpoint
+
+__all__ = ["convert_official_checkpoint"]

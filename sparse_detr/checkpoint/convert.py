@@ -12,23 +12,13 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..engine.checkpoint import refuse_unfit_state_dict
 from ..utils.safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
 from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
 
-__all__ = [
-    "CheckpointMismatch",
-    "OfficialCheckpoint",
-    "load_official_checkpoint",
-    "load_converted_weights",
-    "build_converted_model",
-    "convert_official_checkpoint",
-]
-
-
-class CheckpointMismatch(RuntimeError):
-    """Converted weights do not fit the model: missing, unexpected or mis-shaped keys, by name."""
+__all__ = ["convert_official_checkpoint"]
 
 
 @dataclass
@@ -61,30 +51,14 @@ def load_official_checkpoint(path: str) -> OfficialCheckpoint:
     return OfficialCheckpoint(state_dict=checkpoint["model"], args=_as_dict(checkpoint["args"]))
 
 
-def load_converted_weights(model: nn.Module, state_dict: dict) -> None:
-    """Load converted weights; any missing / unexpected / mis-shaped key is refused by name."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state_dict)
-        if state_dict[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        raise CheckpointMismatch(
-            "converted checkpoint does not fit the model architecture:\n"
-            f"  missing in checkpoint ({len(missing)}): {missing}\n"
-            f"  unexpected in checkpoint ({len(unexpected)}): {unexpected}\n"
-            f"  shape mismatches ({len(shapes)}): {shapes}"
-        )
-    model.load_state_dict(state_dict, strict=True)
-
-
 def build_converted_model(
     checkpoint: OfficialCheckpoint, coco_contiguous: bool = False
 ) -> tuple[nn.Module, DictConfig]:
-    """Model built from the checkpoint's args with the converted weights; returns (model, model config)."""
+    """Model built from the checkpoint's args with the converted weights; returns (model, model config).
+
+    Raises:
+        CheckpointMismatchError: converted weights that do not fit the model built from the args (by name).
+    """
     model_cfg = official_model_config(checkpoint.args, coco_contiguous=coco_contiguous)
     model = instantiate(model_cfg)
     state_dict = convert_official_state_dict(
@@ -92,7 +66,8 @@ def build_converted_model(
         share_heads=model.heads.share,
         class_rows=COCO_CONTIGUOUS_CATEGORY_IDS if coco_contiguous else None,
     )
-    load_converted_weights(model, state_dict)
+    refuse_unfit_state_dict(model, state_dict, "converted official checkpoint")
+    model.load_state_dict(state_dict, strict=True)
     return model, model_cfg
 
 

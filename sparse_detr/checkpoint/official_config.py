@@ -15,7 +15,8 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.modeling.backbone import BasicStem, ResNet
 from omegaconf import DictConfig
 
-from sparse_detr.modeling.backbone import SwinBackbone, frozen_bn_as_affine
+from sparse_detr.modeling.backbone import SwinBackbone
+from sparse_detr.modeling.backbone.frozen_bn import frozen_bn_as_affine
 from sparse_detr.modeling.meta_arch import sparse_detr_graph
 
 __all__ = [

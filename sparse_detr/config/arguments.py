@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..utils.keep_ratio import KEEP_RATIO_RANGE, check_keep_ratio
+
 __all__ = ["keep_ratio", "non_negative_int", "positive_int", "unit_interval"]
 
 
@@ -55,10 +57,10 @@ def unit_interval(text: str) -> float:
 
 
 def keep_ratio(text: str) -> float:
-    """An encoder keeping ratio rho in (0, 1] (1 = dense)."""
-    value = _number(text)
-    if not 0.0 < value <= 1.0:
+    """An encoder keeping ratio rho (:mod:`sparse_detr.utils.keep_ratio`; 1 = dense)."""
+    try:
+        return check_keep_ratio(_number(text))
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be in (0, 1] (the share of tokens the encoder refines; 1 = all), got {text!r}"
-        )
-    return value
+            f"must be in {KEEP_RATIO_RANGE} (the share of tokens the encoder refines; 1 = all), got {text!r}"
+        ) from None

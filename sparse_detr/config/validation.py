@@ -17,6 +17,8 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..utils.keep_ratio import KEEP_RATIO_RANGE, check_keep_ratio
+
 __all__ = [
     "check_command_line_overrides",
     "check_option_order",
@@ -266,13 +268,7 @@ def validate_config(cfg: DictConfig, eval_only: bool = False, world_size: int = 
         "turns it off) and delete train.clip_grad",
         True,
     )
-    in_unit_interval = lambda v: _is_number(v) and 0 < v <= 1  # noqa: E731
-    check("model.token_scorer.keep_ratio", in_unit_interval, "must be a number in (0, 1]")
-    check(
-        "model.token_scorer.test_keep_ratio",
-        lambda v: v is None or in_unit_interval(v),
-        "must be None (same as keep_ratio) or a number in (0, 1]",
-    )
+    check("model.token_scorer.keep_ratio", check_keep_ratio, f"must be a number in {KEEP_RATIO_RANGE}")
     check("model.input_format", lambda v: v in ("RGB", "BGR"), "must be 'RGB' or 'BGR'")
     check("model.heads.num_classes", positive_int, "must be a positive number of classes")
     if eval_only:

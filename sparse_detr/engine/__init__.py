@@ -1,38 +1,16 @@
-"""Training helpers (param groups, the clipped optimizer, schedules, safe, atomic checkpoints, a loss guard);
-predictors."""
-from .checkpoint import (
-    AtomicDetectionCheckpointer,
-    CheckpointMismatchError,
-    NonFiniteWeightsError,
-    NoSpaceLeftError,
-    PersistentPeriodicCheckpointer,
-    SafeDetectionCheckpointer,
-    atomic_torch_save,
-    load_weights,
-)
-from .loss_guard import FiniteLossGuard, NonFiniteLossError
+"""The predictor, the safe strict checkpointer (the one weights loader), and training helpers (the clipped
+optimizer and its param groups, atomic checkpoints)."""
+
+from .checkpoint import AtomicDetectionCheckpointer, CheckpointMismatchError, SafeDetectionCheckpointer
 from .optim import ClippedAdamW, detr_param_groups
-from .predictor import LazyConfigPredictor, StrictDefaultPredictor, UntrainedModelError, load_detector_weights
-from .schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
+from .predictor import Predictor, UntrainedModelError
 
 __all__ = [
     "AtomicDetectionCheckpointer",
-    "COCO_TRAIN2017_IMAGES",
     "CheckpointMismatchError",
     "ClippedAdamW",
-    "FiniteLossGuard",
-    "LazyConfigPredictor",
-    "NoSpaceLeftError",
-    "NonFiniteLossError",
-    "NonFiniteWeightsError",
-    "PersistentPeriodicCheckpointer",
+    "Predictor",
     "SafeDetectionCheckpointer",
-    "StrictDefaultPredictor",
     "UntrainedModelError",
-    "atomic_torch_save",
     "detr_param_groups",
-    "epoch_step_schedule",
-    "iterations_per_epoch",
-    "load_detector_weights",
-    "load_weights",
 ]

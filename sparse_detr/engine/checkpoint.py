@@ -59,7 +59,6 @@ __all__ = [
     "PersistentPeriodicCheckpointer",
     "SafeDetectionCheckpointer",
     "atomic_torch_save",
-    "load_weights",
     "set_aside_diverged_checkpoint",
 ]
 
@@ -143,6 +142,61 @@ def describe_depth_differences(checkpoint_state: dict[str, Any], model_state: di
         for stack, depth in in_model.items()
         if stack in in_checkpoint and in_checkpoint[stack] != depth
     ]
+
+
+def _unwrapped(state: dict) -> dict:
+    """``state`` without the ``module.`` prefix of a DDP-wrapped model's keys."""
+    if state and all(str(k).startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _compare(model: torch.nn.Module, checkpoint_state: dict) -> _IncompatibleKeys:
+    """The incompatibilities loading ``checkpoint_state`` into ``model`` would have."""
+    model_state = model.state_dict()
+    state = _unwrapped(dict(checkpoint_state))  # saved from a DDP model: as fvcore
+    missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
+    missing = _filter_reused_missing_keys(model, missing) if missing else []
+    unexpected = [k for k in state if k not in model_state]
+    shapes = [
+        (k, tuple(v.shape), tuple(model_state[k].shape))
+        for k, v in state.items()
+        if k in model_state and hasattr(v, "shape") and tuple(v.shape) != tuple(model_state[k].shape)
+    ]
+    return _IncompatibleKeys(missing_keys=missing, unexpected_keys=unexpected, incorrect_shapes=shapes)
+
+
+def refuse_unfit_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """The strict comparison: raise unless every key and shape of ``state`` fits ``model`` (all finite).
+
+    Raises:
+        CheckpointMismatchError: keys missing, unexpected, mis-shaped or holding NaN/inf (named, a few of
+            each kind), or layer stacks of other depths than the model's (``error.architecture``).
+    """
+    incompatible = _compare(model, state)
+    lines = describe_incompatible(incompatible)
+    bad = non_finite_tensors(state)
+    if bad:
+        lines.append(f"{len(bad)} tensor(s) hold NaN/inf values: {_listing(sorted(bad))}")
+    depths = describe_depth_differences(_unwrapped(state), model.state_dict())
+    if depths:
+        raise CheckpointMismatchError(
+            f"Checkpoint {source!r} holds another architecture than the model, its "
+            f"layer counts differ: {'; '.join(depths)}. Build the model from the config the "
+            "checkpoint was trained with (a converted official checkpoint has its config.yaml beside "
+            f"it). All differences: {'; '.join(lines)}.",
+            incompatible,
+            tuple(depths),
+        )
+    if lines:
+        raise CheckpointMismatchError(
+            f"Checkpoint {source!r} does not fit the model: "
+            + "; ".join(lines)
+            + ". It was made for another architecture or number of classes (check the config it was "
+            "trained with, e.g. model.heads.num_classes). Training from a partial checkpoint is "
+            "done with train.init_checkpoint, which loads what fits.",
+            incompatible,
+        )
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
@@ -255,34 +309,10 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             checkpoint["matching_heuristics"] = False
         self._convert_ndarray_to_tensor(checkpoint["model"])
         if self.strict:
-            # load nothing unless everything fits
-            incompatible = self._compare(checkpoint["model"])
-            lines = describe_incompatible(incompatible)
-            bad = non_finite_tensors(checkpoint["model"])
-            if bad:
-                lines.append(f"{len(bad)} tensor(s) hold NaN/inf values: {_listing(sorted(bad))}")
-            depths = describe_depth_differences(self._unwrapped(checkpoint["model"]), self.model.state_dict())
-            if depths:
-                raise CheckpointMismatchError(
-                    f"Checkpoint {self._loading or 'file'!r} holds another architecture than the model, its "
-                    f"layer counts differ: {'; '.join(depths)}. Build the model from the config the "
-                    "checkpoint was trained with (a converted official checkpoint has its config.yaml beside "
-                    f"it). All differences: {'; '.join(lines)}.",
-                    incompatible,
-                    tuple(depths),
-                )
-            if lines:
-                raise CheckpointMismatchError(
-                    f"Checkpoint {self._loading or 'file'!r} does not fit the model: "
-                    + "; ".join(lines)
-                    + ". It was made for another architecture or number of classes (check the config it was "
-                    "trained with, e.g. model.heads.num_classes). Training from a partial checkpoint is "
-                    "done with train.init_checkpoint, which loads what fits.",
-                    incompatible,
-                )
+            refuse_unfit_state_dict(self.model, checkpoint["model"], self._loading or "file")
         else:
             # an initialisation with NaN/inf weights would fail as a non-finite loss at iteration 0
-            model_state, state = self.model.state_dict(), self._unwrapped(checkpoint["model"])
+            model_state, state = self.model.state_dict(), _unwrapped(checkpoint["model"])
             bad = [
                 key
                 for key in non_finite_tensors(state)
@@ -295,27 +325,6 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                     "damaged file: use another train.init_checkpoint"
                 )
         return super()._load_model(checkpoint)
-
-    @staticmethod
-    def _unwrapped(state: dict) -> dict:
-        """``state`` without the ``module.`` prefix of a DDP-wrapped model's keys."""
-        if state and all(str(k).startswith("module.") for k in state):
-            return {k[len("module.") :]: v for k, v in state.items()}
-        return state
-
-    def _compare(self, checkpoint_state: dict) -> _IncompatibleKeys:
-        """The incompatibilities loading ``checkpoint_state`` into the model would have."""
-        model_state = self.model.state_dict()
-        state = self._unwrapped(dict(checkpoint_state))  # saved from a DDP model: as fvcore
-        missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
-        missing = _filter_reused_missing_keys(self.model, missing) if missing else []
-        unexpected = [k for k in state if k not in model_state]
-        shapes = [
-            (k, tuple(v.shape), tuple(model_state[k].shape))
-            for k, v in state.items()
-            if k in model_state and hasattr(v, "shape") and tuple(v.shape) != tuple(model_state[k].shape)
-        ]
-        return _IncompatibleKeys(missing_keys=missing, unexpected_keys=unexpected, incorrect_shapes=shapes)
 
     def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
         # fvcore names a mis-shaped key twice (skipped, then missing); here every key is named once, the
@@ -342,15 +351,6 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"Loaded {self._loading or 'the checkpoint'!r} partially (initialisation); skipped: "
                 + "; ".join(lines)
             )
-
-
-def load_weights(model: torch.nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
-    """Load ``path`` (a ``.pth``/``.pkl`` file or a Detectron2 URL) into ``model`` safely; strict by default.
-
-    The single loader of evaluation, the predictors and the demo. An empty ``path`` loads nothing (the model
-    keeps its initialisation, as with Detectron2's checkpointer). Returns the checkpoint's other entries.
-    """
-    return SafeDetectionCheckpointer(model, strict=strict).load(path)
 
 
 # ---------------------------------------------------------------------------------------------- saving

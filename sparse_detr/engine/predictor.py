@@ -1,36 +1,45 @@
-"""Inference on single images: a LazyConfig predictor and a strict-loading ``DefaultPredictor``.
+"""The project's predictor: a model-zoo name, a LazyConfig or a yacs config, plus weights -> detections.
 
-Both load their weights through :func:`load_detector_weights`: no code runs from a ``.pkl``, a checkpoint that
-does not fit the model is refused with its keys named, and weights that leave the detection heads untrained
-(none, a backbone initialisation, another number of classes) are refused with how to get trained ones:
-random class heads draw an empty or meaningless picture without any error.
+Weights load through :class:`~sparse_detr.engine.checkpoint.SafeDetectionCheckpointer`, strictly: no code runs
+from a ``.pkl``, a checkpoint that does not fit the model is refused with its keys named, and weights that
+leave the detection heads untrained (none, a backbone initialisation, another number of classes) are refused
+with how to get trained ones (:class:`UntrainedModelError`): random class heads draw an empty or meaningless
+picture without any error. The refusal is made here, when weights are loaded; the model itself predicts with
+whatever it holds (Detectron2's own tools load it as they load any model).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
-from detectron2.config import instantiate
+from detectron2.config import CfgNode, instantiate
 from detectron2.data import transforms as T
-from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+from omegaconf import OmegaConf
 
-from ..data.augmentations import ImageAugmentationError, apply_augmentations
-from ..modeling.trained_heads import HOW_TO_GET_WEIGHTS, UntrainedModelError
+from ..data.augmentations import apply_augmentations, build_detr_test_augmentations
 from ..utils.input_checks import check_image_array, check_input_format
-from .checkpoint import CheckpointMismatchError, load_weights
+from .checkpoint import CheckpointMismatchError, SafeDetectionCheckpointer
 
-__all__ = [
-    "LazyConfigPredictor",
-    "StrictDefaultPredictor",
-    "UntrainedModelError",
-    "load_detector_weights",
-    "refuse_missing_weights",
-]
+__all__ = ["Predictor", "UntrainedModelError", "load_detector_weights"]
 
+HOW_TO_GET_WEIGHTS = (
+    "Give trained weights: an official COCO model by name (sparse_detr://official/sparse_detr_r50_10, "
+    "..._swint_10, ..._r50_scrl_10, rho 10..50 %; downloaded once), a checkpoint converted with "
+    "projects/SparseDETR/convert_official.py, or a model_final.pth written by train_net.py"
+)
 # weights that initialise the backbone only (training starting points, not detectors)
 BACKBONE_INITIALISATIONS = ("detectron2://ImageNetPretrained/",)
+CLASS_HEAD_KEY = ".class_heads."
+# the official test resize, for a LazyConfig without test data (e.g. convert_official.py's config.yaml)
+OFFICIAL_TEST_RESIZE = {"min_size": 800, "max_size": 1333}
 
 
-def refuse_missing_weights(weights: str) -> None:
+class UntrainedModelError(ValueError):
+    """The weights given to a predictor leave the model's detection heads untrained."""
+
+
+def _refuse_missing_weights(weights: str) -> None:
     """Refuse, before anything is built or downloaded, no weights or a backbone-only initialisation."""
     if not weights:
         raise UntrainedModelError(
@@ -52,15 +61,15 @@ def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
         CheckpointMismatchError: any other key or shape that does not fit the model, or layer stacks of
             other depths than the model's (a checkpoint of another architecture than the config's).
     """
-    refuse_missing_weights(weights)
+    _refuse_missing_weights(weights)
     try:
-        load_weights(model, weights, strict=True)
+        SafeDetectionCheckpointer(model, strict=True).load(weights)
     except CheckpointMismatchError as error:
         if error.architecture:  # other layer counts: the config is at fault, not missing class heads
             raise
         incompatible = error.incompatible
         unfit = set(incompatible.missing_keys) | {key for key, _, _ in incompatible.incorrect_shapes}
-        if any(".class_heads." in f".{key}" for key in unfit):
+        if any(CLASS_HEAD_KEY in f".{key}" for key in unfit):
             raise UntrainedModelError(
                 f"{weights} holds no weights for the model's class heads (a backbone-only checkpoint, or one "
                 f"trained for another number of classes): its detections would be meaningless. ({error}) "
@@ -69,77 +78,98 @@ def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
         raise
 
 
-class LazyConfigPredictor:
-    """Builds ``cfg.model``, loads ``weights`` (strictly) and predicts on one image at a time.
+class Predictor:
+    """Builds a model, loads trained weights (strictly) and predicts on one image at a time.
 
-    The image (BGR by default, as for Detectron2's ``DefaultPredictor``) is resized with the test
-    augmentations of ``cfg.dataloader.test.mapper`` and converted to the model's ``input_format``;
-    predictions come back in the original image's pixel coordinates. Weights that
-    leave the detection heads untrained are refused (:class:`UntrainedModelError`).
+    The image is resized with the config's test resize (a LazyConfig's
+    ``dataloader.test.mapper.augmentations``, else the official shorter side 800 / longer side at most 1333;
+    a yacs config's ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, as Detectron2's ``DefaultPredictor``) and
+    converted to the model's channel order; predictions come back in the original image's pixel coordinates.
+
+    Example::
+
+        predictor = Predictor("sparse_detr_r50_rho0.1_50ep", weights="sparse_detr://official/sparse_detr_r50_10")
+        outputs = predictor(cv2.imread("photo.jpg"))   # {"instances": Instances}
+
+    Attributes:
+        model: the built model (``SparseDETR``), in eval mode; ``model.set_keep_ratio(rho)`` changes rho.
     """
 
-    def __init__(self, cfg, weights: str, device: str | None = None):
-        refuse_missing_weights(weights)  # before the model is built
-        self.model = instantiate(cfg.model)
-        self.model.report_token_statistics = False  # an application's detections only
-        self.model.to(device or cfg.train.device).eval()
-        load_detector_weights(self.model, weights)
-        self.augmentations = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
-        self.input_format = self.model.input_format
-
-    @torch.no_grad()
-    def __call__(self, image: np.ndarray, image_format: str = "BGR", name: str = "image") -> dict:
+    def __init__(
+        self,
+        config: str | CfgNode | object,
+        weights: str | None = None,
+        *,
+        device: str | None = None,
+        image_format: str = "BGR",
+    ):
         """
         Args:
-            image: (H, W, 3) uint8 array in ``image_format`` channel order: "BGR" by default, as
-                Detectron2's ``DefaultPredictor`` (what ``cv2.imread`` and ``read_image(path, format="BGR")``
-                give), or "RGB" (e.g. ``np.asarray(PIL.Image.open(path).convert("RGB"))``).
-            name: how errors call the image (e.g. its file name).
-        Returns:
-            the model's output for the image: ``{"instances": Instances}`` (boxes in input pixels).
+            config: a model-zoo name (``sparse_detr.model_zoo.get_config``: ``"<name>"`` is the LazyConfig,
+                ``"<name>.yaml"`` its yacs twin), a LazyConfig, or a yacs ``CfgNode``.
+            weights: a checkpoint file, URL or ``sparse_detr://official/<release stem>``; default: the
+                config's ``train.init_checkpoint`` (LazyConfig) / ``MODEL.WEIGHTS`` (yacs).
+            device: "cpu", "cuda", ...; default: the config's ``train.device`` / ``MODEL.DEVICE``, else CUDA
+                when available.
+            image_format: channel order of the images given: "BGR" (as Detectron2's ``DefaultPredictor``,
+                what ``cv2.imread`` gives) or "RGB".
         Raises:
-            ValueError: the image is not an H x W x 3 uint8 array, ``image_format`` is unknown, or the
-                resize cannot handle its aspect ratio.
+            UntrainedModelError: weights that leave the detection heads untrained (checked before anything
+                is built when none or a backbone initialisation is given).
+            CheckpointMismatchError: weights of another architecture.
         """
-        check_input_format(image_format, "image_format")
-        check_image_array(image, image_format, name)
-        if image_format != self.input_format:
+        self.image_format = check_input_format(image_format, "image_format")
+        if isinstance(config, str):
+            from ..model_zoo import get_config
+
+            config = get_config(config)
+        if isinstance(config, CfgNode):
+            cfg = config.clone()
+            cfg.defrost()
+            weights = cfg.MODEL.WEIGHTS if weights is None else weights
+            cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE
+            _refuse_missing_weights(weights)
+            self.model = build_model(cfg)
+            min_size = cfg.INPUT.MIN_SIZE_TEST
+            augmentations = [T.ResizeShortestEdge([min_size, min_size], cfg.INPUT.MAX_SIZE_TEST)]
+        else:
+            cfg = config
+            if weights is None:
+                weights = OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
+            device = device or OmegaConf.select(cfg, "train.device", default=None)
+            _refuse_missing_weights(weights)
+            self.model = instantiate(cfg.model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            resize = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None)
+            if resize is None:
+                augmentations = build_detr_test_augmentations(**OFFICIAL_TEST_RESIZE)
+            else:
+                augmentations = instantiate(resize)
+        self.model.eval()
+        load_detector_weights(self.model, weights)
+        self.augmentations = T.AugmentationList(augmentations)
+
+    def model_input(self, image: np.ndarray, name: str = "image") -> dict:
+        """The model's input for one image: ``{"image": UInt8[3, H', W'] resized, "height": H, "width": W}``.
+
+        Args:
+            image: (H, W, 3) uint8 array in the predictor's ``image_format``.
+            name: how errors call the image (e.g. its file name).
+        Raises:
+            ValueError: the image is not an H x W x 3 uint8 array, or the resize cannot handle its aspect
+                ratio.
+        """
+        check_image_array(image, self.image_format, name)
+        if self.image_format != self.model.input_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
         resized, _ = apply_augmentations(self.augmentations, np.ascontiguousarray(image), name)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        return self.model([{"image": tensor, "height": height, "width": width, "file_name": name}])[0]
+        return {"image": tensor, "height": height, "width": width, "file_name": name}
 
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, name: str = "image") -> dict:
+        """The model's output for one (H, W, 3) uint8 image: ``{"instances": Instances}`` in its pixels.
 
-class StrictDefaultPredictor(DefaultPredictor):
-    """Detectron2's ``DefaultPredictor`` for yacs configs, loading ``cfg.MODEL.WEIGHTS`` safely and strictly.
-
-    Detectron2's own predictor unpickles ``.pkl`` weights with plain ``pickle`` and accepts checkpoints of
-    another architecture with warnings. Images are BGR/RGB uint8 (H, W, 3) as for ``DefaultPredictor``; what
-    still reaches the model unfit (see :func:`sparse_detr.utils.input_checks.check_model_inputs`) is
-    refused there.
-    """
-
-    def __init__(self, cfg):
-        weights = cfg.MODEL.WEIGHTS
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.WEIGHTS = ""  # loaded below, not by Detectron2's checkpointer
-        refuse_missing_weights(weights)  # before the model is built
-        super().__init__(cfg)
-        load_detector_weights(self.model, weights)
-
-    def __call__(self, original_image: np.ndarray, name: str = "image") -> dict:
-        check_image_array(original_image, self.input_format, name)
-        resize = self.aug.get_transform(original_image)
-        height, width = original_image.shape[:2]
-        new_size = (getattr(resize, "new_h", height), getattr(resize, "new_w", width))
-        if 0 in new_size:
-            raise ImageAugmentationError(
-                f"Image {name} ({height} x {width} pixels) would be resized to "
-                f"{new_size[0]} x {new_size[1]}: "
-                "its aspect ratio is too extreme for the resize"
-            )
-        if hasattr(self.model, "check_image_size"):  # too small after the resize: named here
-            self.model.check_image_size(*new_size, name)
-        return super().__call__(original_image)
+        ``name`` is how errors call the image (e.g. its file name).
+        """
+        return self.model([self.model_input(image, name)])[0]

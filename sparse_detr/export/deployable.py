@@ -20,7 +20,8 @@ from sparse_detr.layers.ms_deform_attn_function import forced_backend
 from sparse_detr.modeling.backbone import SwinBackbone
 from sparse_detr.modeling.encoder import SparseDeformableEncoder
 from sparse_detr.modeling.postprocess import clipped_pixel_boxes, top_detections
-from sparse_detr.modeling.scorers import RandomScorer, validate_keep_ratio
+from sparse_detr.modeling.scorers import RandomScorer
+from sparse_detr.utils.keep_ratio import check_keep_ratio
 
 __all__ = ["DeployableSparseDETR", "check_exportable", "DEFORM_ATTN_IMPLS"]
 
@@ -105,7 +106,7 @@ class DeployableSparseDETR(nn.Module):
         self.batched = batched
         scorer = model.token_scorer
         self.sparse = scorer is not None and model.encoder.num_layers > 0
-        default = scorer.active_keep_ratio if self.sparse else 1.0
+        default = scorer.keep_ratio if self.sparse else 1.0
         self.register_buffer("default_keep_ratio", torch.tensor(default, dtype=torch.float32), False)
 
     @property
@@ -134,6 +135,6 @@ class DeployableSparseDETR(nn.Module):
 def default_keep_ratio(model: nn.Module, keep_ratio: float | None) -> float | None:
     """The rho an export records as default: ``keep_ratio`` if given (validated), else the model's."""
     if keep_ratio is not None:
-        return validate_keep_ratio(keep_ratio, "--rho / keep_ratio")
+        return check_keep_ratio(keep_ratio, "--rho / keep_ratio")
     scorer = getattr(model, "token_scorer", None)
-    return None if scorer is None else scorer.active_keep_ratio
+    return None if scorer is None else scorer.keep_ratio

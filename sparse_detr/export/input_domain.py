@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from sparse_detr.utils.keep_ratio import KEEP_RATIO_RANGE
+from sparse_detr.utils.keep_ratio import check_keep_ratio as keep_ratio_in_domain
+
 __all__ = [
     "KEEP_RATIO_RANGE",
     "domain_metadata",
@@ -33,7 +36,6 @@ __all__ = [
     "token_strides",
 ]
 
-KEEP_RATIO_RANGE = "(0, 1]"
 
 
 def token_strides(model) -> list[int]:
@@ -96,13 +98,7 @@ def check_image(image: Any, min_image_size: int, name: str = "image") -> np.ndar
 
 def check_keep_ratio(keep_ratio: Any, height: int, width: int, strides: list[int]) -> np.ndarray:
     """``keep_ratio`` as a float32 scalar array, or ValueError naming the value and the valid domain."""
-    try:
-        value = float(np.asarray(keep_ratio, dtype=np.float64).reshape(()))
-    except (TypeError, ValueError):
-        raise ValueError(f"keep_ratio must be one number in {KEEP_RATIO_RANGE}, got {keep_ratio!r}") from None
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"keep_ratio must be a number in {KEEP_RATIO_RANGE} (metadata "
-                         f"sparse_detr.keep_ratio_range), got {value}")
+    value = keep_ratio_in_domain(keep_ratio, "keep_ratio")
     tokens = num_tokens(height, width, strides)
     if value * tokens < 1.0:
         raise ValueError(

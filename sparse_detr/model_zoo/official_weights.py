@@ -60,7 +60,6 @@ __all__ = [
     "OfficialWeightsHandler",
     "OfficialWeightsUnavailable",
     "cache_root",
-    "ensure_official_release",
     "official_release_url",
     "register_official_weights_handler",
 ]
@@ -250,7 +249,7 @@ def _fetch_release_file(stem: str, workdir: Path) -> tuple[Path, dict]:
         raise OfficialWeightsUnavailable(f"{OFFICIAL_PREFIX}{stem}: {error}; put it at {manual}") from None
     except (urllib.error.URLError, OSError) as error:
         if error.errno in _NO_SPACE:
-            raise  # a full cache: named by ensure_official_release
+            raise  # a full cache: named by _ensure_official_release
         raise OfficialWeightsUnavailable(
             f"{OFFICIAL_PREFIX}{stem}: cannot download {url} ({getattr(error, 'reason', error)}). Without "
             f"network access, download that file by other means and put it at {manual}; it is converted "
@@ -268,7 +267,8 @@ def _fetch_release_file(stem: str, workdir: Path) -> tuple[Path, dict]:
 def _convert_into_cache(stem: str, release_file: Path, provenance: dict, workdir: Path) -> ConvertedRelease:
     from detectron2.config import LazyConfig
 
-    from sparse_detr.checkpoint import convert_official_checkpoint, load_official_checkpoint
+    from sparse_detr.checkpoint import convert_official_checkpoint
+    from sparse_detr.checkpoint.convert import load_official_checkpoint
 
     staging = workdir / "converted"
     source = provenance["source"]
@@ -282,7 +282,7 @@ def _convert_into_cache(stem: str, release_file: Path, provenance: dict, workdir
         raise OfficialWeightsUnavailable(f"{OFFICIAL_PREFIX}{stem}: {error}") from error
     except OSError as error:
         if error.errno in _NO_SPACE:
-            raise  # a full cache: named by ensure_official_release
+            raise  # a full cache: named by _ensure_official_release
         raise OfficialWeightsUnavailable(f"{source} cannot be read: {error}") from error
     except Exception as error:  # any refusal of torch.load or of the converter: the file is not usable
         raise OfficialWeightsUnavailable(
@@ -347,7 +347,7 @@ def _remove_stale_staging(official_dir: Path) -> None:
             logger.info(f"Removed {entry}, left by a killed download")
 
 
-def ensure_official_release(stem: str, force: bool = False) -> ConvertedRelease:
+def _ensure_official_release(stem: str, force: bool = False) -> ConvertedRelease:
     """The converted release ``stem`` from the cache, downloading and converting it first if needed.
 
     Args:
@@ -397,7 +397,7 @@ class OfficialWeightsHandler(PathHandler):
 
     def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
         self._check_kwargs(kwargs)
-        return str(ensure_official_release(self._stem(path), force=force).weights)
+        return str(_ensure_official_release(self._stem(path), force=force).weights)
 
     def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
         self._check_kwargs(kwargs)

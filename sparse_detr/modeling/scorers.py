@@ -3,7 +3,7 @@
 Scorers live in ``TOKEN_SCORER_REGISTRY`` (short config names in ``SCORER_ALIASES``):
 ``dam`` (the scoring network of paper appendix A.1, trained
 against the decoder attention map), ``objectness`` (a detection head on the backbone tokens, paper 3.3)
-and ``random``. Each holds its keep ratio (rho) for training and for inference; changing rho on a built
+and ``random``. Each holds its keep ratio (rho), the same in training and inference; changing rho on a built
 model is a property of the scorer, the encoder only receives indices.
 """
 
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..utils.keep_ratio import check_keep_ratio
 from .heads import MLP
 from .registry import TOKEN_SCORER_REGISTRY
 
 __all__ = [
     "ScorerLossInputs",
     "TokenSelection",
-    "validate_keep_ratio",
     "kept_token_counts",
     "select_tokens",
     "TokenScorer",
@@ -28,10 +28,6 @@ __all__ = [
     "ObjectnessScorer",
     "RandomScorer",
 ]
-
-KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.KEEP_RATIO (LazyConfig: model.token_scorer.keep_ratio)"
-TEST_KEEP_RATIO_KEY = "MODEL.SPARSE_DETR.TEST_KEEP_RATIO (LazyConfig: model.token_scorer.test_keep_ratio)"
-
 
 @dataclass
 class ScorerLossInputs:
@@ -64,14 +60,6 @@ class TokenSelection:
     selected_indices: Tensor
     num_kept: Tensor
     loss_inputs: ScorerLossInputs = field(default_factory=ScorerLossInputs)
-
-
-def validate_keep_ratio(value: float, key: str = KEEP_RATIO_KEY) -> float:
-    """Return ``float(value)`` if it lies in (0, 1], else raise ValueError naming ``key``."""
-    value = float(value)
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{key} must be in (0, 1], got {value}")
-    return value
 
 
 def kept_token_counts(padding_mask: Tensor, keep_ratio: float | Tensor) -> Tensor:
@@ -110,7 +98,7 @@ def select_tokens(scores: Tensor, padding_mask: Tensor, keep_ratio: float | Tens
 
 
 class TokenScorer(nn.Module):
-    """Base class: holds the training and inference keep ratios and turns scores into a selection.
+    """Base class: holds the keep ratio rho and turns scores into a selection of the top-rho tokens.
 
     Subclasses implement :meth:`score` (scores and their own loss inputs); ``uses_token_features`` says
     whether it needs the projected tokens.
@@ -118,34 +106,18 @@ class TokenScorer(nn.Module):
 
     uses_token_features = True
 
-    def __init__(self, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None):
+    def __init__(self, *, keep_ratio: float = 0.1):
         super().__init__()
         self.keep_ratio = keep_ratio
-        self.test_keep_ratio = test_keep_ratio
 
     @property
     def keep_ratio(self) -> float:
-        """rho used in training (and in inference when ``test_keep_ratio`` is None)."""
+        """rho, the share of valid tokens the encoder refines (training and inference alike)."""
         return self._keep_ratio
 
     @keep_ratio.setter
     def keep_ratio(self, value: float) -> None:
-        self._keep_ratio = validate_keep_ratio(value, KEEP_RATIO_KEY)
-
-    @property
-    def test_keep_ratio(self) -> float | None:
-        """rho used in inference, or None to use :attr:`keep_ratio`."""
-        return self._test_keep_ratio
-
-    @test_keep_ratio.setter
-    def test_keep_ratio(self, value: float | None) -> None:
-        self._test_keep_ratio = None if value is None else validate_keep_ratio(value, TEST_KEEP_RATIO_KEY)
-
-    @property
-    def active_keep_ratio(self) -> float:
-        if not self.training and self.test_keep_ratio is not None:
-            return self.test_keep_ratio
-        return self.keep_ratio
+        self._keep_ratio = check_keep_ratio(value)
 
     def score(
         self, token_features: Tensor | None, proposals: Tensor, padding_mask: Tensor, with_loss_inputs: bool
@@ -166,17 +138,17 @@ class TokenScorer(nn.Module):
             token_features: Float[B, N, C] projected tokens (None if ``uses_token_features`` is False).
             proposals: Float[B, N, 4] grid proposals in logit space (+inf where invalid).
             padding_mask: Bool[B, N].
-            keep_ratio: rho for this call (a float or a Float[] tensor); None = :attr:`active_keep_ratio`.
+            keep_ratio: rho for this call (a float or a Float[] tensor); None = :attr:`keep_ratio`.
         """
         scores, loss_inputs = self.score(token_features, proposals, padding_mask, with_loss_inputs)
         if keep_ratio is None:
-            keep_ratio = self.active_keep_ratio
+            keep_ratio = self.keep_ratio
         selection = select_tokens(scores, padding_mask, keep_ratio)
         selection.loss_inputs = loss_inputs
         return selection
 
     def extra_repr(self) -> str:
-        return f"keep_ratio={self.keep_ratio}, test_keep_ratio={self.test_keep_ratio}"
+        return f"keep_ratio={self.keep_ratio}"
 
 
 @TOKEN_SCORER_REGISTRY.register()
@@ -194,9 +166,8 @@ class DAMScorer(TokenScorer):
         dim: int = 256,
         hidden_dim: int | None = None,
         keep_ratio: float = 0.1,
-        test_keep_ratio: float | None = None,
     ):
-        super().__init__(keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+        super().__init__(keep_ratio=keep_ratio)
         hidden_dim = hidden_dim or dim
         self.hidden_dim = hidden_dim
         self.stem = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim), nn.GELU())
@@ -238,9 +209,8 @@ class ObjectnessScorer(TokenScorer):
         dim: int = 256,
         num_classes: int = 80,
         keep_ratio: float = 0.1,
-        test_keep_ratio: float | None = None,
     ):
-        super().__init__(keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+        super().__init__(keep_ratio=keep_ratio)
         self.class_head = nn.Linear(dim, num_classes)
         nn.init.constant_(self.class_head.bias, -4.59511985013459)  # prior probability 0.01
         self.box_head = MLP(dim, dim, 4, 3)

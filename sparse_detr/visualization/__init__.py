@@ -1,6 +1,6 @@
 """Figures of what a model predicts and refines (matplotlib / Detectron2's Visualizer)."""
 
 from .prediction_grid import draw_prediction_grid
-from .token_figure import TokenView, analyze_image, draw_figure
+from .token_figure import analyze_image, draw_figure
 
-__all__ = ["TokenView", "analyze_image", "draw_figure", "draw_prediction_grid"]
+__all__ = ["analyze_image", "draw_figure", "draw_prediction_grid"]

@@ -21,7 +21,7 @@ def draw_prediction_grid(
 ) -> np.ndarray:
     """Predictions (score >= ``score_threshold``) on the first ``num_images`` images of ``dataset``.
 
-    ``predictor(image, image_format="RGB")`` is a ``LazyConfigPredictor`` (``sparse_detr.engine``).
+    ``predictor`` is a :class:`sparse_detr.Predictor` (BGR images, its default).
 
     Returns:
         (rows * H, columns * W, 3) uint8 RGB grid; every tile is an image with its predicted boxes, classes
@@ -31,10 +31,11 @@ def draw_prediction_grid(
     metadata = MetadataCatalog.get(dataset)
     tiles = []
     for record in records:
-        image = utils.read_image(record["file_name"], format="RGB")
-        instances = predictor(image, image_format="RGB")["instances"].to("cpu")
+        image = utils.read_image(record["file_name"], format=predictor.image_format)
+        instances = predictor(image, record["file_name"])["instances"].to("cpu")
         instances = instances[instances.scores >= score_threshold]
-        tiles.append(Visualizer(image, metadata, scale=1.0).draw_instance_predictions(instances).get_image())
+        rgb = image if predictor.image_format == "RGB" else image[:, :, ::-1]
+        tiles.append(Visualizer(rgb, metadata, scale=1.0).draw_instance_predictions(instances).get_image())
     height = max(t.shape[0] for t in tiles)
     width = max(t.shape[1] for t in tiles)
     rows = math.ceil(len(tiles) / columns)

@@ -79,7 +79,7 @@ def analyze_image(model: torch.nn.Module, model_input: dict) -> TokenView:
         query_levels=query_levels,
         corr=analysis.corr[0].cpu().numpy(),
         input_size=tuple(model_input["image"].shape[-2:]),
-        keep_ratio=model.token_scorer.active_keep_ratio if model.is_sparse else 1.0,
+        keep_ratio=model.token_scorer.keep_ratio if model.is_sparse else 1.0,
     )
 
 

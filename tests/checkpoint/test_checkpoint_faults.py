@@ -13,16 +13,10 @@ from detectron2.config import LazyConfig, instantiate
 from tiny_sparse_detr import build_tiny_model
 from torch import nn
 
-from sparse_detr.checkpoint import load_official_checkpoint
-from sparse_detr.engine import (
-    AtomicDetectionCheckpointer,
-    CheckpointMismatchError,
-    LazyConfigPredictor,
-    NonFiniteWeightsError,
-    NoSpaceLeftError,
-    SafeDetectionCheckpointer,
-    load_weights,
-)
+from sparse_detr.checkpoint.convert import load_official_checkpoint
+from sparse_detr.engine import AtomicDetectionCheckpointer, CheckpointMismatchError, SafeDetectionCheckpointer
+from sparse_detr.engine.checkpoint import NonFiniteWeightsError, NoSpaceLeftError
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.utils.zip_integrity import CorruptedCheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +44,7 @@ def test_a_flipped_bit_in_any_member_is_named_with_the_file(tmp_path, member):
     flipped = flip_one_bit(path, member)
     expected = rf"weights\.pth.*corrupted: the checksum \(CRC-32\) of its member '{flipped}'"
     with pytest.raises(CorruptedCheckpointError, match=expected):
-        load_weights(nn.Linear(64, 32), str(path))  # strict: evaluation, predictors, demo
+        SafeDetectionCheckpointer(nn.Linear(64, 32), strict=True).load(str(path))  # evaluation, predictors
     with pytest.raises(CorruptedCheckpointError, match=expected):
         SafeDetectionCheckpointer(nn.Linear(64, 32)).resume_or_load(str(path), resume=False)  # training init
 
@@ -68,7 +62,7 @@ def test_an_intact_checkpoint_loads_exactly(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"model": source.state_dict()}, path)
     model = nn.Linear(64, 32)
-    load_weights(model, str(path))
+    SafeDetectionCheckpointer(model, strict=True).load(str(path))
     assert torch.equal(model.weight, source.weight)
 
 
@@ -101,7 +95,7 @@ def test_other_layer_counts_are_named_as_another_architecture(tmp_path, checkpoi
     torch.save({"model": build_tiny_model(enc_layers=enc, dec_layers=dec).state_dict()}, tmp_path / "x.pth")
     model = build_tiny_model(enc_layers=model_layers[0], dec_layers=model_layers[1])
     with pytest.raises(CheckpointMismatchError, match=r"x\.pth.*another architecture.*layer counts") as error:
-        load_weights(model, str(tmp_path / "x.pth"))
+        SafeDetectionCheckpointer(model, strict=True).load(str(tmp_path / "x.pth"))
     stacks = {line.split(":")[0] for line in error.value.architecture}
     assert ("encoder.layers" in stacks) == (enc != model_layers[0])
     assert ("decoder.layers" in stacks) == (dec != model_layers[1])
@@ -115,7 +109,7 @@ def test_predictors_say_the_architecture_differs_not_that_class_heads_are_missin
     cfg.model.decoder.num_layers = 2
     expected = r"decoder\.layers: 1 in the checkpoint, 2 in the model"
     with pytest.raises(CheckpointMismatchError, match=expected):
-        LazyConfigPredictor(cfg, str(tmp_path / "one_layer.pth"), device="cpu")
+        Predictor(cfg, str(tmp_path / "one_layer.pth"), device="cpu")
 
 
 @pytest.mark.parametrize("content, problem", [(b"\xff\xfemodel_1.pth", "not UTF-8"), (b"\n", "is empty")])

@@ -10,18 +10,18 @@ import torch
 from detectron2.config import instantiate
 from official_args import SPARSE_ARGS
 
-from sparse_detr.checkpoint import (
-    COCO_CONTIGUOUS_CATEGORY_IDS,
-    CheckpointMismatch,
+from sparse_detr.checkpoint.convert import (
     OfficialCheckpoint,
-    UnknownOfficialKeys,
-    UnsupportedOfficialArgs,
     build_converted_model,
-    convert_official_state_dict,
     load_official_checkpoint,
-    map_official_key,
+)
+from sparse_detr.checkpoint.key_map import UnknownOfficialKeys, convert_official_state_dict, map_official_key
+from sparse_detr.checkpoint.official_config import (
+    COCO_CONTIGUOUS_CATEGORY_IDS,
+    UnsupportedOfficialArgs,
     official_model_config,
 )
+from sparse_detr.engine.checkpoint import CheckpointMismatchError
 
 
 class ArbitraryObject:
@@ -180,7 +180,7 @@ def test_loader_accepts_official_namespace(official, tmp_path):
     ],
 )
 def test_checkpoint_of_another_architecture_lists_mismatched_keys(official, change, culprit):
-    with pytest.raises((CheckpointMismatch, UnknownOfficialKeys), match=culprit.replace(".", r"\.")):
+    with pytest.raises((CheckpointMismatchError, UnknownOfficialKeys), match=culprit.replace(".", r"\.")):
         build_converted_model(OfficialCheckpoint(official["state_dict"], {**official["args"], **change}))
 
 

@@ -12,7 +12,7 @@ import argparse
 import pytest
 from official_args import DEFORMABLE_DETR_ARGS
 
-from sparse_detr.checkpoint import official_model_config
+from sparse_detr.checkpoint.official_config import official_model_config
 
 SPARSE_DETR_ARGS = dict(
     DEFORMABLE_DETR_ARGS,

@@ -15,11 +15,10 @@ from torch import nn
 from sparse_detr.engine import (
     AtomicDetectionCheckpointer,
     CheckpointMismatchError,
-    LazyConfigPredictor,
     SafeDetectionCheckpointer,
     UntrainedModelError,
-    load_weights,
 )
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.utils.safe_pickle import UnsafeCheckpointError, load_restricted_pickle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +47,7 @@ def test_pkl_that_runs_code_is_refused_naming_file_and_global(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl.*'(io|builtins)\.open'"):
         SafeDetectionCheckpointer(nn.Linear(3, 2)).load(str(path))
     with pytest.raises(UnsafeCheckpointError):
-        load_weights(nn.Linear(3, 2), str(path), strict=False)
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=False).load(str(path))
     assert not marker.exists()
 
 
@@ -57,7 +56,7 @@ def test_pth_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {"weight": _RunsCode(marker)}}, path)
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*open"):
-        load_weights(nn.Linear(3, 2), str(path))
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=True).load(str(path))
     assert not marker.exists()
 
 
@@ -75,12 +74,12 @@ def test_pkl_of_numpy_weights_still_loads(tmp_path, protocol):
         }
         pickle.dump(data, f, protocol=protocol)
     model = nn.Linear(3, 2)
-    load_weights(model, str(path), strict=True)
+    SafeDetectionCheckpointer(model, strict=True).load(str(path))
     torch.testing.assert_close(model.weight.detach(), torch.from_numpy(weight))
     # a Caffe2-style file (no "__author__"): the dict itself holds the arrays
     with open(path, "wb") as f:
         pickle.dump({"weight": weight * 2, "bias": bias, "weight_momentum": weight}, f, protocol=protocol)
-    load_weights(model, str(path), strict=True)
+    SafeDetectionCheckpointer(model, strict=True).load(str(path))
     torch.testing.assert_close(model.weight.detach(), torch.from_numpy(weight * 2))
 
 
@@ -94,7 +93,7 @@ def test_empty_and_truncated_files_are_named(tmp_path, suffix):
     empty = tmp_path / f"empty{suffix}"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"empty{suffix}.*empty \(0 bytes\)"):
-        load_weights(nn.Linear(3, 2), str(empty))
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=True).load(str(empty))
     complete = tmp_path / f"complete{suffix}"
     if suffix == ".pth":
         torch.save({"model": nn.Linear(3, 2).state_dict()}, complete)
@@ -103,9 +102,9 @@ def test_empty_and_truncated_files_are_named(tmp_path, suffix):
     truncated = tmp_path / f"truncated{suffix}"
     truncated.write_bytes(complete.read_bytes()[:-7])
     with pytest.raises(ValueError, match=rf"truncated{suffix}"):
-        load_weights(nn.Linear(3, 2), str(truncated))
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=True).load(str(truncated))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_weights(nn.Linear(3, 2), str(tmp_path / "missing.pth"))
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=True).load(str(tmp_path / "missing.pth"))
 
 
 def _save(model: nn.Module, path: Path) -> str:
@@ -122,7 +121,7 @@ def test_strict_loading_names_the_keys_of_another_architecture(tmp_path):
     with pytest.raises(
         CheckpointMismatchError, match=r"seven_classes\.pth.*with another shape.*class_heads\.0"
     ):
-        load_weights(model, path)
+        SafeDetectionCheckpointer(model, strict=True).load(path)
     for key, value in model.state_dict().items():  # nothing was loaded
         torch.testing.assert_close(value, before[key], msg=key)
 
@@ -131,7 +130,7 @@ def test_strict_loading_names_the_keys_of_another_architecture(tmp_path):
     }
     path = _save_state(torchvision_resnet, tmp_path / "resnet.pth")
     with pytest.raises(CheckpointMismatchError) as error:
-        load_weights(model, path)
+        SafeDetectionCheckpointer(model, strict=True).load(path)
     message = str(error.value)
     assert "12 checkpoint key(s) the model does not have" in message and "and 7 more" in message
     assert "model key(s) missing from the checkpoint" in message
@@ -171,7 +170,7 @@ def test_lazy_predictor_and_eval_only_refuse_wrong_weights(tmp_path):
     cfg.model.heads.num_classes = 3
     # the class heads do not fit: refused as weights that leave them untrained, the mismatch named
     with pytest.raises(UntrainedModelError, match=r"nine\.pth holds no weights .*nine\.pth.*another shape"):
-        LazyConfigPredictor(cfg, path, device="cpu")
+        Predictor(cfg, path, device="cpu")
     import train_net
 
     cfg.train.init_checkpoint = path
@@ -181,13 +180,13 @@ def test_lazy_predictor_and_eval_only_refuse_wrong_weights(tmp_path):
 
 
 def test_default_predictor_loads_through_the_safe_loader(tmp_path):
-    from sparse_detr.engine import StrictDefaultPredictor
+    from sparse_detr.engine.predictor import Predictor
 
     cfg = tiny_yacs_config()
     path, marker = _evil_pickle(tmp_path)
     cfg.MODEL.WEIGHTS = str(path)
     with pytest.raises(UnsafeCheckpointError, match="evil.pkl"):
-        StrictDefaultPredictor(cfg)
+        Predictor(cfg)
     assert not marker.exists()
     assert os.path.getsize(path) > 0
 
@@ -198,11 +197,11 @@ def test_strict_loading_refuses_nan_weights(tmp_path):
     state["bias"] = torch.tensor([0.0, float("nan")])
     path = _save_state({"model": state}, tmp_path / "nan.pth")
     with pytest.raises(CheckpointMismatchError, match=r"nan\.pth.*1 tensor\(s\) hold NaN/inf values: bias"):
-        load_weights(model, path)
+        SafeDetectionCheckpointer(model, strict=True).load(path)
 
 
 def test_official_converter_names_an_empty_file(tmp_path):
-    from sparse_detr.checkpoint import load_official_checkpoint
+    from sparse_detr.checkpoint.convert import load_official_checkpoint
 
     (tmp_path / "official.pth").write_bytes(b"")
     with pytest.raises(ValueError, match=r"official\.pth.*empty"):
@@ -211,7 +210,7 @@ def test_official_converter_names_an_empty_file(tmp_path):
 
 def test_a_directory_given_as_weights_is_named(tmp_path):
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
-        load_weights(nn.Linear(3, 2), str(tmp_path))
+        SafeDetectionCheckpointer(nn.Linear(3, 2), strict=True).load(str(tmp_path))
 
 
 def test_a_checkpoint_of_a_ddp_wrapped_model_loads_strictly(tmp_path):
@@ -220,5 +219,5 @@ def test_a_checkpoint_of_a_ddp_wrapped_model_loads_strictly(tmp_path):
         {"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "ddp.pth"
     )
     model = nn.Linear(3, 2)
-    load_weights(model, path)
+    SafeDetectionCheckpointer(model, strict=True).load(path)
     torch.testing.assert_close(model.weight, source.weight)

@@ -18,15 +18,9 @@ import torch
 from detectron2.config import instantiate
 from official_args import SPARSE_ARGS
 
-from sparse_detr.checkpoint import (
-    CheckpointMismatch,
-    UnknownOfficialKeys,
-    UnsupportedOfficialArgs,
-    convert_official_state_dict,
-    load_converted_weights,
-    map_official_key,
-    official_model_config,
-)
+from sparse_detr.checkpoint.key_map import UnknownOfficialKeys, convert_official_state_dict, map_official_key
+from sparse_detr.checkpoint.official_config import UnsupportedOfficialArgs, official_model_config
+from sparse_detr.engine.checkpoint import CheckpointMismatchError, refuse_unfit_state_dict
 from sparse_detr.modeling.backbone import SwinBackbone
 
 WINDOW = 7
@@ -36,6 +30,12 @@ SWIN_T_ARGS = {
     "backbone_from_scratch": False,
     "finetune_early_layers": False,
 }
+
+
+def load_strictly(model: torch.nn.Module, state_dict: dict) -> None:
+    """Converted weights into ``model`` through the checkpointer's strict comparison (keys named)."""
+    refuse_unfit_state_dict(model, state_dict, "converted Swin weights")
+    model.load_state_dict(state_dict)
 
 
 def official_relative_position_index(window: int) -> torch.Tensor:
@@ -127,7 +127,7 @@ def test_official_swin_weights_reproduce_the_source_backbone(source, target):
     assert len(official) == len(source.state_dict()) + sum(
         k.endswith("relative_position_bias_table") for k in source.state_dict()
     )
-    load_converted_weights(
+    load_strictly(
         target, to_backbone_state(convert_official_state_dict(official, share_heads=False))
     )
     loaded = target.state_dict()
@@ -149,7 +149,7 @@ def official_patch_merging(x: torch.Tensor, norm: torch.nn.LayerNorm, reduction:
 
 def test_patch_merging_concatenates_neighbours_in_the_official_order(source, target):
     official = official_state_dict(source)
-    load_converted_weights(
+    load_strictly(
         target, to_backbone_state(convert_official_state_dict(official, share_heads=False))
     )
     merging = target.body.layers_2.downsample  # official layers.1.downsample (stride 8 -> 16)
@@ -174,8 +174,8 @@ def test_missing_unknown_and_inconsistent_swin_keys_are_named(source, target):
     missing = dict(official)
     del missing["backbone.0.body.layers.2.downsample.reduction.weight"]
     converted = to_backbone_state(convert_official_state_dict(missing, share_heads=False))
-    with pytest.raises(CheckpointMismatch, match=r"body\.layers_3\.downsample\.reduction\.weight"):
-        load_converted_weights(target, converted)
+    with pytest.raises(CheckpointMismatchError, match=r"body\.layers_3\.downsample\.reduction\.weight"):
+        load_strictly(target, converted)
 
     classifier = {**official, "backbone.0.body.norm.weight": torch.ones(768)}
     with pytest.raises(UnknownOfficialKeys, match=r"backbone\.0\.body\.norm\.weight"):
@@ -184,8 +184,8 @@ def test_missing_unknown_and_inconsistent_swin_keys_are_named(source, target):
     # a merging after the last stage (the official model has none) has no place in ours
     extra = {**official, "backbone.0.body.layers.3.downsample.reduction.weight": torch.zeros(1536, 3072)}
     converted = to_backbone_state(convert_official_state_dict(extra, share_heads=False))
-    with pytest.raises(CheckpointMismatch, match=r"body\.layers_4\.downsample\.reduction\.weight"):
-        load_converted_weights(target, converted)
+    with pytest.raises(CheckpointMismatchError, match=r"body\.layers_4\.downsample\.reduction\.weight"):
+        load_strictly(target, converted)
 
     key = "backbone.0.body.layers.1.blocks.0.attn.relative_position_index"
     for bad in (official[key].t().flip(0), official_relative_position_index(WINDOW + 1)[:49, :49]):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from project_scripts import load_script
 
-from sparse_detr.engine import load_weights
+from sparse_detr.engine import SafeDetectionCheckpointer
 
 convert_official = load_script("convert_official")
 
@@ -51,4 +51,4 @@ def test_convert_official_names_a_truncated_file(truncated, fraction, tmp_path):
 def test_the_training_loader_names_a_truncated_file(truncated, fraction):
     path = truncated(fraction)
     with pytest.raises((ValueError, pickle.UnpicklingError), match=_refusal(path)):
-        load_weights(torch.nn.Linear(2, 2), str(path))
+        SafeDetectionCheckpointer(torch.nn.Linear(2, 2), strict=True).load(str(path))

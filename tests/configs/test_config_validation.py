@@ -52,7 +52,6 @@ def test_override_values_of_the_right_kind_pass(cfg):
             "train.max_iter=10",
             "optimizer.lr=1",
             "train.output_dir=x",
-            "model.token_scorer.test_keep_ratio=0.2",
             "dataloader.train.mapper.augmentations.min_sizes=[64,80]",
             "train.init_checkpoint=/x.pth",
             "+train.note=3",

@@ -9,8 +9,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from sparse_detr.data import class_names, register_config_datasets
 from sparse_detr.data.annotation_checks import AnnotationError
+from sparse_detr.data.catalog import class_names, register_config_datasets
 
 TINY_CONFIG = "tests/configs/tiny_shapes.py"
 

@@ -7,13 +7,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from sparse_detr.data import (
-    DetrDatasetMapper,
-    RandomChoice,
-    UnreadableImageError,
-    build_detr_test_augmentations,
-    build_detr_train_augmentations,
-)
+from sparse_detr.data import DetrDatasetMapper, build_detr_test_augmentations, build_detr_train_augmentations
+from sparse_detr.data.augmentations import RandomChoice
+from sparse_detr.data.dataset_mapper import UnreadableImageError
 
 
 def _annotation(bbox, category_id=0, iscrowd=0):

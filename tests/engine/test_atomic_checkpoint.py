@@ -57,7 +57,7 @@ def test_temporary_files_of_killed_runs_are_removed(tmp_path):
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
-    from sparse_detr.engine import NonFiniteWeightsError
+    from sparse_detr.engine.checkpoint import NonFiniteWeightsError
 
     model = nn.Linear(3, 2)
     checkpointer = AtomicDetectionCheckpointer(model, str(tmp_path))
@@ -73,7 +73,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_max_to_keep_counts_the_files_of_earlier_runs(tmp_path):
-    from sparse_detr.engine import PersistentPeriodicCheckpointer
+    from sparse_detr.engine.checkpoint import PersistentPeriodicCheckpointer
 
     model = nn.Linear(3, 2)
     for restart in range(4):  # a job killed and resumed several times, 3 checkpoints per run
@@ -103,7 +103,7 @@ def test_max_to_keep_counts_the_files_of_earlier_runs(tmp_path):
     "settings, key", [({"period": 0}, "period"), ({"period": 5, "max_to_keep": 0}, "max_to_keep")]
 )
 def test_checkpoint_settings_are_validated(tmp_path, settings, key):
-    from sparse_detr.engine import PersistentPeriodicCheckpointer
+    from sparse_detr.engine.checkpoint import PersistentPeriodicCheckpointer
 
     with pytest.raises(ValueError, match=rf"train\.checkpointer\.{key}"):
         PersistentPeriodicCheckpointer(

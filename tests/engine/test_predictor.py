@@ -5,7 +5,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sparse_detr.data.synthetic import SHAPES_PRESETS, register_shapes_dataset
-from sparse_detr.engine.predictor import LazyConfigPredictor, UntrainedModelError
+from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.visualization import draw_prediction_grid
 
 TINY = "tests/configs/tiny_shapes.py"
@@ -13,26 +13,27 @@ TINY = "tests/configs/tiny_shapes.py"
 
 @pytest.fixture(scope="module")
 def predictor(stand_in_weights):
-    return LazyConfigPredictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu")
+    return Predictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu")
 
 
 def test_weights_that_leave_the_heads_untrained_are_refused(tmp_path, stand_in_weights):
     cfg = LazyConfig.load(TINY)
     with pytest.raises(UntrainedModelError, match="no weights given"):
-        LazyConfigPredictor(cfg, "", device="cpu")
+        Predictor(cfg, "", device="cpu")
     with pytest.raises(UntrainedModelError, match="backbone only"):
-        LazyConfigPredictor(cfg, "detectron2://ImageNetPretrained/torchvision/R-50.pkl", device="cpu")
+        Predictor(cfg, "detectron2://ImageNetPretrained/torchvision/R-50.pkl", device="cpu")
     # a checkpoint of the same model for another number of classes: the class heads cannot be loaded
     cfg_seven = LazyConfig.apply_overrides(LazyConfig.load(TINY), ["model.heads.num_classes=7"])
     seven = tmp_path / "seven_classes.pth"
     torch.save({"model": instantiate(cfg_seven.model).state_dict()}, seven)
     with pytest.raises(UntrainedModelError, match="seven_classes.pth holds no weights for the model's class"):
-        LazyConfigPredictor(cfg, str(seven), device="cpu")
+        Predictor(cfg, str(seven), device="cpu")
 
 
-def test_predictions_are_in_original_image_coordinates(predictor):
+def test_predictions_are_in_original_image_coordinates(predictor, stand_in_weights):
     image = np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)
-    instances = predictor(image, image_format="RGB")["instances"]
+    rgb_predictor = Predictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu", image_format="RGB")
+    instances = rgb_predictor(image)["instances"]
     assert instances.image_size == (60, 90)
     assert len(instances) == predictor.model.max_detections
     boxes = instances.pred_boxes.tensor
@@ -44,6 +45,27 @@ def test_predictions_are_in_original_image_coordinates(predictor):
     assert not torch.equal(swapped.scores, instances.scores)
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         predictor(image[:, :, 0])
+
+
+def test_a_model_zoo_name_and_a_yacs_config_build_the_same_predictor(tmp_path):
+    """The three kinds of config: a name, its LazyConfig and its yacs twin (weights from MODEL.WEIGHTS)."""
+    from sparse_detr import model_zoo
+
+    lazy = model_zoo.get_config("quickstart_shapes")
+    torch.manual_seed(0)
+    model = instantiate(lazy.model)
+    with torch.no_grad():
+        for head in model.heads.class_heads:
+            head.bias.uniform_(-4.0, 2.0)
+    weights = tmp_path / "quickstart.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    yacs = model_zoo.get_config("quickstart_shapes.yaml")
+    yacs.MODEL.WEIGHTS = str(weights)
+    image = np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    by_name = Predictor("quickstart_shapes", str(weights), device="cpu")(image)["instances"]
+    by_yacs = Predictor(yacs, device="cpu")(image)["instances"]
+    torch.testing.assert_close(by_yacs.scores, by_name.scores)
+    torch.testing.assert_close(by_yacs.pred_boxes.tensor, by_name.pred_boxes.tensor)
 
 
 def test_prediction_grid_tiles_the_dataset_images(predictor, tmp_path):
@@ -76,9 +98,9 @@ def test_unfit_arrays_are_refused_with_what_is_expected(predictor, image, messag
         predictor(image, name="photo.jpg")
 
 
-def test_unknown_image_format_is_refused(predictor):
+def test_unknown_image_format_is_refused(stand_in_weights):
     with pytest.raises(ValueError, match=r"image_format.*'YUV'"):
-        predictor(np.zeros((60, 90, 3), np.uint8), image_format="YUV")
+        Predictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu", image_format="YUV")
 
 
 def test_extreme_aspect_ratio_is_named(predictor):

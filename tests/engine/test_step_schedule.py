@@ -3,7 +3,7 @@ import torch
 from detectron2.config import instantiate
 from detectron2.solver import LRMultiplier
 
-from sparse_detr.engine import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
+from sparse_detr.engine.schedule import COCO_TRAIN2017_IMAGES, epoch_step_schedule, iterations_per_epoch
 
 
 def test_paper_schedule_in_iterations():

@@ -7,7 +7,8 @@ import torch
 from detectron2.engine import SimpleTrainer
 from torch import nn
 
-from sparse_detr.engine import ClippedAdamW, FiniteLossGuard, NonFiniteLossError
+from sparse_detr.engine import ClippedAdamW
+from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.modeling.training_rng import seed_for_trainer_iteration
 
 

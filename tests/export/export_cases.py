@@ -29,7 +29,7 @@ def random_image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
 def reference_detections(model, image: torch.Tensor, keep_ratio: float | None) -> dict[str, torch.Tensor]:
     """The Detectron2 model's Instances for ``image`` (at inference rho ``keep_ratio``) as tensors."""
     if keep_ratio is not None:
-        model.token_scorer.test_keep_ratio = keep_ratio
+        model.set_keep_ratio(keep_ratio)
     with torch.no_grad():
         instances = model([{"image": image}])[0]["instances"]
     return {

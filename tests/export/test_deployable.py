@@ -33,7 +33,7 @@ def test_eager_graph_equals_model(kwargs, keep_ratio, size):
 
 def test_default_keep_ratio_is_the_inference_rho():
     model = build_tiny_model(seed=1, scorer="dam", keep_ratio=0.1).eval()
-    model.token_scorer.test_keep_ratio = 0.4
+    model.set_keep_ratio(0.4)
     deployable = DeployableSparseDETR(model)
     assert deployable.default_keep_ratio.item() == pytest.approx(0.4)
     image = random_image((70, 90))

@@ -42,7 +42,7 @@ def _clipped_official(official: dict, height: int, width: int) -> dict:
 @pytest.fixture(scope="module", params=["grid_sample", "plugin"])
 def exported_fixture(request, official, tmp_path_factory):
     """(deform_attn, .onnx path) of the converted fixture, traced at another size than image 0's."""
-    from sparse_detr.checkpoint import OfficialCheckpoint, build_converted_model
+    from sparse_detr.checkpoint.convert import OfficialCheckpoint, build_converted_model
 
     model, _ = build_converted_model(OfficialCheckpoint(official["state_dict"], official["args"]))
     model.eval()

@@ -8,7 +8,8 @@ from fvcore.nn import FlopCountAnalysis
 from msda_reference import level_start_index_of
 
 from sparse_detr import _ext
-from sparse_detr.layers import MSDeformAttn, add_msda_flop_handle, msda_flop_count
+from sparse_detr.layers import MSDeformAttn
+from sparse_detr.layers.flops import add_msda_flop_handle, msda_flop_count
 
 requires_extension = pytest.mark.skipif(
     not _ext.extension_available(),

@@ -25,7 +25,7 @@ from detectron2.utils.file_io import PathManager
 
 import sparse_detr  # noqa: F401  (registers the handler)
 from sparse_detr import model_zoo
-from sparse_detr.checkpoint import COCO_CONTIGUOUS_CATEGORY_IDS
+from sparse_detr.checkpoint.official_config import COCO_CONTIGUOUS_CATEGORY_IDS
 from sparse_detr.model_zoo.official_weights import OfficialWeightsUnavailable, manual_download_path
 
 STEM = "sparse_detr_r50_10"

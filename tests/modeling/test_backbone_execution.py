@@ -8,7 +8,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import BasicStem, ResNet
 from tiny_sparse_detr import build_tiny_model, tiny_batch
 
-from sparse_detr.modeling.backbone import (
+from sparse_detr.modeling.backbone.frozen_bn import (
     AffineFrozenBatchNorm2d,
     FrozenBNFoldedConv2d,
     fold_frozen_batchnorm,

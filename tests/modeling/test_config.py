@@ -11,9 +11,10 @@ from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
-from sparse_detr.checkpoint import official_model_config
+from sparse_detr.checkpoint.official_config import official_model_config
 from sparse_detr.config import add_sparse_detr_config
-from sparse_detr.modeling import RandomScorer, SparseDETR
+from sparse_detr.modeling import SparseDETR
+from sparse_detr.modeling.scorers import RandomScorer
 
 BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "common" / "models" / "sparse_detr_r50.py"
 
@@ -33,10 +34,10 @@ def _small_yacs_cfg():
 def test_yacs_build_model_and_default_predictor():
     cfg = _small_yacs_cfg()
     cfg.MODEL.SPARSE_DETR.TOKEN_SCORER = "random"
-    cfg.MODEL.SPARSE_DETR.TEST_KEEP_RATIO = 0.5
+    cfg.MODEL.SPARSE_DETR.KEEP_RATIO = 0.5
     model = build_model(cfg)
     assert isinstance(model, SparseDETR) and isinstance(model.token_scorer, RandomScorer)
-    assert model.token_scorer.test_keep_ratio == 0.5 and model.heads.num_encoder_aux == 1
+    assert model.token_scorer.keep_ratio == 0.5 and model.heads.num_encoder_aux == 1
     predictor = DefaultPredictor(cfg)
     image = np.random.default_rng(0).integers(0, 255, (120, 150, 3), dtype=np.uint8)
     instances = predictor(image)["instances"]

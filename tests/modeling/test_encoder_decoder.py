@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from sparse_detr.modeling import DeformableDecoder, MultiScaleNeck, SparseDeformableEncoder
-from sparse_detr.modeling.encoder import SparseEncoderLayer
+from sparse_detr.modeling.decoder import DeformableDecoder
+from sparse_detr.modeling.encoder import SparseDeformableEncoder, SparseEncoderLayer
+from sparse_detr.modeling.neck import MultiScaleNeck
 from sparse_detr.modeling.position_encoding import mask_sine_embedding
 from sparse_detr.modeling.registry import SPARSE_ENCODER_REGISTRY
 from sparse_detr.modeling.tokens import encoder_reference_points, grid_proposals

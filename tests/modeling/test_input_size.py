@@ -11,7 +11,7 @@ from detectron2.config import LazyConfig
 from detectron2.config import instantiate as build
 from tiny_sparse_detr import build_tiny_model, tiny_model_config
 
-from sparse_detr.engine.predictor import LazyConfigPredictor
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.modeling.input_size import level_sizes, level_strides, minimum_image_side
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_the_predictors_name_the_image_and_its_size_after_resize(stand_in_weight
     cfg = LazyConfig.load(TINY)
     cfg.dataloader.test.mapper.augmentations.min_size = 64  # a 64-px test size
     cfg.dataloader.test.mapper.augmentations.max_size = 64
-    predictor = LazyConfigPredictor(cfg, stand_in_weights(TINY), "cpu")
+    predictor = Predictor(cfg, stand_in_weights(TINY), device="cpu")
     image = np.zeros((120, 100, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"'holiday\.png': 64x53 pixels .*at least 65 px"):
         predictor(image, name="'holiday.png'")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sparse_detr.modeling import detections_to_instances, top_detections
+from sparse_detr.modeling.postprocess import detections_to_instances, top_detections
 
 
 def test_top_detections_rank_all_query_class_pairs():

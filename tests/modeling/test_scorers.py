@@ -6,8 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sparse_detr.modeling import (
-    TOKEN_SCORER_REGISTRY,
+from sparse_detr.modeling import TOKEN_SCORER_REGISTRY
+from sparse_detr.modeling.meta_arch.graph import scorer_node
+from sparse_detr.modeling.scorers import (
     DAMScorer,
     ObjectnessScorer,
     RandomScorer,
@@ -15,7 +16,6 @@ from sparse_detr.modeling import (
     kept_token_counts,
     select_tokens,
 )
-from sparse_detr.modeling.meta_arch import scorer_node
 
 
 def test_kept_counts_use_the_float32_product_like_official():
@@ -112,10 +112,11 @@ def test_scorers_are_registered_and_configured_by_short_name():
     assert scorer_node(None) is None and scorer_node("") is None
 
 
-def test_test_time_ratio_applies_only_in_eval():
-    scorer = RandomScorer(keep_ratio=0.1, test_keep_ratio=0.6)
-    assert scorer.active_keep_ratio == 0.1
+def test_one_keep_ratio_in_training_and_eval():
+    scorer = RandomScorer(keep_ratio=0.1)
     scorer.eval()
-    assert scorer.active_keep_ratio == 0.6
-    with pytest.raises(ValueError, match="TEST_KEEP_RATIO"):
-        scorer.test_keep_ratio = 0.0
+    assert scorer.keep_ratio == 0.1 and not hasattr(scorer, "test_keep_ratio")
+    with pytest.raises(ValueError, match="KEEP_RATIO"):
+        scorer.keep_ratio = 0.0
+    with pytest.raises(ValueError, match="boolean"):
+        scorer.keep_ratio = True

@@ -150,25 +150,30 @@ def test_dynamic_keep_ratio_at_inference():
     images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
         counts_01 = model.predict(images.tensor, mask).num_kept
-        model.set_keep_ratio(0.1, test_keep_ratio=0.5)
+        model.set_keep_ratio(0.5)
         counts_05 = model.predict(images.tensor, mask).num_kept
-        model.set_keep_ratio(0.1, test_keep_ratio=1.0)
+        model.set_keep_ratio(1.0)
         dense = model.predict(images.tensor, mask)
     assert (counts_05 > counts_01).all()
     assert dense.selection is None and torch.equal(dense.num_kept, dense.tokens.valid_counts)
     model.train()
-    assert model.token_scorer.active_keep_ratio == 0.1
+    assert model.token_scorer.keep_ratio == 1.0  # one rho, in training and inference alike
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), True, "0.5", torch.tensor([0.1, 0.2])])
 def test_keep_ratio_outside_unit_interval_is_refused(bad):
     with pytest.raises(ValueError, match="KEEP_RATIO"):
         build_tiny_model(keep_ratio=bad)
     model = build_tiny_model()
     with pytest.raises(ValueError, match="KEEP_RATIO"):
         model.set_keep_ratio(bad)
-    with pytest.raises(ValueError, match="TEST_KEEP_RATIO"):
-        model.set_keep_ratio(0.1, test_keep_ratio=bad)
+
+
+def test_keep_ratio_tensors_are_read_without_their_graph():
+    model = build_tiny_model()
+    rho = torch.tensor(0.25, requires_grad=True)
+    model.set_keep_ratio(rho)
+    assert model.token_scorer.keep_ratio == 0.25 and isinstance(model.token_scorer.keep_ratio, float)
 
 
 def test_image_smaller_than_the_coarsest_stride_works():

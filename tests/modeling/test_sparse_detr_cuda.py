@@ -35,7 +35,7 @@ def _official_model_and_batch():
     from detectron2.structures import Boxes, Instances
     from torchvision.ops import box_convert
 
-    from sparse_detr.checkpoint import OfficialCheckpoint, build_converted_model
+    from sparse_detr.checkpoint.convert import OfficialCheckpoint, build_converted_model
 
     sys.path.insert(0, str(FIXTURE_DIR))
     try:

@@ -9,7 +9,8 @@ from detectron2.config import get_cfg, instantiate
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
-from sparse_detr.modeling.backbone import SwinBackbone, add_swin_config
+from sparse_detr.modeling.backbone import SwinBackbone
+from sparse_detr.modeling.backbone.swin import add_swin_config
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ def test_keep_ratio_tensor_equals_the_scorer_setting():
     model = build_tiny_model(seed=2, scorer="dam", keep_ratio=0.1).eval()
     images = torch.randn(1, 3, 80, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        model.token_scorer.test_keep_ratio = 0.4
+        model.set_keep_ratio(0.4)
         configured = model.predict(images)
-        model.token_scorer.test_keep_ratio = None
+        model.set_keep_ratio(0.1)
         given = model.predict(images, keep_ratio=torch.tensor(0.4))
         as_float = model.predict(images, keep_ratio=0.4)
         dense = model.predict(images, keep_ratio=1.0)

@@ -92,7 +92,7 @@ def tiny_yacs_config():
     10 queries, test images resized to 64 / 96 pixels."""
     from detectron2.config import get_cfg
 
-    from sparse_detr import add_sparse_detr_config
+    from sparse_detr.config import add_sparse_detr_config
 
     cfg = add_sparse_detr_config(get_cfg())
     cfg.merge_from_list(

@@ -14,7 +14,7 @@ from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.engine.predictor import UntrainedModelError
-from sparse_detr.model_zoo import load_config_with_overrides
+from sparse_detr.model_zoo.tool_configs import load_tool_config
 
 demo = load_script("demo")
 
@@ -63,7 +63,7 @@ def test_demo_draws_readable_images_and_names_the_unreadable_one(inputs, tmp_pat
     counts = dict(re.findall(line, log))
     assert sorted(counts) == ["first.png", "second.jpg"]
     # at threshold 0 every detection the model returns counts
-    max_detections = load_config_with_overrides(TINY_CONFIG, [], None, "cpu").model.max_detections
+    max_detections = load_tool_config(TINY_CONFIG, [], None, "cpu").model.max_detections
     assert {int(count) for count in counts.values()} == {max_detections}
 
 
@@ -131,7 +131,7 @@ INPUT: {MIN_SIZE_TEST: 64, MAX_SIZE_TEST: 96}
 def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(YACS_TINY)
-    cfg = load_config_with_overrides(str(config), [], None, "cpu")
+    cfg = load_tool_config(str(config), [], None, "cpu")
     with pytest.raises(UntrainedModelError, match="no weights given"):
         demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
     model = build_model(cfg)
@@ -143,7 +143,7 @@ def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     cfg.MODEL.WEIGHTS = str(weights)
     runner = demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
     assert isinstance(runner.predictor, DefaultPredictor)  # Detectron2's, loading strictly
-    assert runner.model.token_scorer.active_keep_ratio == 0.5
+    assert runner.model.token_scorer.keep_ratio == 0.5
     output = tmp_path / "out"
     assert (
         demo.main(

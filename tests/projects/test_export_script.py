@@ -10,7 +10,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from project_scripts import TINY_CONFIG, load_script
 
-from sparse_detr.model_zoo import build_model_from_config, load_config
+from sparse_detr.model_zoo.model_zoo import build_model_from_config
+from sparse_detr.model_zoo.tool_configs import load_tool_config
 
 export_script = load_script("export")
 
@@ -19,7 +20,7 @@ export_script = load_script("export")
 def tiny_weights(tmp_path_factory):
     """(model, checkpoint path) of the tiny shapes config with random weights."""
     torch.manual_seed(5)
-    model = build_model_from_config(load_config(TINY_CONFIG), "cpu")
+    model = build_model_from_config(load_tool_config(TINY_CONFIG), "cpu")
     directory = tmp_path_factory.mktemp("weights")
     DetectionCheckpointer(model, save_dir=str(directory)).save("tiny")
     return model, directory / "tiny.pth"
@@ -56,7 +57,7 @@ def test_onnx_export_of_a_lazy_config_runs_in_onnxruntime(tiny_weights, tmp_path
     boxes, scores, classes = session.run(
         None, {"image": image.numpy(), "keep_ratio": np.array(0.2, np.float32)}
     )
-    model.token_scorer.test_keep_ratio = 0.2
+    model.set_keep_ratio(0.2)
     with torch.no_grad():
         instances = model([{"image": image}])[0]["instances"]
     np.testing.assert_array_equal(classes, instances.pred_classes.numpy())
@@ -153,7 +154,7 @@ def test_export_says_how_to_open_what_it_wrote(export_format, deform_attn, neede
 def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights, tmp_path):
     import importlib.util
 
-    from sparse_detr import export_onnx
+    from sparse_detr.export import export_onnx
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -7,7 +7,7 @@ import pytest
 from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.config.validation import check_command_line_overrides
-from sparse_detr.model_zoo import load_config, load_config_with_overrides
+from sparse_detr.model_zoo.tool_configs import load_tool_config
 
 TOOLS = {
     "demo": (load_script("demo"), ["--input", "x.png", "--output", "o"]),
@@ -68,7 +68,7 @@ def test_an_unknown_override_key_is_named_with_the_available_keys(tool, tmp_path
 
 
 def test_the_tools_and_train_net_share_one_override_check():
-    cfg = load_config(TINY_CONFIG)
+    cfg = load_tool_config(TINY_CONFIG)
     usage = "x.py --config-file CONFIG [options]"
     for opts, error in [
         (["train.max_iters=3"], r"Unknown config key 'train\.max_iters'.*Keys under 'train'.*max_iter"),
@@ -85,8 +85,8 @@ def test_yacs_override_keys_are_named_with_the_available_keys(tmp_path):
     config.write_text("MODEL:\n  META_ARCHITECTURE: SparseDETR\n")
     unknown = r"'MODEL\.SPARSE_DETR\.NUM_CLASES'.*'MODEL\.SPARSE_DETR'.*NUM_CLASSES"
     with pytest.raises(KeyError, match=unknown):
-        load_config_with_overrides(str(config), ["MODEL.SPARSE_DETR.NUM_CLASES", "3"])
+        load_tool_config(str(config), ["MODEL.SPARSE_DETR.NUM_CLASES", "3"])
     with pytest.raises(ValueError, match="KEY VALUE pairs"):
-        load_config_with_overrides(str(config), ["MODEL.SPARSE_DETR.NUM_CLASSES"])
-    cfg = load_config_with_overrides(str(config), ["MODEL.SPARSE_DETR.NUM_CLASSES", "3"])
+        load_tool_config(str(config), ["MODEL.SPARSE_DETR.NUM_CLASSES"])
+    cfg = load_tool_config(str(config), ["MODEL.SPARSE_DETR.NUM_CLASSES", "3"])
     assert cfg.MODEL.SPARSE_DETR.NUM_CLASSES == 3

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
-from sparse_detr.data import class_names
-from sparse_detr.model_zoo import load_config_with_overrides
+from sparse_detr.data.catalog import class_names
+from sparse_detr.model_zoo.tool_configs import load_tool_config
 from sparse_detr.visualization import token_figure
 
 visualize = load_script("visualize_tokens")
@@ -65,7 +65,7 @@ def test_writes_a_png_for_the_dam_and_the_objectness_scorer_side_by_side(
 
 
 def test_token_view_matches_the_selection(image_path, stand_in_weights):
-    cfg = load_config_with_overrides(
+    cfg = load_tool_config(
         TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], stand_in_weights(TINY_CONFIG), "cpu"
     )
     predictor = apps.build_predictor(cfg)

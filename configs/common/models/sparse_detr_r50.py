@@ -11,7 +11,7 @@ and ``model.heads.num_classes`` by interpolation.
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
-from sparse_detr.modeling.backbone import fold_frozen_batchnorm
+from sparse_detr.modeling.backbone.frozen_bn import fold_frozen_batchnorm
 from sparse_detr.modeling.meta_arch import sparse_detr_graph
 
 model = sparse_detr_graph(

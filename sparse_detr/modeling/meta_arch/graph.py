@@ -20,7 +20,7 @@ from detectron2.config import instantiate
 from detectron2.modeling import build_backbone
 from omegaconf import DictConfig
 
-from ..backbone import fold_frozen_batchnorm
+from ..backbone.frozen_bn import fold_frozen_batchnorm
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..matcher import HungarianMatcher
@@ -59,7 +59,7 @@ DETECTRON2_SCORE_THRESHOLD_KEYS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.R
 
 
 def scorer_node(
-    name: str | None, *, keep_ratio: float = 0.1, test_keep_ratio: float | None = None
+    name: str | None, *, keep_ratio: float = 0.1
 ) -> DictConfig | None:
     """LazyCall of a registered token scorer (short name ``dam`` / ``objectness`` / ``random`` or class name).
 
@@ -72,7 +72,7 @@ def scorer_node(
     context = {"dim": "${..neck.hidden_dim}", "num_classes": "${..heads.num_classes}"}
     accepted = inspect.signature(scorer_cls.__init__).parameters
     kwargs = {key: value for key, value in context.items() if key in accepted}
-    return L(scorer_cls)(**kwargs, keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio)
+    return L(scorer_cls)(**kwargs, keep_ratio=keep_ratio)
 
 
 def sparse_detr_graph(
@@ -102,7 +102,6 @@ def sparse_detr_graph(
     aux_loss: bool = True,
     token_scorer: str | None = "dam",
     keep_ratio: float = 0.1,
-    test_keep_ratio: float | None = None,
     criterion_name: str = "SparseDETRCriterion",
     matcher_cost_class: float = 2.0,
     matcher_cost_bbox: float = 5.0,
@@ -141,8 +140,7 @@ def sparse_detr_graph(
         aux_loss: losses on every decoder layer.
         token_scorer: "dam", "objectness", "random" (see :func:`scorer_node`), or None / "" for the dense
             encoder.
-        keep_ratio: rho in (0, 1]; 1.0 = dense.
-        test_keep_ratio: rho at inference; None = ``keep_ratio``.
+        keep_ratio: rho in (0, 1], in training and inference; 1.0 = dense.
         criterion_name: a CRITERION_REGISTRY entry.
         matcher_focal_alpha: the matcher's focal alpha (None = ``focal_alpha``).
         size_divisibility: pad a batch to a multiple of this; 0 = to the largest image only, as the
@@ -180,7 +178,7 @@ def sparse_detr_graph(
         neck=L(MultiScaleNeck)(
             in_channels=list(in_channels), hidden_dim=hidden_dim, num_levels=num_feature_levels
         ),
-        token_scorer=scorer_node(token_scorer, keep_ratio=keep_ratio, test_keep_ratio=test_keep_ratio),
+        token_scorer=scorer_node(token_scorer, keep_ratio=keep_ratio),
         encoder=L(SPARSE_ENCODER_REGISTRY.get(encoder_name))(
             num_layers=enc_layers, num_points=enc_points, pre_norm=pre_norm, **attention
         ),
@@ -276,4 +274,4 @@ def components_from_yacs(cfg) -> dict:
         backbone = fold_frozen_batchnorm(backbone)
     graph = graph_from_yacs(cfg, backbone)
     graph._target_ = _keyword_arguments  # the components only: @configurable calls SparseDETR itself
-    return {**instantiate(graph), "weights_name": cfg.MODEL.WEIGHTS}
+    return instantiate(graph)

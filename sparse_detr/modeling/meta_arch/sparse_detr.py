@@ -16,6 +16,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
+from ...utils.keep_ratio import check_keep_ratio
 from ..analysis import token_statistics
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
@@ -25,9 +26,8 @@ from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
-from ..scorers import TokenScorer, TokenSelection, validate_keep_ratio
+from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
-from ..trained_heads import record_loaded_heads, refuse_untrained_heads
 from ..training_rng import seed_for_trainer_iteration
 from .graph import components_from_yacs
 
@@ -69,7 +69,6 @@ class SparseDETR(nn.Module):
         backbone_dtype: str = "float32",
         train_seed: int | None = None,
         report_token_statistics: bool = False,
-        weights_name: str = "",
     ):
         """
         Args:
@@ -102,9 +101,6 @@ class SparseDETR(nn.Module):
                 reproduces the uninterrupted one whichever trainer runs it (None: no seeding).
             report_token_statistics: eval outputs also carry ``"token_stats"`` per image (refined / valid
                 tokens, Corr), which ``TokenStatisticsEvaluator`` averages; not while tracing or compiling.
-            weights_name: the weights this model is meant to be loaded from (yacs ``MODEL.WEIGHTS``), only
-                to name them when inference refuses class heads that were not loaded
-                (:mod:`sparse_detr.modeling.trained_heads`).
         """
         super().__init__()
         self.backbone = backbone
@@ -144,9 +140,6 @@ class SparseDETR(nn.Module):
         )
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self._check_consistency()
-        self.weights_name = weights_name
-        self.untrained_heads: str | None = None  # set by record_loaded_heads after each load_state_dict
-        self.register_load_state_dict_post_hook(record_loaded_heads)
 
     def _check_consistency(self) -> None:
         """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
@@ -192,17 +185,20 @@ class SparseDETR(nn.Module):
         return (
             self.token_scorer is not None
             and self.encoder.num_layers > 0
-            and self.token_scorer.active_keep_ratio < 1.0
+            and self.token_scorer.keep_ratio < 1.0
         )
 
-    def set_keep_ratio(self, keep_ratio: float, test_keep_ratio: float | None = None) -> None:
-        """Change rho at run time: ``keep_ratio`` (training, and inference unless ``test_keep_ratio``)."""
+    def set_keep_ratio(self, keep_ratio: float) -> None:
+        """Change rho, the share of tokens the encoder refines, on the built model (training and inference).
+
+        Raises:
+            ValueError: ``keep_ratio`` outside (0, 1] (or not a number), or a model without token scorer.
+        """
         if self.token_scorer is None:
             raise ValueError(
                 "set_keep_ratio: this model has no token scorer (MODEL.SPARSE_DETR.TOKEN_SCORER is empty)"
             )
         self.token_scorer.keep_ratio = keep_ratio
-        self.token_scorer.test_keep_ratio = test_keep_ratio
 
     # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
@@ -214,7 +210,6 @@ class SparseDETR(nn.Module):
                 for result, stats in zip(results, token_statistics(outputs)):
                     result["token_stats"] = stats
             return results
-        self.untrained_heads = None  # trained from here on
         if self.train_seed is not None:
             seed_for_trainer_iteration(self.train_seed)
         images, padding_mask = self.preprocess_image(batched_inputs)
@@ -225,12 +220,7 @@ class SparseDETR(nn.Module):
     def inference(
         self, batched_inputs: list[dict], with_internals: bool = False
     ) -> tuple[list[dict], SparseDETROutput]:
-        """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output).
-
-        Raises:
-            UntrainedModelError: the weights loaded last left the class heads random (and no training since).
-        """
-        refuse_untrained_heads(self)
+        """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output)."""
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_internals=with_internals)
         return self.postprocess(outputs, batched_inputs, images.image_sizes), outputs
@@ -286,7 +276,7 @@ class SparseDETR(nn.Module):
             with_internals: also return :class:`NetworkInternals` (encoder sampling, memory, decoder inputs).
             keep_ratio: rho for this call, overriding the scorer's: a float, or a Float[] tensor (an exported
                 graph's input; the sparse path is then taken for every value, 1 included). None = the
-                scorer's :attr:`~TokenScorer.active_keep_ratio`. Ignored without scorer or encoder layers.
+                scorer's :attr:`~TokenScorer.keep_ratio`. Ignored without scorer or encoder layers.
         """
         if images.dim() != 4 or (
             padding_mask is not None and padding_mask.shape != (images.shape[0], *images.shape[-2:])
@@ -381,9 +371,9 @@ class SparseDETR(nn.Module):
         if self.token_scorer is None or self.encoder.num_layers == 0:
             return None
         if not isinstance(keep_ratio, Tensor):
-            rho = self.token_scorer.active_keep_ratio
+            rho = self.token_scorer.keep_ratio
             if keep_ratio is not None:
-                rho = validate_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
+                rho = check_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
             if rho >= 1.0:
                 return None
             keep_ratio = rho
