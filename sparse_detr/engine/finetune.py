@@ -6,7 +6,8 @@ the data, the number of classes and an epoch schedule computed from the dataset 
     from sparse_detr import model_zoo
     from sparse_detr.engine.finetune import coco_json_summary, finetune_schedule
 
-    _base = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep", trained=True)
+    _base = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep")
+    _base.train.init_checkpoint = "sparse_detr://official/sparse_detr_r50_10"
     model, dataloader, optimizer, train = _base.model, _base.dataloader, _base.optimizer, _base.train
     datasets = dict(coco_json=[dict(name="my_train", json_file="train.json", image_root="images/"), ...])
     dataloader.train.dataset.names, dataloader.test.dataset.names = "my_train", "my_val"

@@ -236,15 +236,18 @@ def test_the_documented_recipe_loads(tmp_path):
     }))
     recipe = recipe.replace("/data/my/train.json", str(annotations))
     offline_start = (
-        '_base = model_zoo.load_config("quickstart_shapes")\n'
+        '_base = model_zoo.get_config("quickstart_shapes")\n'
         '_base.train.init_checkpoint = "output/quickstart/model_final.pth"\n'
     )
-    official_start = '# _base = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep", trained=True)\n'
+    official_start = (
+        '# _base = model_zoo.get_config("sparse_detr_r50_rho0.1_50ep")\n'
+        '# _base.train.init_checkpoint = "sparse_detr://official/sparse_detr_r50_10"\n'
+    )
     assert offline_start in recipe and official_start in recipe
     # as printed (offline, from a local checkpoint), and with the official weights instead
     for text, checkpoint in (
         (recipe, "output/quickstart/model_final.pth"),
-        (recipe.replace(offline_start, "").replace(official_start, official_start[2:]),
+        (recipe.replace(offline_start, "").replace(official_start, official_start.replace("# ", "")),
          "sparse_detr://official/sparse_detr_r50_10"),
     ):
         config = tmp_path / "my_finetune.py"

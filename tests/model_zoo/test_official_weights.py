@@ -167,11 +167,9 @@ def test_download_convert_cache_then_offline_reuse(server, release_bytes, offici
     assert torch.equal(trained.heads.class_heads[0].weight, expected)
 
 
-def test_get_config_trained_points_at_the_official_weights():
-    cfg = model_zoo.get_config("sparse_detr_swint_rho0.3_50ep", trained=True)
-    assert cfg.train.init_checkpoint == "sparse_detr://official/sparse_detr_swint_30"
+def test_configs_without_official_weights_are_refused_by_name():
     with pytest.raises(ValueError, match="no official checkpoint was trained with 'quickstart_shapes'"):
-        model_zoo.get_config("quickstart_shapes", trained=True)
+        model_zoo.get("quickstart_shapes", trained=True)
 
 
 def test_truncated_download_is_removed_and_not_cached(server, release_bytes, tmp_path):
@@ -220,7 +218,7 @@ def test_offline_and_uncached_names_the_url_and_the_manual_path(server, release_
 def test_unknown_release_names_are_refused_with_the_list():
     with pytest.raises(ValueError, match="sparse_detr_r50_scrl_10"):
         PathManager.get_local_path("sparse_detr://official/sparse_detr_r50_60")
-    url = model_zoo.official_checkpoint_url("sparse_detr_r50_rho0.2_50ep")
+    url = model_zoo.get_checkpoint_url("sparse_detr_r50_rho0.2_50ep")
     assert url.endswith("/sparse_detr_r50_20.pth")
 
 

@@ -1,5 +1,5 @@
 """The yacs twins of the model-zoo configs (configs/yacs/*.yaml): the same models as their LazyConfigs, found
-by model_zoo.get_config_file; the README's DefaultPredictor snippet runs as printed on a CPU machine."""
+by model_zoo.get_config; the README's DefaultPredictor snippet runs as printed on a CPU machine."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from sparse_detr import model_zoo
+from sparse_detr.model_zoo.model_zoo import find_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 YACS_NAMES = [name for name in model_zoo.list_configs() if name.startswith("yacs/")]
@@ -29,13 +30,12 @@ def _twin(yacs_name: str) -> str:
 def test_every_lazy_config_has_a_yacs_twin_found_by_name():
     lazy_names = [name for name in model_zoo.list_configs() if "/" not in name]
     assert sorted(_twin(name) for name in YACS_NAMES) == lazy_names
-    path = model_zoo.get_config_file("sparse_detr_r50_rho0.2_50ep.yaml")
+    path = find_config_file("sparse_detr_r50_rho0.2_50ep.yaml")
     assert path == str(ROOT / "configs/yacs/sparse_detr_r50_rho0.2_50ep.yaml")
-    assert model_zoo.get_config_file("yacs/sparse_detr_r50_rho0.2_50ep.yaml") == path
-    assert model_zoo.get_config_file("sparse_detr_r50_rho0.2_50ep").endswith(".py")  # the LazyConfig
-    cfg = model_zoo.get_config("sparse_detr_r50_rho0.2_50ep.yaml", trained=True)
+    assert find_config_file("yacs/sparse_detr_r50_rho0.2_50ep.yaml") == path
+    assert find_config_file("sparse_detr_r50_rho0.2_50ep").endswith(".py")  # the LazyConfig
+    cfg = model_zoo.get_config("sparse_detr_r50_rho0.2_50ep.yaml")
     assert isinstance(cfg, CfgNode) and pytest.approx(0.2) == cfg.MODEL.SPARSE_DETR.KEEP_RATIO
-    assert cfg.MODEL.WEIGHTS == "sparse_detr://official/sparse_detr_r50_20"
     assert not any("Base-" in name for name in model_zoo.list_configs())
 
 

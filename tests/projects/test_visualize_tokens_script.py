@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import apps
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -10,6 +9,7 @@ from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.data.catalog import class_names
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.model_zoo.tool_configs import load_tool_config
 from sparse_detr.visualization import token_figure
 
@@ -68,9 +68,9 @@ def test_token_view_matches_the_selection(image_path, stand_in_weights):
     cfg = load_tool_config(
         TINY_CONFIG, ["model.token_scorer.keep_ratio=0.25"], stand_in_weights(TINY_CONFIG), "cpu"
     )
-    predictor = apps.build_predictor(cfg)
+    predictor = Predictor(cfg)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
-    model_input = apps.prepare_input(predictor, image)
+    model_input = predictor.model_input(image)
     view = token_figure.analyze_image(predictor.model, model_input)
     assert len(view.refined) == len(view.attention) == 4
     num_valid = sum(level.size for level in view.refined)
