@@ -179,6 +179,16 @@ def test_lazyconfig_train_net_eval_only_reports_detections_and_tokens(own_data, 
 
 
 
+def test_detectron2_analyze_model_counts_the_flops_of_the_finetune_recipe(own_data, tmp_path):
+    """FLOP counting needs no trained heads: the recipe's start checkpoint has 5 classes, the model 3."""
+    root, config, env = own_data
+    output = _run(DETECTRON2_TOOLS / "analyze_model.py", config, env, "--tasks", "flop", "--num-inputs", "1",
+                  f"train.output_dir={tmp_path}")
+    assert "UntrainedModelError" not in output
+    total = float(re.search(r"Total GFlops: ([0-9.]+)", output).group(1))
+    assert total > 0
+
+
 # ---------------------------------------------------------------------------------------------- FLOPs
 def _tiny_eval_model_and_input():
     cfg = LazyConfig.load(str(TINY_CONFIG))
