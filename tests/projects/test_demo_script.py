@@ -8,12 +8,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from PIL import Image
 from project_scripts import TINY_CONFIG, load_script
 
-from sparse_detr.engine.predictor import UntrainedModelError
+from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.model_zoo.tool_configs import load_tool_config
 
 demo = load_script("demo")
@@ -128,7 +127,7 @@ INPUT: {MIN_SIZE_TEST: 64, MAX_SIZE_TEST: 96}
 """
 
 
-def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
+def test_demo_runs_a_yacs_config_through_the_predictor(inputs, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(YACS_TINY)
     cfg = load_tool_config(str(config), [], None, "cpu")
@@ -142,7 +141,7 @@ def test_demo_runs_a_yacs_config_through_default_predictor(inputs, tmp_path):
     torch.save({"model": model.state_dict()}, weights)
     cfg.MODEL.WEIGHTS = str(weights)
     runner = demo.Demo(cfg, confidence_threshold=0.0, rho=0.5, label="tiny")
-    assert isinstance(runner.predictor, DefaultPredictor)  # Detectron2's, loading strictly
+    assert isinstance(runner.predictor, Predictor)  # the project's, loading strictly
     assert runner.model.token_scorer.keep_ratio == 0.5
     output = tmp_path / "out"
     assert (
