@@ -40,9 +40,9 @@ from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
+from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
 from sparse_detr.config.arguments import keep_ratio, positive_int
 from sparse_detr.data.catalog import category_ids, class_names
-from sparse_detr.engine.checkpoint import CheckpointMismatchError
 from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.export import (
     DEFORM_ATTN_IMPLS,

@@ -12,11 +12,11 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..engine.checkpoint import refuse_unfit_state_dict
 from ..utils.safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
 from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
 from .official_config import COCO_CONTIGUOUS_CATEGORY_IDS, _as_dict, official_model_config
+from .safe_loading import refuse_unfit_state_dict
 
 __all__ = ["convert_official_checkpoint"]
 

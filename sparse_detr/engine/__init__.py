@@ -1,7 +1,8 @@
 """The predictor, the safe strict checkpointer (the one weights loader), and training helpers (the clipped
 optimizer and its param groups, atomic checkpoints)."""
 
-from .checkpoint import AtomicDetectionCheckpointer, CheckpointMismatchError, SafeDetectionCheckpointer
+from ..checkpoint.safe_loading import CheckpointMismatchError, SafeDetectionCheckpointer
+from .checkpoint import AtomicDetectionCheckpointer
 from .optim import ClippedAdamW, detr_param_groups
 from .predictor import Predictor, UntrainedModelError
 

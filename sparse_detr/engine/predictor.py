@@ -17,9 +17,9 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from omegaconf import OmegaConf
 
+from ..checkpoint.safe_loading import CheckpointMismatchError, SafeDetectionCheckpointer
 from ..data.augmentations import apply_augmentations, build_detr_test_augmentations
 from ..utils.input_checks import check_image_array, check_input_format
-from .checkpoint import CheckpointMismatchError, SafeDetectionCheckpointer
 
 __all__ = ["Predictor", "UntrainedModelError", "load_detector_weights"]
 

@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from omegaconf import DictConfig
 
+from ..checkpoint.safe_loading import SafeDetectionCheckpointer
 from .official_weights import OFFICIAL_PREFIX, OFFICIAL_RELEASES, official_release_url
 
 __all__ = ["get", "get_checkpoint_url", "get_config", "list_configs"]
@@ -133,12 +134,10 @@ def get(config_path: str, trained: bool = False, device: str | None = None) -> t
     """
     if not trained:
         return build_model_from_config(get_config(config_path), device)
-    from sparse_detr.engine.predictor import load_detector_weights
-
     weights = OFFICIAL_PREFIX + _official_stem_or_refuse(config_path)
     converted = Path(PathManager.get_local_path(weights)).with_name("config.yaml")
     model = build_model_from_config(LazyConfig.load(str(converted)), device)
-    load_detector_weights(model, weights)
+    SafeDetectionCheckpointer(model, strict=True).load(weights)
     return model
 
 

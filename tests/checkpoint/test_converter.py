@@ -21,7 +21,7 @@ from sparse_detr.checkpoint.official_config import (
     UnsupportedOfficialArgs,
     official_model_config,
 )
-from sparse_detr.engine.checkpoint import CheckpointMismatchError
+from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
 
 
 class ArbitraryObject:

@@ -16,8 +16,8 @@ from detectron2.utils.visualizer import Visualizer
 from tiny_sparse_detr import build_tiny_model, tiny_batch
 
 from sparse_detr import model_zoo
+from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
 from sparse_detr.config import add_sparse_detr_config
-from sparse_detr.engine.checkpoint import CheckpointMismatchError
 from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.model_zoo.model_zoo import find_config_file
 

@@ -3,7 +3,8 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.evaluation import inference_on_dataset
 
-from sparse_detr.evaluation import TokenStatisticsEvaluator, token_statistics
+from sparse_detr.evaluation import TokenStatisticsEvaluator
+from sparse_detr.evaluation.token_statistics import token_statistics
 from sparse_detr.modeling.dam import decoder_attention_map
 
 
