@@ -67,9 +67,10 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
     """
     usage = f"{Path(__file__).name} --config-file CONFIG [options]"
     cfg = load_tool_config(config_file, opts, weights, device, usage)
+    weights = cfg.MODEL.WEIGHTS if isinstance(cfg, CfgNode) else cfg.train.init_checkpoint
     start = time.perf_counter()
     model = Predictor(cfg, device=device).model
-    logger.info("built the model and loaded its weights in %.1f s", time.perf_counter() - start)
+    logger.info("built the model and loaded %s in %.1f s", weights, time.perf_counter() - start)
     return model, cfg
 
 
