@@ -21,7 +21,7 @@ from ..checkpoint.safe_loading import CheckpointMismatchError, SafeDetectionChec
 from ..data.augmentations import apply_augmentations, build_detr_test_augmentations
 from ..utils.input_checks import check_image_array, check_input_format
 
-__all__ = ["Predictor", "UntrainedModelError", "load_detector_weights"]
+__all__ = ["Predictor", "UntrainedModelError"]
 
 HOW_TO_GET_WEIGHTS = (
     "Give trained weights: an official COCO model by name (sparse_detr://official/sparse_detr_r50_10, "
@@ -52,7 +52,7 @@ def _refuse_missing_weights(weights: str) -> None:
         )
 
 
-def load_detector_weights(model: torch.nn.Module, weights: str) -> None:
+def _load_detector_weights(model: torch.nn.Module, weights: str) -> None:
     """Load ``weights`` into ``model`` strictly, refusing weights that cannot make it a detector.
 
     Raises:
@@ -146,7 +146,7 @@ class Predictor:
                 augmentations = instantiate(resize)
         self.model.report_token_statistics = False  # an application's detections only
         self.model.eval()
-        load_detector_weights(self.model, weights)
+        _load_detector_weights(self.model, weights)
         self.augmentations = T.AugmentationList(augmentations)
 
     def model_input(self, image: np.ndarray, name: str = "image") -> dict:
