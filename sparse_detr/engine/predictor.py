@@ -81,7 +81,6 @@ class LazyConfigPredictor:
     def __init__(self, cfg, weights: str, device: str | None = None):
         refuse_missing_weights(weights)  # before the model is built
         self.model = instantiate(cfg.model)
-        self.model.report_token_statistics = False  # an application's detections only
         self.model.to(device or cfg.train.device).eval()
         load_detector_weights(self.model, weights)
         self.augmentations = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
