@@ -108,3 +108,42 @@ def test_a_guard_without_its_hook_refuses_to_train_unchecked():
     trainer = SimpleTrainer(guard, _endless(torch.ones(2, 4)), torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(RuntimeError, match=r"register guard\.hook\(\)"):
         trainer.train(0, 2)
+
+
+def _train_two_ranks(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    weight = nn.Parameter(torch.ones(()))
+
+    def model(iteration):  # rank 1 diverges at iteration 2
+        diverged = rank == 1 and iteration >= 2
+        return {"loss_ok": weight * 1.0, "loss_nan": weight * (math.nan if diverged else 1.0)}
+
+    guard = FiniteLossGuard(model)
+    trainer = SimpleTrainer(guard, iter(range(10)), torch.optim.SGD([weight], lr=0.1))
+    trainer.register_hooks([guard.hook()])
+    try:
+        trainer.train(0, 5)
+        results[rank] = "trained on"
+    except NonFiniteLossError as error:
+        results[rank] = (str(error), error.iteration, float(weight.detach()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_before_the_step():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_train_two_ranks, args=(port, results), nprocs=2)
+    for rank in (0, 1):
+        message, iteration, weight = results[rank]
+        assert iteration == 2 and "loss_nan (rank 1: loss_nan=nan)" in message
+        assert weight == pytest.approx(1.0 - 2 * 0.1 * 2)  # two steps taken, the third stopped

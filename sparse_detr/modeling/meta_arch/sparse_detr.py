@@ -265,14 +265,6 @@ class SparseDETR(nn.Module):
                 graph's input; the sparse path is then taken for every value, 1 included). None = the
                 scorer's :attr:`~TokenScorer.active_keep_ratio`. Ignored without scorer or encoder layers.
         """
-        if images.dim() != 4 or (
-            padding_mask is not None and padding_mask.shape != (images.shape[0], *images.shape[-2:])
-        ):
-            shape = None if padding_mask is None else tuple(padding_mask.shape)
-            raise ValueError(
-                f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W] or None; got "
-                f"{tuple(images.shape)} and {shape}"
-            )
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
