@@ -191,8 +191,7 @@ def _tiny_eval_model_and_input():
 
 
 def _benchmark_msda_flops(model, inputs) -> float:
-    sys.path.insert(0, str(ROOT / "tests/projects"))
-    from project_scripts import load_script
+    from tests.helpers.project_scripts import load_script
 
     benchmark = load_script("benchmark", folder="benchmarks")
     return benchmark.official_flop_analysis(model, inputs).by_operator()["ms_deform_attn"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from tiny_sparse_detr import build_tiny_model
 from torch import nn
 
 from sparse_detr.checkpoint import load_official_checkpoint
@@ -24,6 +23,7 @@ from sparse_detr.engine import (
     load_weights,
 )
 from sparse_detr.utils.zip_integrity import CorruptedCheckpointError
+from tests.helpers.tiny_sparse_detr import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

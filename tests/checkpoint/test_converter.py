@@ -8,7 +8,6 @@ import collections
 import pytest
 import torch
 from detectron2.config import instantiate
-from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint import (
     COCO_CONTIGUOUS_CATEGORY_IDS,
@@ -22,6 +21,7 @@ from sparse_detr.checkpoint import (
     map_official_key,
     official_model_config,
 )
+from tests.helpers.official_args import SPARSE_ARGS
 
 
 class ArbitraryObject:

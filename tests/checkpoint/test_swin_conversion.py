@@ -16,7 +16,6 @@ import re
 import pytest
 import torch
 from detectron2.config import instantiate
-from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint import (
     CheckpointMismatch,
@@ -28,6 +27,7 @@ from sparse_detr.checkpoint import (
     official_model_config,
 )
 from sparse_detr.modeling.backbone import SwinBackbone
+from tests.helpers.official_args import SPARSE_ARGS
 
 WINDOW = 7
 SWIN_T_ARGS = {

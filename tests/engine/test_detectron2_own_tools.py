@@ -14,11 +14,11 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
-from tiny_sparse_detr import build_tiny_model, tiny_batch
 
 from sparse_detr import add_sparse_detr_config, model_zoo
 from sparse_detr.config.validation import validate_config
 from sparse_detr.modeling.trained_heads import UntrainedModelError
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs/quickstart_shapes.py")

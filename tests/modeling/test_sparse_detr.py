@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_sparse_detr import NUM_CLASSES, build_tiny_model, tiny_batch
+
+from tests.helpers.tiny_sparse_detr import NUM_CLASSES, build_tiny_model, tiny_batch
 
 
 def _train_step(model, batch):
@@ -205,7 +206,8 @@ def test_bad_inputs_are_reported():
 def test_the_graph_ties_what_must_agree():
     """Depths, widths and class counts are written once; what cannot be tied is refused by name."""
     from detectron2.config import instantiate
-    from tiny_sparse_detr import tiny_model_config
+
+    from tests.helpers.tiny_sparse_detr import tiny_model_config
 
     cfg = tiny_model_config(scorer="objectness")
     cfg.decoder.num_layers, cfg.encoder.num_layers, cfg.heads.num_classes, cfg.neck.hidden_dim = 3, 4, 7, 64

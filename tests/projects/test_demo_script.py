@@ -11,10 +11,10 @@ import torch
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from PIL import Image
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.engine.predictor import UntrainedModelError
 from sparse_detr.model_zoo import load_config_with_overrides
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 demo = load_script("demo")
 

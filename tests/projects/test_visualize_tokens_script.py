@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import apps
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.data import class_names
 from sparse_detr.model_zoo import load_config_with_overrides
 from sparse_detr.visualization import token_figure
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 visualize = load_script("visualize_tokens")
+apps = load_script("apps")
 
 
 @pytest.fixture
