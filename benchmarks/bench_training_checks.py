@@ -187,7 +187,8 @@ def main() -> None:
         off, on = counts["off"][site], counts["on"][site]
         print(f"  off {off:4d}  on {on:4d}  {site}")
     total_off, total_on = sum(counts["off"].values()), sum(counts["on"].values())
-    print(f"  total: off {total_off}, on {total_on}; added by the checks in these 2 steps: {total_on - total_off}")
+    added = total_on - total_off
+    print(f"  total: off {total_off}, on {total_on}; added by the checks in these 2 steps: {added}")
     if args.syncs_only:
         return
 
