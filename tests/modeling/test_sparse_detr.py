@@ -195,10 +195,7 @@ def test_image_smaller_than_the_coarsest_stride_works():
 
 
 def test_bad_inputs_are_reported():
-    model = build_tiny_model().eval()
-    with pytest.raises(ValueError, match="padding_mask"):
-        model.predict(torch.zeros(1, 3, 32, 32), torch.zeros(1, 16, 16, dtype=torch.bool))
-    model.train()
+    model = build_tiny_model().train()
     with pytest.raises(ValueError, match="instances"):
         model(tiny_batch(with_targets=False))
 
