@@ -54,7 +54,9 @@ CONFIG = ROOT / "configs/quickstart_shapes.py"
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"}
 PATCHED_METHODS = ("tolist", "numpy", "cpu")
 # frames of the counting itself (the dispatch mode, torch's wrappers around it)
-DISPATCH_MACHINERY = ("_python_dispatch.py", "_compile.py", "_contextlib.py", "bench_training_checks.py")
+DISPATCH_MACHINERY = (
+    "_python_dispatch.py", "_compile.py", "_contextlib.py", "eval_frame.py", "bench_training_checks.py"
+)
 OWN_CODE = (f"{os.sep}sparse_detr{os.sep}", f"{os.sep}detectron2{os.sep}", "train_net.py")
 
 
@@ -91,16 +93,15 @@ def build_trainer(cfg, initial_model, batch, checks: bool) -> SimpleTrainer:
 def _caller() -> str:
     """``path:line function`` of the innermost frame in the project, Detectron2 or train_net.py (and the
     torch module it called into, if the read happens there)."""
-    stack = [f for f in traceback.extract_stack()[:-3] if not f.filename.endswith(DISPATCH_MACHINERY)]
-    inner = ""
-    if f"{os.sep}torch{os.sep}" in stack[-1].filename:
-        inner = " [in torch/" + stack[-1].filename.rsplit(f"{os.sep}torch{os.sep}", 1)[1] + "]"
-    for frame in reversed(stack):
-        path = frame.filename
-        if any(part in path for part in OWN_CODE) and "bench_training_checks" not in path:
+    stack = [f for f in traceback.extract_stack() if not f.filename.endswith(DISPATCH_MACHINERY)]
+    for index in range(len(stack) - 1, -1, -1):
+        path = stack[index].filename
+        if any(part in path for part in OWN_CODE):
             path = path.split(f"site-packages{os.sep}")[-1].replace(str(ROOT) + os.sep, "")
-            return f"{Path(path).as_posix()}:{frame.lineno} {frame.name}{inner}"
-    return "(other)" + inner
+            inner = stack[index + 1].filename if index + 1 < len(stack) else ""
+            inner = f" [in torch/{inner.rsplit(f'{os.sep}torch{os.sep}', 1)[1]}]" if "torch" in inner else ""
+            return f"{Path(path).as_posix()}:{stack[index].lineno} {stack[index].name}{inner}"
+    return "(other)"
 
 
 class SyncCounter(TorchDispatchMode):
