@@ -6,7 +6,7 @@ ENV_STAMP := $(VENV)/.env-installed
 EXT_STAMP := $(VENV)/.extension-built
 EXT_SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test lint quickstart check-cuda check-gpu clean
+.PHONY: setup test test-fast lint quickstart check-cuda check-gpu clean
 
 ## setup: create .venv, install torch/Detectron2/deps/dev tools, build sparse_detr._C (idempotent)
 setup: $(EXT_STAMP)
@@ -27,6 +27,11 @@ lint: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests
+
+## test-fast: the inner loop: the suite without the slow tests (exports, wheel, training runs, subprocess
+## runs of the tools; see tests/conftest.py), a few minutes on 2 cores
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" -q
 
 ## quickstart: setup + synthetic data + train the quickstart model on CPU + evaluate + visualise
 quickstart: setup

@@ -59,6 +59,7 @@ from sparse_detr.engine.checkpoint import (
 )
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.engine.output_lock import OutputDirectoryLock
+from sparse_detr.engine.seeding import IterationSeeding
 
 logger = logging.getLogger("sparse_detr.train_net")
 
@@ -175,7 +176,8 @@ def do_train(args, cfg) -> dict:
         ddp_kwargs["device_ids"] = None  # DDP over CPU modules takes no device ids
     ddp_model = create_ddp_model(model, **ddp_kwargs)
     trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
-    trainer = trainer_class(FiniteLossGuard(ddp_model), None, optimizer)
+    guard = FiniteLossGuard(ddp_model)
+    trainer = trainer_class(guard, None, optimizer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
 
     final_results: dict = {}
@@ -185,12 +187,15 @@ def do_train(args, cfg) -> dict:
         final_results.update(do_test(cfg, model))
         return final_results
 
-    # gradient clipping (ClippedAdamW), per-iteration seeding (model.train_seed) and the token statistics
-    # (model.report_token_statistics) are in the optimizer and the model, as under any Detectron2 trainer
+    # gradient clipping is in the optimizer (ClippedAdamW), the token statistics in the evaluator, as under
+    # any Detectron2 trainer; the per-iteration seeding (exact resume) is this trainer's, and goes first
     is_main = comm.is_main_process()
+    seed = cfg.train.get("seed", -1)  # negative: not seeded, as Detectron2's default_setup
     trainer.register_hooks(
         [
+            IterationSeeding(seed) if seed >= 0 else None,
             hooks.IterationTimer(),
+            guard.hook(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             PersistentPeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if is_main else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),

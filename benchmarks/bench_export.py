@@ -61,7 +61,6 @@ def build_model(keep_ratio: float | None, tiny: bool):
     if tiny:
         cfg.model.encoder.num_layers = cfg.model.decoder.num_layers = 1
         cfg.model.query_init.num_queries = 30
-    cfg.model.report_token_statistics = False  # the detector alone, without the evaluation's statistics
     return instantiate(cfg.model).eval()
 
 

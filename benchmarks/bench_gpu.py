@@ -137,7 +137,6 @@ def build_model(config: Path, device: torch.device, small: bool):
         cfg.model.encoder.num_layers = cfg.model.decoder.num_layers = 1
         cfg.model.encoder.ffn_dim = cfg.model.decoder.ffn_dim = 64
         cfg.model.query_init.num_queries = 30
-    cfg.model.report_token_statistics = False  # the detector alone, without the evaluation's statistics
     torch.manual_seed(0)
     return build_model_from_config(cfg, device=str(device))
 

@@ -56,7 +56,6 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
     else:
         cfg.model.token_scorer.keep_ratio = keep_ratio
     cfg.model.backbone_dtype = backbone_dtype
-    cfg.model.report_token_statistics = False  # the detector alone, without the evaluation's statistics
     model = instantiate(cfg.model).eval()
     image = torch.randint(0, 256, (3, *IMAGE_SIZE), generator=torch.Generator().manual_seed(0)).float()
     inputs = [{"image": image}]

@@ -308,7 +308,6 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
     cfg = load_tool_config(path_or_name, args.opts, usage=USAGE)
     torch.manual_seed(0)
     model = build_model_from_config(cfg, device="cpu")
-    model.report_token_statistics = False  # the detector alone, without the evaluation's statistics
     label = config_label(path_or_name)
     if args.dataset:
         images = dataset_images(cfg, args.dataset, args.num_images)

@@ -11,6 +11,29 @@ from detectron2.utils.logger import setup_logger
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 REFERENCE_FILE = REFERENCE_DIR / "official_sparse_detr_fixture_a.pt"
+# `make test-fast` (pytest -m "not slow") leaves out the tests marked slow one by one and these, whole: the
+# exports, the project's command-line tools run end to end, the wheel and the installed-package runs, the
+# training runs and Detectron2's tools in subprocesses
+SLOW_PATHS = (
+    "export/",
+    "projects/test_benchmark_script.py",
+    "projects/test_demo_script.py",
+    "projects/test_export_script.py",
+    "projects/test_own_data_in_tools.py",
+    "projects/test_visualize_tokens_script.py",
+    "test_packaging.py",
+    "test_installed_package_first.py",
+    "test_train_net.py",
+    "test_detectron2_tools.py",
+    "tools/test_gpu_check.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        if Path(item.fspath).resolve().relative_to(tests).as_posix().startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
 
 
 def require_reference() -> None:

@@ -24,4 +24,5 @@ optimizer = L(ClippedAdamW)(
     weight_decay=1e-4,
     clip_max_norm=0.1,
     clip_norm_type=2.0,
+    log_period="${oc.select:train.log_period,20}",  # grad_norm read (a host sync) when the writers write
 )

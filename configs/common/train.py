@@ -1,6 +1,6 @@
 """Training settings (Detectron2's LazyConfig ``train`` node, read by ``train_net.py`` and by Detectron2's
-``tools/lazyconfig_train_net.py``; ``seed`` also seeds the model's per-iteration randomness and the sample
-order). Gradient clipping is in the optimizer (``configs/common/optim.py``)."""
+``tools/lazyconfig_train_net.py``; ``seed`` also seeds the sample order, and in ``train_net.py`` each
+iteration's randomness). Gradient clipping is in the optimizer (``configs/common/optim.py``)."""
 import torch
 
 train = dict(
@@ -13,5 +13,5 @@ train = dict(
     eval_period=5000,
     log_period=20,
     device="cuda" if torch.cuda.is_available() else "cpu",
-    seed=42,  # model init, sample order, augmentations and per-iteration RNG (exact resume)
+    seed=42,  # model init, sample order, augmentations; train_net.py: per-iteration RNG (exact resume)
 )

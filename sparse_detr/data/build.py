@@ -154,8 +154,8 @@ def build_resumable_train_loader(
         sampler=_IterationsFrom(start_iter),
         num_workers=num_workers,
         collate_fn=_as_list,
-        # a private generator: creating the iterator must not consume the global torch RNG, whose state at
-        # each training forward is set by the model (model.train_seed) and drives dropout
+        # a private generator: creating the iterator must not consume the global torch RNG, which drives
+        # dropout (seeded per iteration by train_net.py's IterationSeeding)
         generator=torch.Generator().manual_seed(seed),
     )
 

@@ -60,13 +60,15 @@ class ClippedAdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` that clips the gradient norm of all its parameters together before each step.
 
     With ``AMPTrainer`` the ``GradScaler`` unscales the gradients before it calls ``step()``, so the threshold
-    applies to the true gradients. Inside a Detectron2 trainer the norm before clipping is logged as
-    ``grad_norm``.
+    applies to the true gradients. The clipping itself never waits for the device; inside a Detectron2 trainer
+    the norm before clipping is read and logged as ``grad_norm`` every ``log_period`` iterations only (the
+    iterations whose metrics the writers record with ``train.log_period``).
 
     Args:
         params: parameters or parameter groups (e.g. :func:`detr_param_groups`).
         clip_max_norm: the maximum total norm (the paper's 0.1); None or 0 turns clipping off.
         clip_norm_type: the p of the p-norm.
+        log_period: log ``grad_norm`` at the iterations i with (i + 1) % log_period == 0.
         **adamw_kwargs: ``lr``, ``betas``, ``weight_decay``, ... of ``torch.optim.AdamW``.
     """
 
@@ -76,6 +78,7 @@ class ClippedAdamW(torch.optim.AdamW):
         *,
         clip_max_norm: float | None = 0.1,
         clip_norm_type: float = 2.0,
+        log_period: int = 20,
         **adamw_kwargs,
     ):
         if clip_max_norm is not None and not (math.isfinite(clip_max_norm) and clip_max_norm >= 0):
@@ -86,6 +89,7 @@ class ClippedAdamW(torch.optim.AdamW):
         super().__init__(params, **adamw_kwargs)
         self.clip_max_norm = clip_max_norm or None
         self.clip_norm_type = clip_norm_type
+        self.log_period = log_period
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         loss = None
@@ -95,7 +99,7 @@ class ClippedAdamW(torch.optim.AdamW):
         if self.clip_max_norm is not None:
             parameters = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
             total_norm = torch.nn.utils.clip_grad_norm_(parameters, self.clip_max_norm, self.clip_norm_type)
-            if has_event_storage():
+            if has_event_storage() and (get_event_storage().iter + 1) % self.log_period == 0:
                 get_event_storage().put_scalar("grad_norm", float(total_norm), smoothing_hint=True)
         super().step()
         return loss

@@ -144,7 +144,6 @@ class Predictor:
                 augmentations = build_detr_test_augmentations(**OFFICIAL_TEST_RESIZE)
             else:
                 augmentations = instantiate(resize)
-        self.model.report_token_statistics = False  # an application's detections only
         self.model.eval()
         _load_detector_weights(self.model, weights)
         self.augmentations = T.AugmentationList(augmentations)

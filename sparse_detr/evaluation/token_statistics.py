@@ -4,26 +4,72 @@
 heads, queries and points) that falls on the tokens the encoder refined. It is reported overall and per
 feature level, beside the mean number of refined and valid (non-padding) tokens per image.
 
-Detectron2's evaluators only see the model's outputs: a ``SparseDETR`` built with
-``report_token_statistics=True`` (the project's LazyConfigs) adds a ``"token_stats"`` entry per image to its
-eval outputs (:func:`~sparse_detr.modeling.analysis.token_statistics`), which
-:class:`TokenStatisticsEvaluator` averages. Any evaluation loop (``train_net.py``, Detectron2's
-``tools/lazyconfig_train_net.py``, ``inference_on_dataset``) reports them without wrapping the model.
+Detectron2's evaluators only see the model's outputs, and the model returns detections only. So between
+``reset()`` and ``evaluate()`` :class:`TokenStatisticsEvaluator` listens to the eval forwards of the Sparse
+DETR components (a module forward hook): the token scorer's selection and the decoder's sampling give
+:func:`~sparse_detr.modeling.analysis.token_statistics` per image. Any evaluation loop (``train_net.py``,
+Detectron2's ``tools/lazyconfig_train_net.py``, ``inference_on_dataset``) reports them without wrapping or
+configuring the model.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from torch import nn
 
 from ..modeling.analysis import token_statistics
+from ..modeling.decoder import DecoderOutput, DeformableDecoder
+from ..modeling.outputs import DecoderSampling, SparseDETROutput, TokenGeometry
+from ..modeling.scorers import TokenScorer
+from ..modeling.tokens import TokenBatch
+from ..utils.input_checks import tracing
 
 __all__ = ["TokenStatisticsEvaluator", "token_statistics"]
 
 logger = logging.getLogger(__name__)
+
+
+class _ForwardListener:
+    """Turns the eval forwards of token scorers and decoders into per-image token statistics.
+
+    A forward of the network runs the scorer (sparse encoders only) before the decoder; the decoder's call
+    closes the forward: its inputs carry the token layout, its output the sampling that makes the DAM.
+    """
+
+    def __init__(self, evaluator: TokenStatisticsEvaluator):
+        self._evaluator = weakref.ref(evaluator)  # a forgotten evaluator does not keep listening
+        self._selection = None
+        self._handle = nn.modules.module.register_module_forward_hook(self)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+    def __call__(self, module: nn.Module, args: tuple, output) -> None:
+        if module.training or not isinstance(module, (TokenScorer, DeformableDecoder)) or tracing():
+            return
+        evaluator = self._evaluator()
+        if evaluator is None:
+            self.remove()
+            return
+        if isinstance(module, TokenScorer):
+            self._selection = output
+            return
+        tokens = next((a for a in args if isinstance(a, TokenBatch)), None)
+        if tokens is None or not isinstance(output, DecoderOutput):
+            return
+        outputs = SparseDETROutput(
+            predictions={},
+            tokens=TokenGeometry.of(tokens),
+            decoder_sampling=DecoderSampling(output.sampling_locations, output.attention_weights),
+            selection=self._selection,
+        )
+        self._selection = None
+        evaluator._pending.extend(token_statistics(outputs))
 
 
 class TokenStatisticsEvaluator(DatasetEvaluator):
@@ -31,20 +77,32 @@ class TokenStatisticsEvaluator(DatasetEvaluator):
 
     ``evaluate()`` returns ``{"tokens": {"corr": ..., "corr_level0": ..., "refined_tokens": ...,
     "valid_tokens": ..., "refined_ratio": ...}}`` (Corr keys only for sparse models; means over images,
-    per-level means over the images whose level received attention).
+    per-level means over the images whose level received attention). The statistics are taken from the
+    eval forwards run between ``reset()`` and ``evaluate()`` (as ``inference_on_dataset`` calls them).
     """
 
     def __init__(self, distributed: bool = True):
         self._distributed = distributed
         self._stats: list[dict] = []
+        self._pending: list[dict] = []
+        self._listener: _ForwardListener | None = None
 
     def reset(self):
-        self._stats = []
+        self._stop_listening()
+        self._stats, self._pending = [], []
+        self._listener = _ForwardListener(self)
+
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.remove()
+            self._listener = None
 
     def process(self, inputs, outputs):
-        self._stats.extend(o["token_stats"] for o in outputs if "token_stats" in o)
+        self._stats.extend(self._pending)
+        self._pending = []
 
     def evaluate(self):
+        self._stop_listening()
         stats = self._stats
         if self._distributed:
             comm.synchronize()
@@ -53,9 +111,9 @@ class TokenStatisticsEvaluator(DatasetEvaluator):
                 return {}
         if not stats:
             logger.warning(
-                "TokenStatisticsEvaluator received no token statistics: the model's outputs carry no "
-                "'token_stats' (build SparseDETR with report_token_statistics=True, i.e. "
-                "model.report_token_statistics=True)"
+                "TokenStatisticsEvaluator received no token statistics: no Sparse DETR forward ran between "
+                "reset() and evaluate() (run the evaluation with inference_on_dataset, or call reset() "
+                "before the model's forwards)"
             )
             return {}
         keys = sorted({k for s in stats for k in s})

@@ -32,7 +32,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from .analysis import output_attention_map, output_correlation
 from .dam import dam_target
-from .matcher import HungarianMatcher, validate_targets
+from .matcher import HungarianMatcher
 from .outputs import SparseDETROutput
 from .registry import CRITERION_REGISTRY
 from .scorers import ScorerLossInputs
@@ -131,7 +131,6 @@ class SparseDETRCriterion(nn.Module):
         ``corr_mask_attn_map_dec_{level}`` (sparse models). Statistics are detached.
         """
         pred_logits = outputs.predictions["pred_logits"]
-        validate_targets(targets, pred_logits.shape[0], self.num_classes)
         num_boxes = self.num_boxes(targets, pred_logits.device)
         agnostic = self.two_stage_class_agnostic
         scorer_inputs = outputs.selection.loss_inputs if outputs.selection is not None else ScorerLossInputs()

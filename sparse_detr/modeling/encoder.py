@@ -57,7 +57,7 @@ class SparseEncoderLayer(nn.Module):
         num_levels: int,
         num_points: int,
         dropout: float,
-        pre_norm: bool = False,
+        pre_norm: bool,
     ):
         super().__init__()
         self.self_attn = MSDeformAttn(dim, num_levels, num_heads, num_points)
@@ -147,14 +147,14 @@ class SparseDeformableEncoder(DeformableLayerStack):
     def __init__(
         self,
         *,
-        num_layers: int = 6,
-        dim: int = 256,
-        ffn_dim: int = 1024,
-        num_heads: int = 8,
-        num_levels: int = 4,
-        num_points: int = 4,
-        dropout: float = 0.1,
-        pre_norm: bool = False,
+        num_layers: int,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        num_levels: int,
+        num_points: int,
+        dropout: float,
+        pre_norm: bool,
     ):
         super().__init__(
             num_layers=num_layers,

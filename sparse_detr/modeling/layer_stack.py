@@ -21,16 +21,17 @@ class DeformableLayerStack(nn.Module):
     def __init__(
         self,
         *,
-        num_layers: int = 6,
-        dim: int = 256,
-        ffn_dim: int = 1024,
-        num_heads: int = 8,
-        num_levels: int = 4,
-        num_points: int = 4,
-        dropout: float = 0.1,
+        num_layers: int,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        num_levels: int,
+        num_points: int,
+        dropout: float,
         layer_options: dict | None = None,
     ):
-        """
+        """The sizes have no defaults here: ``sparse_detr_graph`` holds them (the one table of defaults).
+
         Args:
             num_layers: depth of the stack; at least ``min_layers``.
             dim: the token width C.

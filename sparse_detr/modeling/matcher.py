@@ -16,49 +16,13 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-__all__ = ["HungarianMatcher", "validate_targets"]
+__all__ = ["HungarianMatcher"]
 
 # Added inside the logarithms of the focal cost, as in the official implementation, so that
 # probabilities of exactly 0 or 1 give a finite cost.
 _LOG_EPS = 1e-8
 # the matching cost given to NaN/inf entries (predictions of a diverged model)
 _NON_FINITE_COST = 1e6
-
-
-def validate_targets(
-    targets: list[dict[str, Tensor]], batch_size: int, num_classes: int | None = None
-) -> None:
-    """Raise ``ValueError`` naming the culprit unless ``targets`` fits a batch of ``batch_size`` images.
-
-    Each target must hold ``labels`` Long[n] (in ``[0, num_classes)`` when ``num_classes`` is given) and
-    ``boxes`` Float[n, 4] (normalised cxcywh); ``n`` may be 0.
-    """
-    if len(targets) != batch_size:
-        raise ValueError(f"targets: got {len(targets)} target dicts for a batch of {batch_size} images")
-    for i, target in enumerate(targets):
-        if "labels" not in target or "boxes" not in target:
-            raise ValueError(f"targets[{i}]: needs keys 'labels' and 'boxes', got {sorted(target)}")
-        labels, boxes = target["labels"], target["boxes"]
-        if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
-                f"targets[{i}]['labels']: expected an integer tensor of shape [n], got "
-                f"{labels.dtype} {tuple(labels.shape)}"
-            )
-        if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"targets[{i}]['boxes']: expected shape [{labels.shape[0]}, 4] (one cxcywh box per label), "
-                f"got {tuple(boxes.shape)}"
-            )
-        if boxes.numel() > 0 and not bool(torch.isfinite(boxes).all()):
-            raise ValueError(f"targets[{i}]['boxes']: the target boxes hold NaN/inf values")
-        if num_classes is not None and labels.numel() > 0:
-            low, high = int(labels.min()), int(labels.max())
-            if low < 0 or high >= num_classes:
-                raise ValueError(
-                    f"targets[{i}]['labels']: labels must lie in [0, {num_classes}) (the model's number of "
-                    f"classes, model.heads.num_classes / MODEL.SPARSE_DETR.NUM_CLASSES), "
-                    f"got min {low}, max {high}"
-                )
 
 
 def focal_class_cost(pred_prob: Tensor, target_labels: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -156,10 +120,10 @@ class HungarianMatcher(nn.Module):
                 f"HungarianMatcher: expected pred_logits [B, Q, K] and pred_boxes [B, Q, 4], got "
                 f"{tuple(pred_logits.shape)} and {tuple(pred_boxes.shape)}"
             )
-        validate_targets(targets, pred_logits.shape[0])
         cost = self.cost_matrix(pred_logits, pred_boxes, targets).cpu()
         if not torch.isfinite(cost).all():
-            # The targets are finite (checked above), so the predictions are not: the weights diverged.
+            # The targets are finite (the dataset node drops other boxes), so the predictions are not: the
+            # weights diverged.
             # Match anyway (non-finite costs as the worst), so that the losses come out non-finite and the
             # training's loss guard stops the run naming them, instead of an error here blaming the boxes.
             worst = _NON_FINITE_COST

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from tiny_sparse_detr import build_tiny_model
 from torch import nn
 
 from sparse_detr.checkpoint.convert import load_official_checkpoint
@@ -18,6 +17,7 @@ from sparse_detr.engine import AtomicDetectionCheckpointer, CheckpointMismatchEr
 from sparse_detr.engine.checkpoint import NonFiniteWeightsError, NoSpaceLeftError
 from sparse_detr.engine.predictor import Predictor
 from sparse_detr.utils.zip_integrity import CorruptedCheckpointError
+from tests.helpers.tiny_sparse_detr import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

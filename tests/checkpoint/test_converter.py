@@ -8,7 +8,6 @@ import collections
 import pytest
 import torch
 from detectron2.config import instantiate
-from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint.convert import (
     OfficialCheckpoint,
@@ -22,6 +21,7 @@ from sparse_detr.checkpoint.official_config import (
     official_model_config,
 )
 from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
+from tests.helpers.official_args import SPARSE_ARGS
 
 
 class ArbitraryObject:

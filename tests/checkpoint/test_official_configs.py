@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from official_args import DEFORMABLE_DETR_ARGS
 
 from sparse_detr.checkpoint.official_config import official_model_config
+from tests.helpers.official_args import DEFORMABLE_DETR_ARGS
 
 SPARSE_DETR_ARGS = dict(
     DEFORMABLE_DETR_ARGS,

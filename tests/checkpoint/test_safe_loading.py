@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig
-from tiny_sparse_detr import build_tiny_model, tiny_yacs_config
 from torch import nn
 
 from sparse_detr.engine import (
@@ -20,6 +19,7 @@ from sparse_detr.engine import (
 )
 from sparse_detr.engine.predictor import Predictor
 from sparse_detr.utils.safe_pickle import UnsafeCheckpointError, load_restricted_pickle
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_yacs_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,12 +16,12 @@ import re
 import pytest
 import torch
 from detectron2.config import instantiate
-from official_args import SPARSE_ARGS
 
 from sparse_detr.checkpoint.key_map import UnknownOfficialKeys, convert_official_state_dict, map_official_key
 from sparse_detr.checkpoint.official_config import UnsupportedOfficialArgs, official_model_config
 from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError, refuse_unfit_state_dict
 from sparse_detr.modeling.backbone import SwinBackbone
+from tests.helpers.official_args import SPARSE_ARGS
 
 WINDOW = 7
 SWIN_T_ARGS = {

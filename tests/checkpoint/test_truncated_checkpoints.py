@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from project_scripts import load_script
 
 from sparse_detr.engine import SafeDetectionCheckpointer
+from tests.helpers.project_scripts import load_script
 
 convert_official = load_script("convert_official")
 

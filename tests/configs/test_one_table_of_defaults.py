@@ -10,6 +10,9 @@ from detectron2.config import get_cfg
 
 import sparse_detr.config.defaults as defaults_module
 from sparse_detr.config import add_sparse_detr_config
+from sparse_detr.modeling.decoder import DeformableDecoder, DeformableDecoderLayer
+from sparse_detr.modeling.encoder import SparseDeformableEncoder, SparseEncoderLayer
+from sparse_detr.modeling.layer_stack import DeformableLayerStack
 from sparse_detr.modeling.meta_arch.graph import BACKBONE_KEYS, DETECTRON2_KEYED_ARGUMENTS, sparse_detr_graph
 
 SIGNATURE = inspect.signature(sparse_detr_graph).parameters
@@ -60,3 +63,15 @@ def test_no_graph_default_is_stated_again_in_the_yacs_defaults():
 def test_the_restatement_check_sees_a_restated_default():
     tree = ast.parse("sd.DROPOUT = 0.1\ncfg.MODEL.PIXEL_MEAN = [1, 2, 3]\n")
     assert {"DROPOUT", "PIXEL_MEAN"} <= _assigned_names(tree)
+
+
+def test_the_layer_stacks_take_the_graph_values_without_defaults_of_their_own():
+    """What the graph passes to the encoder / decoder stacks and their layers are required arguments."""
+    stacks = (DeformableLayerStack, SparseDeformableEncoder, DeformableDecoder)
+    for component in (*stacks, SparseEncoderLayer, DeformableDecoderLayer):
+        parameters = inspect.signature(component.__init__).parameters
+        restated = [
+            name for name, p in parameters.items()
+            if p.default is not inspect.Parameter.empty and name != "layer_options"
+        ]
+        assert not restated, f"{component.__name__} restates defaults of sparse_detr_graph: {restated}"

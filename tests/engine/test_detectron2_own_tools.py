@@ -13,13 +13,14 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
-from tiny_sparse_detr import build_tiny_model, tiny_batch
 
 from sparse_detr import model_zoo
 from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
 from sparse_detr.config import add_sparse_detr_config
+from sparse_detr.config.validation import validate_config
 from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.model_zoo.model_zoo import find_config_file
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs/quickstart_shapes.py")
@@ -107,7 +108,11 @@ def test_lazy_config_score_threshold():
     assert len(kept) == int((scores > model.score_threshold).sum()) and 0 < len(kept) < len(scores)
     cfg = model_zoo.get_config("quickstart_shapes")
     cfg.model.score_threshold = 1.5
-    with pytest.raises(ValueError, match=r"score_threshold.*\[0, 1\], got 1\.5"):
-        from detectron2.config import instantiate
+    with pytest.raises(ValueError, match=r"model\.score_threshold=1\.5: must be a number in \[0, 1\]"):
+        validate_config(cfg)
+    yacs = add_sparse_detr_config(get_cfg())
+    yacs.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 1.5
+    yacs.MODEL.DEVICE = "meta"
+    with pytest.raises(ValueError, match=r"SCORE_THRESH_TEST.*\[0, 1\], got 1\.5"):
+        build_model(yacs)
 
-        instantiate(cfg.model)

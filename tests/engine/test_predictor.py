@@ -113,7 +113,8 @@ def test_extreme_aspect_ratio_is_named(predictor):
 def test_detectron2_default_predictor_inputs_are_checked_by_the_model():
     """Detectron2's DefaultPredictor casts to float before the model: the model's check catches the rest."""
     from detectron2.engine import DefaultPredictor
-    from tiny_sparse_detr import tiny_yacs_config
+
+    from tests.helpers.tiny_sparse_detr import tiny_yacs_config
 
     predictor = DefaultPredictor(tiny_yacs_config())
     with pytest.raises(ValueError, match=r"got shape \(4, 64, 96\)"):

@@ -44,16 +44,17 @@ def test_corr_is_the_attention_share_of_the_refined_tokens(tiny_model):
         assert {f"corr_level{level}" for level in range(4)} <= set(image_stats)
 
 
-def test_evaluator_aggregates_what_the_model_reports(tiny_model):
+def test_evaluator_aggregates_the_forwards_it_listened_to(tiny_model):
     evaluator = TokenStatisticsEvaluator(distributed=False)
     evaluator.reset()
     inputs = _inputs()
     with torch.no_grad():
-        outputs = tiny_model(inputs)  # the configs build the model with report_token_statistics=True
-    assert all("instances" in o and len(o["instances"]) == tiny_model.max_detections for o in outputs)
+        outputs = tiny_model(inputs)
+        per_image = token_statistics(tiny_model.inference(inputs)[1])
+    assert all(set(o) == {"instances"} for o in outputs)  # the model returns detections only
+    assert all(len(o["instances"]) == tiny_model.max_detections for o in outputs)
     evaluator.process(inputs, outputs)
     tokens = evaluator.evaluate()["tokens"]
-    per_image = [o["token_stats"] for o in outputs]
     assert tokens["refined_tokens"] == pytest.approx(sum(s["refined_tokens"] for s in per_image) / 2)
     assert tokens["corr"] == pytest.approx(sum(s["corr"] for s in per_image) / 2)
     assert 0.25 < tokens["refined_ratio"] < 0.35  # the tiny config keeps rho = 0.3
@@ -68,24 +69,40 @@ def test_detectron2_evaluation_loop_reports_them_without_wrapping(tiny_model):
 def test_dense_models_report_token_counts_only(tiny_model):
     scorer = tiny_model.token_scorer
     tiny_model.token_scorer = None
+    evaluator = TokenStatisticsEvaluator(distributed=False)
     try:
-        with torch.no_grad():
-            outputs = tiny_model(_inputs())
+        results = inference_on_dataset(tiny_model, [_inputs()], evaluator)["tokens"]
     finally:
         tiny_model.token_scorer = scorer
-    assert all(set(o["token_stats"]) == {"refined_tokens", "valid_tokens"} for o in outputs)
-    assert all(o["token_stats"]["refined_tokens"] == o["token_stats"]["valid_tokens"] for o in outputs)
+    assert set(results) == {"refined_tokens", "valid_tokens", "refined_ratio"}
+    assert results["refined_ratio"] == 1.0
 
 
-def test_without_report_token_statistics_the_evaluator_says_what_to_set(tiny_model, caplog):
-    tiny_model.report_token_statistics = False
-    try:
-        with torch.no_grad():
-            outputs = tiny_model(_inputs())
-    finally:
-        tiny_model.report_token_statistics = True
-    assert all(set(o) == {"instances"} for o in outputs)
+def test_the_evaluator_listens_between_reset_and_evaluate_only(tiny_model, caplog):
     evaluator = TokenStatisticsEvaluator(distributed=False)
+    with torch.no_grad():
+        outputs = tiny_model(_inputs())  # before reset(): not listened to
     evaluator.process(_inputs(), outputs)
     assert evaluator.evaluate() == {}
-    assert "model.report_token_statistics=True" in caplog.text
+    assert "received no token statistics" in caplog.text
+    evaluator.reset()
+    with torch.no_grad():
+        tiny_model.train()(_inputs_with_targets())  # training forwards are not counted
+    tiny_model.eval()
+    evaluator.process(_inputs(), outputs)
+    assert evaluator.evaluate() == {}
+    with torch.no_grad():
+        tiny_model(_inputs())  # after evaluate(): the listener is gone
+    assert evaluator._pending == [] and evaluator._stats == []
+
+
+def _inputs_with_targets():
+    from detectron2.structures import Boxes, Instances
+
+    inputs = _inputs()
+    for item in inputs:
+        instances = Instances((item["height"], item["width"]))
+        instances.gt_boxes = Boxes(torch.tensor([[4.0, 4.0, 40.0, 30.0]]))
+        instances.gt_classes = torch.tensor([1])
+        item["instances"] = instances
+    return inputs

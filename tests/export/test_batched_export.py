@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from export_cases import (
+
+from sparse_detr.export import DeployableSparseDETR, export_onnx, read_metadata
+from tests.helpers.export_cases import (
     EXPORT_SIZE,
     RUN_SIZES,
     assert_same_detections,
@@ -11,8 +13,6 @@ from export_cases import (
     random_image,
     reference_detections,
 )
-
-from sparse_detr.export import DeployableSparseDETR, export_onnx, read_metadata
 
 ort = pytest.importorskip("onnxruntime")
 

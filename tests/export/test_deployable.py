@@ -2,9 +2,14 @@
 
 import pytest
 import torch
-from export_cases import assert_same_detections, build_tiny_model, random_image, reference_detections
 
 from sparse_detr.export import DeployableSparseDETR
+from tests.helpers.export_cases import (
+    assert_same_detections,
+    build_tiny_model,
+    random_image,
+    reference_detections,
+)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from export_cases import EXPORT_SIZE, build_case
 
 import sparse_detr
 from sparse_detr.export import export_torch_program
+from tests.helpers.export_cases import EXPORT_SIZE, build_case
 
 pytestmark = pytest.mark.slow
 

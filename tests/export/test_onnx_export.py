@@ -3,15 +3,6 @@ with the Detectron2 model's detections, at image sizes other than the export siz
 
 import numpy as np
 import pytest
-from export_cases import (
-    CASES,
-    EXPORT_SIZE,
-    RUN_SIZES,
-    assert_same_detections,
-    build_case,
-    random_image,
-    reference_detections,
-)
 
 from sparse_detr.export import (
     ONNX_OPSET,
@@ -20,6 +11,15 @@ from sparse_detr.export import (
     export_onnx,
     onnx_to_openvino,
     read_metadata,
+)
+from tests.helpers.export_cases import (
+    CASES,
+    EXPORT_SIZE,
+    RUN_SIZES,
+    assert_same_detections,
+    build_case,
+    random_image,
+    reference_detections,
 )
 
 onnx = pytest.importorskip("onnx")

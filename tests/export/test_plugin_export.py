@@ -4,7 +4,10 @@ Detectron2 model's detections, at image sizes other than the export size and rho
 
 import numpy as np
 import pytest
-from export_cases import (
+
+from sparse_detr.export import check_onnx, export_model, onnxruntime_session, openvino_model
+from sparse_detr.export.plugin_op import PLUGIN_DOMAIN, PLUGIN_OP_TYPE
+from tests.helpers.export_cases import (
     CASES,
     EXPORT_SIZE,
     RUN_SIZES,
@@ -13,9 +16,6 @@ from export_cases import (
     random_image,
     reference_detections,
 )
-
-from sparse_detr.export import check_onnx, export_model, onnxruntime_session, openvino_model
-from sparse_detr.export.plugin_op import PLUGIN_DOMAIN, PLUGIN_OP_TYPE
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

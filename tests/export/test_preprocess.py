@@ -61,7 +61,7 @@ def test_bad_inputs_are_refused_by_name():
 
 
 def test_metadata_names_the_labels_and_refuses_a_wrong_count():
-    from tiny_sparse_detr import NUM_CLASSES, build_tiny_model
+    from tests.helpers.tiny_sparse_detr import NUM_CLASSES, build_tiny_model
 
     model = build_tiny_model().eval()
     names = [f"c{i}" for i in range(NUM_CLASSES)]

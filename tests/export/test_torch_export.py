@@ -2,7 +2,10 @@
 
 import pytest
 import torch
-from export_cases import (
+
+from sparse_detr import _ext
+from sparse_detr.export import export_torch_program, read_metadata
+from tests.helpers.export_cases import (
     CASES,
     EXPORT_SIZE,
     RUN_SIZES,
@@ -11,9 +14,6 @@ from export_cases import (
     random_image,
     reference_detections,
 )
-
-from sparse_detr import _ext
-from sparse_detr.export import export_torch_program, read_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +75,9 @@ def swin_model():
     """The tiny model with the official Swin-T backbone (random weights)."""
     from detectron2.config import LazyCall as L
     from detectron2.config import instantiate
-    from tiny_sparse_detr import tiny_model_config
 
     from sparse_detr.modeling.backbone import SwinBackbone
+    from tests.helpers.tiny_sparse_detr import tiny_model_config
 
     config = tiny_model_config(
         enc_layers=1, dec_layers=1, backbone=L(SwinBackbone)(variant="T"), in_channels=(192, 384, 768)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from msda_reference import level_start_index_of, ms_deform_attn_reference
 
 from sparse_detr import _ext
 from sparse_detr.layers import MSDeformAttn, multi_scale_deform_attn
+from tests.helpers.msda_reference import level_start_index_of, ms_deform_attn_reference
 
 pytestmark = [
     pytest.mark.cuda,

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
-from msda_reference import level_start_index_of
 
 from sparse_detr import _ext
 from sparse_detr.layers import MSDeformAttn
 from sparse_detr.layers.flops import add_msda_flop_handle, msda_flop_count
+from tests.helpers.msda_reference import level_start_index_of
 
 requires_extension = pytest.mark.skipif(
     not _ext.extension_available(),

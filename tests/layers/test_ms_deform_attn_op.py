@@ -6,10 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from msda_reference import level_start_index_of, ms_deform_attn_reference
 
 from sparse_detr import _ext
 from sparse_detr.layers import ms_deform_attn_function, multi_scale_deform_attn
+from tests.helpers.msda_reference import level_start_index_of, ms_deform_attn_reference
 
 requires_extension = pytest.mark.skipif(
     not _ext.extension_available(),

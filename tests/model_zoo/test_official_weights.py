@@ -226,7 +226,8 @@ def test_unknown_release_names_are_refused_with_the_list():
 def test_demo_runs_an_official_model_by_name(server, release_bytes, tmp_path):
     import numpy as np
     from PIL import Image
-    from project_scripts import load_script
+
+    from tests.helpers.project_scripts import load_script
 
     server.serve(STEM, release_bytes)
     config = Path(PathManager.get_local_path(NAME)).with_name("config.yaml")  # the official architecture

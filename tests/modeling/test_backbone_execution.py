@@ -6,7 +6,6 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import BasicStem, ResNet
-from tiny_sparse_detr import build_tiny_model, tiny_batch
 
 from sparse_detr.modeling.backbone.frozen_bn import (
     AffineFrozenBatchNorm2d,
@@ -14,6 +13,7 @@ from sparse_detr.modeling.backbone.frozen_bn import (
     fold_frozen_batchnorm,
     frozen_bn_as_affine,
 )
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
 
 
 def _resnet18(seed: int = 0) -> ResNet:

@@ -293,8 +293,6 @@ def test_num_boxes_is_averaged_over_processes(monkeypatch):
 def test_bad_input_names_the_culprit():
     outputs = synthetic_outputs()
     criterion = SparseDETRCriterion(num_classes=4)
-    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\].*\[0, 4\)"):
-        criterion(outputs, [{"labels": torch.tensor([4]), "boxes": torch.rand(1, 4)}, EMPTY])
     with pytest.raises(ValueError, match=r"pred_logits must be \[B, Q, 5\]"):
         SparseDETRCriterion(num_classes=5)(outputs, [EMPTY, EMPTY])
     outputs.decoder_sampling.weights = outputs.decoder_sampling.weights[..., :1]

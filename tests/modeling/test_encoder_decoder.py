@@ -22,10 +22,11 @@ def _tokens(batch=2, dim=32, seed=0):
     return neck(features, mask)
 
 
-def _encoder(num_layers=2, **kwargs):
+def _encoder(num_layers=2, pre_norm=False, **kwargs):
     torch.manual_seed(1)
     return SparseDeformableEncoder(
         num_layers=num_layers,
+        pre_norm=pre_norm,
         dim=32,
         ffn_dim=64,
         num_heads=2,

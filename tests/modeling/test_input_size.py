@@ -9,10 +9,10 @@ import pytest
 import torch
 from detectron2.config import LazyConfig
 from detectron2.config import instantiate as build
-from tiny_sparse_detr import build_tiny_model, tiny_model_config
 
 from sparse_detr.engine.predictor import Predictor
 from sparse_detr.modeling.input_size import level_sizes, level_strides, minimum_image_side
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "tests/configs/tiny_shapes.py")

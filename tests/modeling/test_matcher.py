@@ -111,16 +111,8 @@ def test_non_finite_predictions_are_matched_so_that_the_losses_show_them():
 def test_bad_input_names_the_culprit():
     matcher = HungarianMatcher()
     logits, boxes, targets = random_problem(0, 4, [2])
-    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\]"):
-        matcher(logits, boxes, [{"labels": targets[0]["labels"], "boxes": targets[0]["boxes"][:, :3]}])
     with pytest.raises(ValueError, match="pred_boxes"):
         matcher(logits, boxes[..., :2], targets)
-    with pytest.raises(ValueError, match="1 target dicts for a batch of 2"):
-        matcher(torch.cat([logits, logits]), torch.cat([boxes, boxes]), targets)
-    target_nan = {"labels": targets[0]["labels"], "boxes": targets[0]["boxes"].clone()}
-    target_nan["boxes"][1, 2] = float("inf")
-    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\].*NaN/inf"):
-        matcher(logits, boxes, [target_nan])
     with pytest.raises(ValueError, match="cannot all be 0"):
         HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_sparse_detr import build_tiny_model, tiny_batch
 
 from sparse_detr import _ext
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
 
 pytestmark = [
     pytest.mark.cuda,

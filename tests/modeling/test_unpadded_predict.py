@@ -3,7 +3,8 @@ computes what the padded path computes."""
 
 import pytest
 import torch
-from tiny_sparse_detr import build_tiny_model
+
+from tests.helpers.tiny_sparse_detr import build_tiny_model
 
 
 @pytest.mark.parametrize("kwargs", [dict(scorer="dam"), dict(scorer=None), dict(scorer="dam", pre_norm=True)])

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 from fvcore.nn import FlopCountAnalysis
-from project_scripts import TINY_CONFIG, load_script
+
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 ROW_KEYS = {"config", "rho", "image_size", "gflops_total", "gflops_by_module", "latency_s_median", "params_m"}
 

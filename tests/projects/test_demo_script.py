@@ -10,10 +10,10 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from PIL import Image
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.engine.predictor import Predictor, UntrainedModelError
 from sparse_detr.model_zoo.tool_configs import load_tool_config
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 demo = load_script("demo")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.model_zoo.model_zoo import build_model_from_config
 from sparse_detr.model_zoo.tool_configs import load_tool_config
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 export_script = load_script("export")
 
@@ -76,7 +76,8 @@ def test_lazy_config_overrides_reach_the_refusal(tiny_weights, tmp_path, capsys)
 def _tiny_yacs(tmp_path, token_scorer: str) -> list[str]:
     """``--config-file X --weights Y`` of the tests' tiny yacs model with that scorer (weights saved)."""
     from detectron2.modeling import build_model
-    from tiny_sparse_detr import tiny_yacs_config
+
+    from tests.helpers.tiny_sparse_detr import tiny_yacs_config
 
     cfg = tiny_yacs_config()
     cfg.MODEL.SPARSE_DETR.TOKEN_SCORER = token_scorer

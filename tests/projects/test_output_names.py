@@ -1,6 +1,8 @@
 from pathlib import PurePath
 
-from output_names import unique_output_stems
+from tests.helpers.project_scripts import load_script
+
+unique_output_stems = load_script("output_names").unique_output_stems
 
 
 def test_inputs_sharing_a_name_get_distinct_stems_that_say_where_they_came_from():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
-from project_scripts import TINY_CONFIG, load_script
+
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 CLASSES = ("kettle", "teapot")
 

@@ -4,10 +4,10 @@ config overrides by one shared check (options first, unknown keys named with the
 from __future__ import annotations
 
 import pytest
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.model_zoo.tool_configs import load_tool_config
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 TOOLS = {
     "demo": (load_script("demo"), ["--input", "x.png", "--output", "o"]),

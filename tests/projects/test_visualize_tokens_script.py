@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
-from project_scripts import TINY_CONFIG, load_script
 
 from sparse_detr.data.catalog import class_names
 from sparse_detr.engine.predictor import Predictor
 from sparse_detr.model_zoo.tool_configs import load_tool_config
 from sparse_detr.visualization import token_figure
+from tests.helpers.project_scripts import TINY_CONFIG, load_script
 
 visualize = load_script("visualize_tokens")
+apps = load_script("apps")
 
 
 @pytest.fixture

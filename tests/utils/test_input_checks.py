@@ -4,10 +4,10 @@ import logging
 import pytest
 import torch
 from detectron2.config import instantiate
-from tiny_sparse_detr import build_tiny_model, tiny_model_config
 
 from sparse_detr.utils import input_checks
 from sparse_detr.utils.input_checks import check_input_format, check_model_inputs
+from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_model_config
 
 
 @pytest.fixture(scope="module")

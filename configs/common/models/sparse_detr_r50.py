@@ -28,8 +28,3 @@ model = sparse_detr_graph(
     in_channels=[512, 1024, 2048],
     channels_last=True,  # backbone + neck on NHWC maps (faster convolutions)
 )
-# Detectron2's evaluators see the outputs only: the eval outputs carry the token statistics (Corr, refined
-# tokens) for TokenStatisticsEvaluator
-model.report_token_statistics = True
-# per-iteration seeding of dropout & co. from the trainer's iteration: exact resume under any trainer
-model.train_seed = "${oc.select:train.seed,null}"

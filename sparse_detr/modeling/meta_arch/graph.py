@@ -243,6 +243,10 @@ def graph_from_yacs(cfg, backbone) -> DictConfig:
     knobs["score_thresh_test"] = max(
         sd.SCORE_THRESH_TEST, *(_select(cfg, key) for key in DETECTRON2_SCORE_THRESHOLD_KEYS)
     )
+    threshold = knobs["score_thresh_test"]
+    if not 0.0 <= threshold <= 1.0:
+        keys = " / ".join(("MODEL.SPARSE_DETR.SCORE_THRESH_TEST", *DETECTRON2_SCORE_THRESHOLD_KEYS))
+        raise ValueError(f"{keys}: a test score threshold must be in [0, 1], got {threshold}")
     return sparse_detr_graph(
         backbone=backbone,
         in_channels=[shapes[f].channels for f in sd.IN_FEATURES],

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
 from ...utils.keep_ratio import check_keep_ratio
-from ..analysis import token_statistics
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -28,7 +27,6 @@ from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer, TokenSelection
 from ..tokens import TokenBatch, gather_tokens, grid_proposals
-from ..training_rng import seed_for_trainer_iteration
 from .graph import components_from_yacs
 
 __all__ = ["SparseDETR"]
@@ -67,8 +65,6 @@ class SparseDETR(nn.Module):
         aux_loss: bool = True,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
-        train_seed: int | None = None,
-        report_token_statistics: bool = False,
     ):
         """
         Args:
@@ -96,11 +92,6 @@ class SparseDETR(nn.Module):
                 ``torch.autocast`` (its convolutions in that precision, the bulk of the CPU inference time);
                 its maps return to float32, so everything from the neck on (token geometry, sampling
                 locations, boxes) keeps full precision.
-            train_seed: seed of the training randomness: inside a Detectron2 trainer every training forward
-                first seeds the global RNGs from (train_seed, the trainer's iteration, rank), so a resumed run
-                reproduces the uninterrupted one whichever trainer runs it (None: no seeding).
-            report_token_statistics: eval outputs also carry ``"token_stats"`` per image (refined / valid
-                tokens, Corr), which ``TokenStatisticsEvaluator`` averages; not while tracing or compiling.
         """
         super().__init__()
         self.backbone = backbone
@@ -117,11 +108,6 @@ class SparseDETR(nn.Module):
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(
-                "score_threshold (MODEL.SPARSE_DETR.SCORE_THRESH_TEST / MODEL.ROI_HEADS.SCORE_THRESH_TEST) "
-                f"must be in [0, 1], got {score_threshold}"
-            )
         self.score_threshold = score_threshold
         self.aux_loss = aux_loss
         self.channels_last = channels_last
@@ -131,8 +117,6 @@ class SparseDETR(nn.Module):
                 f"{sorted(BACKBONE_DTYPES)}, got {backbone_dtype!r}"
             )
         self.backbone_dtype = backbone_dtype
-        self.train_seed = train_seed
-        self.report_token_statistics = report_token_statistics
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         self.register_buffer(
@@ -202,16 +186,9 @@ class SparseDETR(nn.Module):
 
     # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
-        """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]
-        (and ``"token_stats"`` with ``report_token_statistics``)."""
+        """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
         if not self.training:
-            results, outputs = self.inference(batched_inputs)
-            if self.report_token_statistics and not tracing():
-                for result, stats in zip(results, token_statistics(outputs)):
-                    result["token_stats"] = stats
-            return results
-        if self.train_seed is not None:
-            seed_for_trainer_iteration(self.train_seed)
+            return self.inference(batched_inputs)[0]
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_loss_outputs=True)
         targets = targets_from_instances(batched_inputs, images.image_sizes, self.device)
@@ -221,13 +198,13 @@ class SparseDETR(nn.Module):
         self, batched_inputs: list[dict], with_internals: bool = False
     ) -> tuple[list[dict], SparseDETROutput]:
         """The eval forward: (``[{"instances": Instances}]`` in each input's size, the network output)."""
+        check_model_inputs(batched_inputs)  # Detectron2's DefaultPredictor's door; training trusts the mapper
         images, padding_mask = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor, padding_mask, with_internals=with_internals)
         return self.postprocess(outputs, batched_inputs, images.image_sizes), outputs
 
     def preprocess_image(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
         """Normalise and pad with 0 to the largest image -> (ImageList, Bool[B, H, W] padding mask)."""
-        check_model_inputs(batched_inputs)
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
         batch, _, height, width = images.tensor.shape
@@ -278,14 +255,6 @@ class SparseDETR(nn.Module):
                 graph's input; the sparse path is then taken for every value, 1 included). None = the
                 scorer's :attr:`~TokenScorer.keep_ratio`. Ignored without scorer or encoder layers.
         """
-        if images.dim() != 4 or (
-            padding_mask is not None and padding_mask.shape != (images.shape[0], *images.shape[-2:])
-        ):
-            shape = None if padding_mask is None else tuple(padding_mask.shape)
-            raise ValueError(
-                f"images must be Float[B, 3, H, W] and padding_mask Bool[B, H, W] or None; got "
-                f"{tuple(images.shape)} and {shape}"
-            )
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)

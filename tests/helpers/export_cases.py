@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tiny_sparse_detr import build_tiny_model
+
+from tests.helpers.tiny_sparse_detr import build_tiny_model
 
 EXPORT_SIZE = (96, 128)  # (H, W) of the example image the graphs are traced with
 RUN_SIZES = ((80, 72), (130, 164))  # other sizes the exported graphs must handle
