@@ -42,6 +42,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from detectron2.engine import hooks
 from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleKeys
 
+from ..utils.files import TEMPORARY_FILE, NoSpaceLeftError, atomic_write
 from ..utils.processes import process_alive
 from ..utils.safe_pickle import (
     UnsafeCheckpointError,
@@ -67,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 # how many keys of each kind an error or warning lists before "... and N more"
 _KEYS_SHOWN = 5
-_TEMPORARY_FILE = re.compile(r"^\..+\.tmp(\d+)$")
 _PERIODIC_CHECKPOINT = re.compile(r"^(?P<prefix>.+)_(?P<iteration>\d{7})\.pth$")
 
 
@@ -90,11 +90,6 @@ class NonFiniteWeightsError(FloatingPointError):
     """NaN/inf weights: a model holding them is not saved, a checkpoint holding them is not loaded."""
 
 
-class NoSpaceLeftError(OSError):
-    """A checkpoint could not be written: its directory's file system is full (or over quota)."""
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _STACK_INDEX = re.compile(r"^(?P<stack>.+?)\.(?P<index>\d+)(\.|$)")
 
 
@@ -354,29 +349,9 @@ def load_weights(model: torch.nn.Module, path: str, strict: bool = True) -> dict
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def _atomic_write(path: str, write) -> None:
-    directory, basename = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{basename}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        if error.errno not in _NO_SPACE:
-            raise
-        raise NoSpaceLeftError(
-            errno.ENOSPC, f"no space left in {directory} while writing {basename} ({error.strerror})"
-        ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def remove_stale_temporary_files(directory: str) -> list[str]:
@@ -385,7 +360,7 @@ def remove_stale_temporary_files(directory: str) -> list[str]:
     if not directory or not os.path.isdir(directory):
         return removed
     for name in os.listdir(directory):
-        match = _TEMPORARY_FILE.match(name)
+        match = TEMPORARY_FILE.match(name)
         if match and not process_alive(int(match.group(1))):
             path = os.path.join(directory, name)
             try:
@@ -454,7 +429,7 @@ class AtomicDetectionCheckpointer(SafeDetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(path, last_filename_basename.encode())
 
 
 class PersistentPeriodicCheckpointer(hooks.PeriodicCheckpointer):

@@ -3,5 +3,6 @@
 - :mod:`.input_checks`: what the model and the predictors refuse to run on (images, input formats).
 - :mod:`.safe_pickle`: the restricted unpickler for ``.pkl`` weights and the checkpoint-file checks.
 - :mod:`.zip_integrity`: the CRC-32 of every member of a zip-format (``torch.save``) checkpoint.
+- :mod:`.files`: tools' outputs written atomically, never over one of their inputs.
 - :mod:`.processes`: whether the process named in a lock or a temporary file still runs.
 """
