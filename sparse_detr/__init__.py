@@ -4,24 +4,18 @@ Importing the package registers its components: the ``SparseDETR`` meta-architec
 sparse encoder, token scorers and criterion (Detectron2 registries), the synthetic ``shapes_*`` datasets, and
 the ``sparse_detr://official/<release file stem>`` weights on Detectron2's ``PathManager``.
 
-Deployment: ``export_onnx`` / ``export_torch_program`` (or ``export_model(model, path, "onnx" |
-"torch-export")``) export a built model as one function of one image with dynamic size and, for sparse
-models, a run-time ``keep_ratio`` input (see :mod:`sparse_detr.export`).
+Deployment: ``sparse_detr.export.export_model`` writes a built model as one function of one image with
+dynamic size (ONNX, OpenVINO IR, torch.export) and ``sparse_detr.export.load_exported`` opens it.
 """
 from . import data, modeling  # noqa: F401  (registration by import side effect)
 from ._version import __version__
 from .config import add_sparse_detr_config
-from .export import DeployableSparseDETR, export_model, export_onnx, export_torch_program
 from .model_zoo.official_weights import register_official_weights_handler
 
 register_official_weights_handler()
 
 
 __all__ = [
-    "DeployableSparseDETR",
     "add_sparse_detr_config",
-    "export_model",
-    "export_onnx",
-    "export_torch_program",
     "__version__",
 ]

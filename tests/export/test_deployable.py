@@ -4,7 +4,7 @@ import pytest
 import torch
 from export_cases import assert_same_detections, build_tiny_model, random_image, reference_detections
 
-from sparse_detr.export import DeployableSparseDETR
+from sparse_detr.export.deployable import DeployableSparseDETR
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from export_cases import EXPORT_SIZE, build_case
 
 import sparse_detr
-from sparse_detr.export import export_torch_program
+from sparse_detr.export.exporters import export_torch_program
 
 pytestmark = pytest.mark.slow
 

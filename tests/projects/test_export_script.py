@@ -134,15 +134,15 @@ def test_export_says_what_it_does_and_how_long_it_took(tiny_weights, tmp_path, c
     assert re.search(r"tracing the model .*: done in \d+\.\d s", out)
     assert re.search(rf"writing {re.escape(str(output))}: done in \d+\.\d s", out)
     assert re.search(rf"wrote {re.escape(str(output))} \(\d+\.\d MiB\) in \d+\.\d s", out)
-    assert "run it with torch.export.load(path).module()" in out
+    assert "open it with sparse_detr.export.load_exported(path)" in out
 
 
 @pytest.mark.parametrize(
     "export_format, deform_attn, needed",
     [
-        ("openvino", "grid_sample", r'"INFERENCE_PRECISION_HINT": "f32".*openvino_model\(path\).*bf16'),
-        ("onnx", "plugin", r"onnxruntime_session\(path\) / openvino_model\(path\).*TensorRT"),
-        ("onnx", "grid_sample", r"onnxruntime.InferenceSession\(path\).*INFERENCE_PRECISION_HINT"),
+        ("openvino", "grid_sample", r'load_exported\(path\).*"INFERENCE_PRECISION_HINT": "f32".*bf16'),
+        ("onnx", "plugin", r"load_exported\(path\) \(runtime='openvino'.*TensorRT"),
+        ("onnx", "grid_sample", r"load_exported\(path\)"),
         ("torch-export", "extension", r"import sparse_detr"),
     ],
 )
@@ -153,7 +153,7 @@ def test_export_says_how_to_open_what_it_wrote(export_format, deform_attn, neede
 def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights, tmp_path):
     import importlib.util
 
-    from sparse_detr import export_onnx
+    from sparse_detr.export import export_model
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -161,7 +161,7 @@ def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights
     )
     model, _ = tiny_weights
     with pytest.raises(ModuleNotFoundError, match=r"needs onnx.*pip install 'sparse-detr\[export\]'"):
-        export_onnx(model, tmp_path / "m.onnx")
+        export_model(model, tmp_path / "m.onnx")
 
 
 def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):

@@ -1,0 +1,60 @@
+"""How the project's command-line tools end: a user error in one or two lines, Ctrl-C in one.
+
+    def main(argv=None) -> int:
+        return run_tool(export, argv, "export.py")   # export(argv) does the work, raising on errors
+
+A bad file, a bad option or value, a full disk (``ValueError``, ``OSError``, refused pickles, missing
+modules, non-finite weights or losses) prints ``<tool>: error: <message>`` and exits 2; Ctrl-C prints
+``<tool>: interrupted`` and exits 130 (outputs are replaced only when complete, so earlier files are
+intact). Anything else is a bug and keeps its traceback; so does everything with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Callable
+
+__all__ = ["USER_ERRORS", "run_tool", "setup_tool_logger"]
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    ImportError,
+    pickle.UnpicklingError,
+    FloatingPointError,
+)
+DEBUG_FLAG = "--debug"
+
+
+def run_tool(work: Callable[[list[str]], object], argv: list[str] | None = None, tool: str = "") -> int:
+    """Run ``work(argv)`` (``--debug`` removed from the arguments; default ``sys.argv[1:]``) and return the
+    process's exit status (``work``'s if an int, else 0); ``tool`` names the tool in the messages."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args
+    if debug:
+        args.remove(DEBUG_FLAG)
+    tool = tool or os.path.basename(sys.argv[0])
+    try:
+        status = work(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\n{tool}: interrupted (files are replaced only when complete: earlier ones are intact)",
+              file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"{tool}: error: {error}", file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0
+
+
+def setup_tool_logger(output: str | None = None):
+    """Detectron2's ``setup_logger`` for the project's tools: console colours only on a terminal (a log
+    redirected to a file, and ``output``/log.txt, get none)."""
+    from detectron2.utils.logger import setup_logger
+
+    return setup_logger(output, name="sparse_detr", color=sys.stdout.isatty())
