@@ -9,6 +9,7 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from omegaconf import DictConfig, OmegaConf
 
+from sparse_detr.config.safe_yaml import check_config_file
 from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.data.catalog import register_config_datasets
 
@@ -118,6 +119,7 @@ def get_config(config_path: str, trained: bool = False) -> DictConfig | CfgNode:
     """
     stem = _official_stem_or_refuse(config_path) if trained else None
     path = get_config_file(config_path)
+    check_config_file(path)
     if path.endswith(".py"):
         cfg = LazyConfig.load(path)
         if stem:
@@ -142,6 +144,7 @@ def load_config(path_or_name: str) -> DictConfig | CfgNode:
     path = Path(path_or_name)
     if not path.is_file():
         return get_config(path_or_name)
+    check_config_file(path)
     if path.suffix == ".py":
         return LazyConfig.load(str(path))
     if path.suffix != ".yaml":

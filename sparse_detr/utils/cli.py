@@ -52,9 +52,21 @@ def run_tool(work: Callable[[list[str]], object], argv: list[str] | None = None,
     return status if isinstance(status, int) else 0
 
 
-def setup_tool_logger(output: str | None = None):
-    """Detectron2's ``setup_logger`` for the project's tools: console colours only on a terminal (a log
-    redirected to a file, and ``output``/log.txt, get none)."""
+def setup_tool_logger(output: str | None = None, distributed_rank: int = 0):
+    """Detectron2's ``setup_logger`` for the project's messages (console, and ``output``/log.txt), with
+    console colours only on a terminal: a console redirected to a file gets no escape codes. Detectron2's
+    and fvcore's console handlers set up earlier (``default_setup``) lose their colours the same way."""
+    import logging
+
     from detectron2.utils.logger import setup_logger
 
-    return setup_logger(output, name="sparse_detr", color=sys.stdout.isatty())
+    logger = setup_logger(output, distributed_rank, name="sparse_detr", color=sys.stdout.isatty())
+    if not sys.stdout.isatty():
+        plain = logging.Formatter(
+            "[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"
+        )
+        for name in ("detectron2", "fvcore", "d2"):
+            for handler in logging.getLogger(name).handlers:
+                if type(handler.formatter).__name__ == "_ColorfulFormatter":
+                    handler.setFormatter(plain)
+    return logger
