@@ -60,6 +60,7 @@ from sparse_detr.engine.checkpoint import (
 )
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.engine.output_lock import OutputDirectoryLock
+from sparse_detr.evaluation.size_groups import SameSizeBatches
 from sparse_detr.utils.cli import run_tool, setup_tool_logger
 from sparse_detr.utils.files import atomic_write, refuse_overwriting_inputs
 
@@ -132,7 +133,8 @@ def do_test(cfg, model) -> dict:
         return {}
     test_loader = instantiate(cfg.dataloader.test)  # first: loading a dataset may generate its files
     evaluator = instantiate(cfg.dataloader.evaluator)
-    results = inference_on_dataset(model, test_loader, evaluator)
+    # an image's detections must not depend on its neighbours: no padding across image sizes
+    results = inference_on_dataset(SameSizeBatches(model), test_loader, evaluator)
     if comm.is_main_process():
         print_csv_format(results)
     return results

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from sparse_detr.config.arguments import keep_ratio, non_negative_int, positive_int
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.data import build_dataset_test_loader
+from sparse_detr.evaluation.size_groups import SameSizeBatches
 from sparse_detr.layers import add_msda_flop_handle
 from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
 
@@ -337,8 +338,9 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
                 [{"image": x["image"].to(args.device)} for x in images[i : i + args.batch_size]]
                 for i in range(0, len(images), args.batch_size)
             ]
-            latency = measure_latency(
-                model, batches, args.num_runs, args.warmup, desc=f"{label} rho={effective_rho:g}"
+            latency = measure_latency(  # mixed sizes: one pass per size, as evaluation runs them
+                SameSizeBatches(model), batches, args.num_runs, args.warmup,
+                desc=f"{label} rho={effective_rho:g}",
             )
             model.to("cpu")
         row = BenchmarkRow(
