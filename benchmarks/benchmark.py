@@ -49,6 +49,7 @@ from sparse_detr.data import build_dataset_test_loader
 from sparse_detr.evaluation.size_groups import SameSizeBatches
 from sparse_detr.layers import add_msda_flop_handle
 from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
+from sparse_detr.utils.files import atomic_output, atomic_write, refuse_overwriting_inputs
 
 logger = logging.getLogger("sparse_detr.benchmark")
 
@@ -465,7 +466,8 @@ def plot_rows(rows: list[BenchmarkRow], path: str) -> None:
     fig.suptitle("Sparse DETR: cost against the keeping ratio")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -504,6 +506,8 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     check_option_order(args.opts, USAGE)  # before the other checks: a misplaced option looks absent
     if not (args.flops or args.latency):
         raise SystemExit("nothing to measure: pass --flops and/or --latency")
+    inputs = {f"--config-file {c}": c for c in args.config_file}
+    refuse_overwriting_inputs({"--json": args.json, "--plot": args.plot}, inputs)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
     if args.threads:
@@ -514,8 +518,7 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     rows = [row for config in args.config_file for row in benchmark_config(config, args)]
     print(markdown_table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n")
+        atomic_write(args.json, (json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     if args.plot:
         plot_rows(rows, args.plot)
