@@ -104,7 +104,10 @@ def deployment_info(cfg, model) -> DeploymentInfo:
 def how_to_open(export_format: str, deform_attn: str) -> str:
     """How to run a file written with ``--format export_format --deform-attn deform_attn``."""
     if export_format == "torch-export" and deform_attn == "extension":
-        return "open it with sparse_detr.export.load_exported(path) (the program calls sparse_detr's op)"
+        return (
+            "open it with sparse_detr.export.load_exported(path), or torch.export.load(path).module() after "
+            "import sparse_detr (the program calls its op)"
+        )
     if export_format == "openvino":
         return (
             "open it with sparse_detr.export.load_exported(path) (OpenVINO, f32, weights digest checked); "

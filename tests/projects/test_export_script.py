@@ -174,3 +174,34 @@ def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):
     assert export_script.main([*program_argv, "--deform-attn", "plugin"]) == 2
     assert "deform_attn" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("export_format, suffix", [("onnx", ""), ("torch-export", ""), ("openvino", ".bin")])
+def test_export_refuses_to_write_over_its_weights_before_any_work(tiny_weights, tmp_path, capsys,
+                                                                  export_format, suffix):
+    _, weights = tiny_weights
+    copy = tmp_path / ("weights" + (suffix or ".pth"))
+    copy.write_bytes(weights.read_bytes())
+    output = copy.with_suffix(".xml") if suffix else copy
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(copy), "--format", export_format,
+            "--output", str(output)]
+    assert export_script.main(argv) == 2
+    err = capsys.readouterr().err
+    expected = rf"export\.py: error: --output.* {re.escape(str(copy))} is the file --weights reads"
+    assert re.search(expected, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert copy.read_bytes() == weights.read_bytes()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_script, "export_model", interrupted)
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights), "--output", str(tmp_path / "m.onnx")]
+    assert export_script.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("interrupted (files are replaced only when complete: earlier ones are intact)")
+    assert len(err.splitlines()) == 1
