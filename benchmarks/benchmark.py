@@ -49,6 +49,7 @@ from sparse_detr.data import build_dataset_test_loader
 from sparse_detr.evaluation.size_groups import SameSizeBatches
 from sparse_detr.layers import add_msda_flop_handle
 from sparse_detr.model_zoo import build_model_from_config, config_label, load_config_with_overrides
+from sparse_detr.utils.cli import run_tool
 from sparse_detr.utils.files import atomic_output, atomic_write, refuse_overwriting_inputs
 
 logger = logging.getLogger("sparse_detr.benchmark")
@@ -527,4 +528,4 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main, None, "benchmark.py"))

@@ -4,7 +4,8 @@
         return run_tool(export, argv, "export.py")   # export(argv) does the work, raising on errors
 
 A bad file, a bad option or value, a full disk (``ValueError``, ``OSError``, refused pickles, missing
-modules, non-finite weights or losses) prints ``<tool>: error: <message>`` and exits 2; Ctrl-C prints
+modules, non-finite weights or losses) prints ``<tool>: error: <message>`` (its first line; the rest with
+``--debug``) and exits 2; Ctrl-C prints
 ``<tool>: interrupted`` and exits 130 (outputs are replaced only when complete, so earlier files are
 intact). Anything else is a bug and keeps its traceback; so does everything with ``--debug``.
 """
@@ -47,7 +48,10 @@ def run_tool(work: Callable[[list[str]], object], argv: list[str] | None = None,
     except USER_ERRORS as error:
         if debug:
             raise
-        print(f"{tool}: error: {error}", file=sys.stderr)
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        print(f"{tool}: error: {lines[0]}", file=sys.stderr)
+        if len(lines) > 1:  # e.g. a library's explanation appended to ours
+            print(f"{tool}: ({len(lines) - 1} more line(s) of detail with --debug)", file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0
 
