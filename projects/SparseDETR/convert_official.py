@@ -18,7 +18,7 @@ from sparse_detr.utils.cli import run_tool, setup_tool_logger
 from sparse_detr.utils.files import refuse_overwriting_inputs
 
 
-def convert(argv: list[str]) -> int:
+def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -41,7 +41,7 @@ def convert(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tool: user errors in one line (exit 2), Ctrl-C in one (exit 130), tracebacks with --debug."""
-    return run_tool(convert, argv, "convert_official.py")
+    return run_tool(run, argv, "convert_official.py")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from sparse_detr.utils.files import atomic_write, refuse_overwriting_inputs
 from sparse_detr.visualization import draw_prediction_grid
 
 
-def draw(argv: list[str]) -> None:
+def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -54,7 +54,7 @@ def draw(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tool: user errors in one line (exit 2), Ctrl-C in one (exit 130), tracebacks with --debug."""
-    return run_tool(draw, argv, "draw_predictions.py")
+    return run_tool(run, argv, "draw_predictions.py")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def export(argv: list[str]) -> int:
+def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output)
     outputs = {"--output": output}
@@ -193,7 +193,7 @@ def export(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tool: user errors in one line (exit 2), Ctrl-C in one (exit 130), tracebacks with --debug."""
-    return run_tool(export, argv, "export.py")
+    return run_tool(run, argv, "export.py")
 
 
 if __name__ == "__main__":

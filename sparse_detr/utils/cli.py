@@ -1,13 +1,13 @@
 """How the project's command-line tools end: a user error in one or two lines, Ctrl-C in one.
 
     def main(argv=None) -> int:
-        return run_tool(export, argv, "export.py")   # export(argv) does the work, raising on errors
+        return run_tool(run, argv, "export.py")   # run(argv) does the work, raising on errors
 
-A bad file, a bad option or value, a full disk (``ValueError``, ``OSError``, refused pickles, missing
-modules, non-finite weights or losses) prints ``<tool>: error: <message>`` (its first line; the rest with
-``--debug``) and exits 2; Ctrl-C prints
-``<tool>: interrupted`` and exits 130 (outputs are replaced only when complete, so earlier files are
-intact). Anything else is a bug and keeps its traceback; so does everything with ``--debug``.
+A bad file, option or value, or a full disk (``ValueError``, ``KeyError``, ``OSError``, refused pickles,
+missing modules, non-finite weights or losses) prints ``<tool>: error: <message>`` (its first line; the rest
+with ``--debug``) and exits 2; Ctrl-C prints ``<tool>: interrupted`` and exits 130 (outputs are replaced only
+when complete, so earlier files are intact). Anything else is a bug and keeps its traceback; so does
+everything with ``--debug``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = ["USER_ERRORS", "run_tool", "setup_tool_logger"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
+    KeyError,  # an unknown config key, named
     OSError,
     ImportError,
     pickle.UnpicklingError,
@@ -48,7 +49,8 @@ def run_tool(work: Callable[[list[str]], object], argv: list[str] | None = None,
     except USER_ERRORS as error:
         if debug:
             raise
-        lines = str(error).strip().splitlines() or [type(error).__name__]
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        lines = message.strip().splitlines() or [type(error).__name__]
         print(f"{tool}: error: {lines[0]}", file=sys.stderr)
         if len(lines) > 1:  # e.g. a library's explanation appended to ours
             print(f"{tool}: ({len(lines) - 1} more line(s) of detail with --debug)", file=sys.stderr)
