@@ -139,3 +139,17 @@ def test_a_full_disk_names_the_folder_and_keeps_the_previous_export(exported, tm
     assert read_metadata(target) == before
     load_exported(target)  # still whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("name, written", [("model.pt2", "model.pt2"), ("model.xml", "model.bin")])
+def test_a_full_disk_keeps_an_earlier_program_or_ir(tmp_path, name, written):
+    model = build_case("dense")
+    target = tmp_path / name
+    export_model(model, target, image_size=EXPORT_SIZE)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # torch.export.save would abort the process on a full disk: the program is written from memory
+    (tmp_path / f".{written}.tmp{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(NoSpaceLeftError, match=rf"no space left in {tmp_path} while writing {written}"):
+        export_model(model, target, image_size=EXPORT_SIZE)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    load_exported(target)
