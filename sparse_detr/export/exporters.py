@@ -323,14 +323,23 @@ def onnx_to_openvino(onnx_path: str | Path, path: str | Path) -> Path:
     ov_model = ov.convert_model(str(onnx_path))
     ov_model.set_rt_info("f32", ["runtime_options", "INFERENCE_PRECISION_HINT"])
     with tempfile.TemporaryDirectory() as directory:
-        # written once to learn the .bin's digest, then with it: OpenVINO writes the same .bin again
+        # written once to learn the digests, then with them: OpenVINO writes the same .bin again and the
+        # same .xml but for the metadata's value, which the .xml's digest leaves out
         staged = Path(directory) / "model.xml"
-        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
-        metadata[integrity.IR_BIN_KEY] = integrity.file_sha256(staged.with_suffix(".bin"))
         ov_model.set_rt_info(json.dumps(metadata), OPENVINO_RT_INFO_PATH)
         ov.save_model(ov_model, str(staged), compress_to_fp16=False)
-        if integrity.file_sha256(staged.with_suffix(".bin")) != metadata[integrity.IR_BIN_KEY]:
-            raise RuntimeError("OpenVINO wrote two different .bin files for one model")
+        digests = {
+            integrity.IR_BIN_KEY: integrity.file_sha256(staged.with_suffix(".bin")),
+            integrity.IR_XML_KEY: integrity.ir_xml_sha256(staged),
+        }
+        ov_model.set_rt_info(json.dumps(metadata | digests), OPENVINO_RT_INFO_PATH)
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        again = {
+            integrity.IR_BIN_KEY: integrity.file_sha256(staged.with_suffix(".bin")),
+            integrity.IR_XML_KEY: integrity.ir_xml_sha256(staged),
+        }
+        if again != digests:
+            raise RuntimeError("OpenVINO wrote the same model twice differently: no digest can be recorded")
         # the .bin first: an .xml is never beside a .bin older than itself
         atomic_write(path.with_suffix(".bin"), staged.with_suffix(".bin").read_bytes())
         atomic_write(path, staged.read_bytes())

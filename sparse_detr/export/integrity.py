@@ -7,7 +7,8 @@ naming it and the part that changed.
 
 - ONNX: ``sparse_detr.weights_sha256`` (every initializer: name, type, shape, data) and
   ``sparse_detr.graph_sha256`` (nodes, inputs, outputs and opsets).
-- OpenVINO IR: ``sparse_detr.ir_bin_sha256``, the ``.bin`` file (the weights).
+- OpenVINO IR: ``sparse_detr.ir_bin_sha256``, the ``.bin`` file (the weights), and
+  ``sparse_detr.ir_xml_sha256``, the ``.xml`` (the graph) with the metadata's own value left out.
 - ``torch.export`` ``.pt2``: a zip archive whose members carry CRC-32s, checked on open
   (:func:`~sparse_detr.utils.zip_integrity.check_zip_members`).
 """
@@ -15,6 +16,7 @@ naming it and the part that changed.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 __all__ = ["CorruptedExportError", "onnx_digests", "file_sha256", "verify"]
@@ -22,6 +24,9 @@ __all__ = ["CorruptedExportError", "onnx_digests", "file_sha256", "verify"]
 WEIGHTS_KEY = "sparse_detr.weights_sha256"
 GRAPH_KEY = "sparse_detr.graph_sha256"
 IR_BIN_KEY = "sparse_detr.ir_bin_sha256"
+IR_XML_KEY = "sparse_detr.ir_xml_sha256"
+# the IR's metadata element (rt_info sparse_detr/metadata), whose value holds the digests
+_IR_METADATA = re.compile(rb'(<sparse_detr>\s*<metadata value=")[^"]*(")')
 
 
 class CorruptedExportError(ValueError):
@@ -49,12 +54,25 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def ir_xml_sha256(path: str | Path) -> str:
+    """SHA-256 of an IR's ``.xml`` with the value of its ``sparse_detr`` metadata element left out."""
+    blanked, found = _IR_METADATA.subn(rb"\1\2", Path(path).read_bytes())
+    if found != 1:
+        raise CorruptedExportError(f"{path}: {found} sparse_detr metadata elements in the IR, 1 expected")
+    return hashlib.sha256(blanked).hexdigest()
+
+
 def verify(path: str | Path, metadata: dict[str, str], actual: dict[str, str]) -> None:
     """Raise :class:`CorruptedExportError` when a digest in ``actual`` differs from ``metadata``'s.
 
     A file without recorded digests is refused too: every file the exporter writes has them.
     """
-    names = {WEIGHTS_KEY: "its weights", GRAPH_KEY: "its graph", IR_BIN_KEY: "its weights (the IR's .bin)"}
+    names = {
+        WEIGHTS_KEY: "its weights",
+        GRAPH_KEY: "its graph",
+        IR_BIN_KEY: "its weights (the IR's .bin)",
+        IR_XML_KEY: "its graph (the IR's .xml)",
+    }
     for key, value in actual.items():
         recorded = metadata.get(key)
         if recorded is None:

@@ -405,6 +405,7 @@ def _openvino_ir(path: Path, device: str, threads: int | None) -> DetectorSessio
                          "sparse_detr.export.export_model")
     metadata = json.loads(model.get_rt_info(OPENVINO_RT_INFO_PATH).astype(str))
     checked_metadata(metadata, path)
+    integrity.verify(path, metadata, {integrity.IR_XML_KEY: integrity.ir_xml_sha256(path)})
     integrity.verify(path.with_suffix(".bin"), metadata,
                      {integrity.IR_BIN_KEY: integrity.file_sha256(path.with_suffix(".bin"))})
     compiled = core.compile_model(model, device, _openvino_config(threads))

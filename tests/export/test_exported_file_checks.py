@@ -73,6 +73,16 @@ def test_the_openvino_ir_opens_the_documented_way_and_its_bin_is_checked(exporte
         load_exported(tmp_path / "copy.xml")
 
 
+def test_a_changed_ir_graph_is_refused(exported, tmp_path):
+    _, xml = exported
+    (tmp_path / "copy.bin").write_bytes(xml.with_suffix(".bin").read_bytes())
+    text = xml.read_text()
+    assert 'eps="9.9999997' in text
+    (tmp_path / "copy.xml").write_text(text.replace('eps="9.9999997', 'eps="8.9999997', 1))
+    with pytest.raises(ValueError, match=r"copy\.xml: its graph \(the IR's \.xml\) changed since export"):
+        load_exported(tmp_path / "copy.xml")
+
+
 def test_an_ir_in_the_wrong_runtime_is_named(exported, tmp_path):
     _, xml = exported
     with pytest.raises(ValueError, match="is an OpenVINO IR: onnxruntime cannot open it; load_exported"):

@@ -15,7 +15,7 @@ from export_cases import (
 
 from sparse_detr.export import DeploymentInfo, export_model, load_exported, read_metadata
 from sparse_detr.export.exporters import ONNX_OPSET, check_onnx, onnx_to_openvino
-from sparse_detr.export.integrity import GRAPH_KEY, IR_BIN_KEY, WEIGHTS_KEY
+from sparse_detr.export.integrity import GRAPH_KEY, IR_BIN_KEY, IR_XML_KEY, WEIGHTS_KEY
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -103,7 +103,7 @@ def test_openvino_ir_keeps_float32_and_metadata(exported, tmp_path):
         pytest.skip("one case is enough for the IR conversion")
     xml = onnx_to_openvino(path, tmp_path / "model.xml")
     onnx_metadata = {k: v for k, v in read_metadata(path).items() if k not in (WEIGHTS_KEY, GRAPH_KEY)}
-    assert {k: v for k, v in read_metadata(xml).items() if k != IR_BIN_KEY} == onnx_metadata
+    assert {k: v for k, v in read_metadata(xml).items() if k not in (IR_BIN_KEY, IR_XML_KEY)} == onnx_metadata
     detector = load_exported(xml)  # the documented way opens the IR (f32, its .bin's digest checked)
     assert detector.runtime == "openvino"
     for size, keep_ratio, image, feed in _feeds(case):
