@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -39,12 +40,12 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 import _prefer_installed_sparse_detr  # noqa: F401  (before sparse_detr: see that module)
 import sparse_detr.modeling  # noqa: F401  (registers the model components)
+from sparse_detr.config.safe_yaml import check_config_file
 from sparse_detr.config.validation import (
     check_command_line_overrides,
     lazy_target_accepts,
@@ -60,6 +61,9 @@ from sparse_detr.engine.checkpoint import (
 from sparse_detr.engine.loss_guard import FiniteLossGuard, NonFiniteLossError
 from sparse_detr.engine.output_lock import OutputDirectoryLock
 from sparse_detr.engine.seeding import IterationSeeding
+from sparse_detr.evaluation.size_groups import SameSizeBatches
+from sparse_detr.utils.cli import run_tool, setup_tool_logger
+from sparse_detr.utils.files import atomic_write, refuse_overwriting_inputs
 
 logger = logging.getLogger("sparse_detr.train_net")
 
@@ -130,7 +134,8 @@ def do_test(cfg, model) -> dict:
         return {}
     test_loader = instantiate(cfg.dataloader.test)  # first: loading a dataset may generate its files
     evaluator = instantiate(cfg.dataloader.evaluator)
-    results = inference_on_dataset(model, test_loader, evaluator)
+    # an image's detections must not depend on its neighbours: no padding across image sizes
+    results = inference_on_dataset(SameSizeBatches(model), test_loader, evaluator)
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -139,8 +144,7 @@ def do_test(cfg, model) -> dict:
 def write_final_metrics(cfg, results: dict) -> None:
     if comm.is_main_process() and results:
         path = os.path.join(cfg.train.output_dir, "final_metrics.json")
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write(path, json.dumps(results, indent=2).encode())
         logger.info(f"Final metrics written to {path}")
 
 
@@ -231,11 +235,25 @@ def do_eval_only(cfg) -> dict:
     return do_test(cfg, model)
 
 
+def refuse_overwriting_training_inputs(cfg, args) -> None:
+    """The output directory's files must not be the run's inputs (its config, its initial weights)."""
+    output_dir = cfg.train.output_dir
+    outputs = {f"train.output_dir's {name}": os.path.join(output_dir, name)
+               for name in ("config.yaml", "log.txt", "final_metrics.json", "metrics.json")}
+    if not args.eval_only:
+        outputs["train.output_dir's model_final.pth"] = os.path.join(output_dir, "model_final.pth")
+    refuse_overwriting_inputs(
+        outputs, {"--config-file": args.config_file, "train.init_checkpoint": cfg.train.init_checkpoint}
+    )
+
+
 def main(args) -> dict:
+    check_config_file(args.config_file)
     cfg = LazyConfig.load(args.config_file)
     check_command_line_overrides(cfg, args.opts, "train_net.py --config-file CONFIG [options]")
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     validate_config(cfg, eval_only=args.eval_only, world_size=comm.get_world_size())
+    refuse_overwriting_training_inputs(cfg, args)
     splits = ("test",) if args.eval_only else ("train", "test")
     # the loader built first (the training loader, or the test loader of --eval-only) reuses what is loaded
     check_datasets(cfg, contents_of=splits, splits=splits, loaded_next=splits[0])
@@ -244,7 +262,7 @@ def main(args) -> dict:
     with OutputDirectoryLock(cfg.train.output_dir) if comm.is_main_process() else contextlib.nullcontext():
         default_setup(cfg, args)
         # default_setup sets up Detectron2's and fvcore's loggers; the project's go to the console and log.txt
-        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="sparse_detr")
+        setup_tool_logger(cfg.train.output_dir, distributed_rank=comm.get_rank())
         results = do_eval_only(cfg) if args.eval_only else do_train(args, cfg)
         write_final_metrics(cfg, results)
     if comm.get_world_size() > 1:
@@ -255,16 +273,19 @@ def main(args) -> dict:
     return results
 
 
-def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+def invoke_main(argv: list[str] | None = None) -> None:
+    def run(arguments: list[str]) -> None:
+        args = default_argument_parser().parse_args(arguments)
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+
+    sys.exit(run_tool(run, argv, "train_net.py"))
 
 
 if __name__ == "__main__":

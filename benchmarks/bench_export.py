@@ -6,10 +6,10 @@ One 800x1216 RGB image, the paper's R-50 config (``configs/common/models/sparse_
 
   * ``pytorch``: ``model([{"image": ...}])`` in eval mode under ``no_grad``, as configured (C++ MSDA kernel
     when ``sparse_detr._C`` is built, FrozenBN folded, channels-last backbone);
-  * ``onnxruntime``: the ``.onnx`` written by ``sparse_detr.export.export_onnx`` opened with
-    ``sparse_detr.export.onnxruntime_session(path, threads=--threads)`` (CPU provider,
+  * ``onnxruntime``: the ``.onnx`` written by ``sparse_detr.export.export_model`` opened with
+    ``sparse_detr.export.load_exported(path, threads=--threads)`` (CPU provider,
     ``intra_op_num_threads``, all graph optimisations) and run with its checked ``run``;
-  * ``openvino``: the same ``.onnx`` through ``sparse_detr.export.openvino_model(path, threads=--threads)``
+  * ``openvino``: the same ``.onnx`` through ``load_exported(path, "openvino", threads=--threads)``
     (CPU, ``INFERENCE_NUM_THREADS``, ``INFERENCE_PRECISION_HINT = f32``; on CPUs with bf16 units OpenVINO
     would otherwise run in bf16: ``--openvino-bf16`` adds a plain ``compile_model`` row in bf16 for the
     grid_sample file, outputs then differ by ~1e-2).
@@ -87,7 +87,7 @@ def run_worker(args) -> dict:
                 return model([{"image": image}])[0]["instances"].scores.numpy()
 
     else:
-        from sparse_detr.export import onnxruntime_session, openvino_model
+        from sparse_detr.export import load_exported
 
         if args.worker == "openvino-bf16":
             import openvino as ov
@@ -102,8 +102,7 @@ def run_worker(args) -> dict:
                 return compiled(feed)[compiled.output("scores")]
 
         else:
-            opener = onnxruntime_session if args.worker == "onnxruntime" else openvino_model
-            detector = opener(args.onnx, threads=args.threads)
+            detector = load_exported(args.onnx, args.worker, threads=args.threads)
             pixels = image.numpy()
 
             def call():
@@ -125,10 +124,10 @@ def run_worker(args) -> dict:
 
 
 def export(keep_ratio: float | None, tiny: bool, path: Path, deform_attn: str) -> Path:
-    from sparse_detr.export import export_onnx
+    from sparse_detr.export import export_model
 
     size = TINY_IMAGE_SIZE if tiny else IMAGE_SIZE
-    return export_onnx(build_model(keep_ratio, tiny), path, image_size=size, deform_attn=deform_attn)
+    return export_model(build_model(keep_ratio, tiny), path, image_size=size, deform_attn=deform_attn)
 
 
 def run_subprocess(args, model: str, runtime: str, onnx_path: Path | None) -> dict:

@@ -46,9 +46,12 @@ from tqdm import tqdm
 from sparse_detr.config.arguments import keep_ratio, non_negative_int, positive_int
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.data.build import build_dataset_test_loader
+from sparse_detr.evaluation.size_groups import SameSizeBatches
 from sparse_detr.layers.flops import add_msda_flop_handle
 from sparse_detr.model_zoo.model_zoo import build_model_from_config
 from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
+from sparse_detr.utils.cli import run_tool
+from sparse_detr.utils.files import atomic_output, atomic_write, refuse_overwriting_inputs
 
 logger = logging.getLogger("sparse_detr.benchmark")
 
@@ -337,8 +340,9 @@ def benchmark_config(path_or_name: str, args) -> list[BenchmarkRow]:
                 [{"image": x["image"].to(args.device)} for x in images[i : i + args.batch_size]]
                 for i in range(0, len(images), args.batch_size)
             ]
-            latency = measure_latency(
-                model, batches, args.num_runs, args.warmup, desc=f"{label} rho={effective_rho:g}"
+            latency = measure_latency(  # mixed sizes: one pass per size, as evaluation runs them
+                SameSizeBatches(model), batches, args.num_runs, args.warmup,
+                desc=f"{label} rho={effective_rho:g}",
             )
             model.to("cpu")
         row = BenchmarkRow(
@@ -463,7 +467,8 @@ def plot_rows(rows: list[BenchmarkRow], path: str) -> None:
     fig.suptitle("Sparse DETR: cost against the keeping ratio")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -502,6 +507,8 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     check_option_order(args.opts, USAGE)  # before the other checks: a misplaced option looks absent
     if not (args.flops or args.latency):
         raise SystemExit("nothing to measure: pass --flops and/or --latency")
+    inputs = {f"--config-file {c}": c for c in args.config_file}
+    refuse_overwriting_inputs({"--json": args.json, "--plot": args.plot}, inputs)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
     if args.threads:
@@ -512,8 +519,7 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
     rows = [row for config in args.config_file for row in benchmark_config(config, args)]
     print(markdown_table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n")
+        atomic_write(args.json, (json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     if args.plot:
         plot_rows(rows, args.plot)
@@ -522,4 +528,4 @@ def main(argv: list[str] | None = None) -> list[BenchmarkRow]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main, None, "benchmark.py"))

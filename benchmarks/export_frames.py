@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import sparse_detr
-    from sparse_detr.export import export_torch_program
+    from sparse_detr.export.exporters import export_torch_program
 
     package = Path(sparse_detr.__file__).resolve().parent
     model = build_model(None if args.dense else args.rho, args.tiny)

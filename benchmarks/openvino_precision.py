@@ -2,9 +2,9 @@
 model-carried setting can make it float32.
 
 The converted official fixture (``../shared/reference``) is exported with ``--format openvino``'s
-:func:`~sparse_detr.export.export_openvino` and compiled three ways:
+:func:`~sparse_detr.export.export_model` (``format="openvino"``) and compiled three ways:
 
-* ``f32 hint``: ``{"INFERENCE_PRECISION_HINT": "f32"}`` (what :func:`~sparse_detr.export.openvino_model`
+* ``f32 hint``: ``{"INFERENCE_PRECISION_HINT": "f32"}`` (what :func:`~sparse_detr.export.load_exported`
   passes);
 * ``plain``: no configuration, the IR's ``rt_info`` runtime options (``INFERENCE_PRECISION_HINT = f32``)
   being the only precision setting;
@@ -72,7 +72,7 @@ def main() -> None:
     import openvino as ov
 
     from sparse_detr.checkpoint.convert import OfficialCheckpoint, build_converted_model
-    from sparse_detr.export import export_openvino
+    from sparse_detr.export import export_model
 
     official = load_official_fixture()
     model, _ = build_converted_model(OfficialCheckpoint(official["state_dict"], official["args"]))
@@ -86,7 +86,7 @@ def main() -> None:
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     print(f"OpenVINO {ov.__version__}; CPU capabilities {capabilities}")
     with tempfile.TemporaryDirectory() as directory:
-        xml = export_openvino(model, Path(directory) / "model.xml", image_size=(192, 224))
+        xml = export_model(model, Path(directory) / "model.xml", image_size=(192, 224))
         recorded = core.read_model(str(xml)).get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"])
         print(f"IR rt_info runtime_options INFERENCE_PRECISION_HINT = {recorded.astype(str)}")
         marked = Path(directory) / "marked.xml"

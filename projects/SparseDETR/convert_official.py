@@ -13,12 +13,12 @@ does the download and this conversion (``--coco-contiguous``) by itself, once.
 import argparse
 import sys
 
-from detectron2.utils.logger import setup_logger
-
 from sparse_detr.checkpoint import convert_official_checkpoint
+from sparse_detr.utils.cli import run_tool, setup_tool_logger
+from sparse_detr.utils.files import refuse_overwriting_inputs
 
 
-def main(argv=None) -> int:
+def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -30,11 +30,18 @@ def main(argv=None) -> int:
         help="keep the 80 COCO classes in Detectron2's contiguous order",
     )
     args = parser.parse_args(argv)
-    setup_logger(args.output_dir, name="sparse_detr")  # console and OUTPUT_DIR/log.txt
+    log = f"{args.output_dir}/log.txt"
+    refuse_overwriting_inputs({"--output-dir's log.txt": log}, {"--input": args.input})
+    setup_tool_logger(args.output_dir)  # console and OUTPUT_DIR/log.txt
     summary = convert_official_checkpoint(args.input, args.output_dir, coco_contiguous=args.coco_contiguous)
     print(f"wrote {summary['weights']} ({summary['num_tensors']} tensors, {summary['label_space']} labels)")
     print(f"wrote {summary['config']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool: user errors in one line (exit 2), Ctrl-C in one (exit 130), tracebacks with --debug."""
+    return run_tool(run, argv, "convert_official.py")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from apps import expand_inputs, num_model_classes, read_image_or_none
 from detectron2.data import Metadata
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from output_names import unique_output_stems
@@ -45,8 +44,10 @@ from tqdm import tqdm
 from sparse_detr.config.arguments import keep_ratio, unit_interval
 from sparse_detr.config.validation import check_option_order
 from sparse_detr.data.catalog import class_names
-from sparse_detr.engine.predictor import Predictor, UntrainedModelError
+from sparse_detr.engine.predictor import Predictor
 from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
+from sparse_detr.utils.cli import run_tool, setup_tool_logger
+from sparse_detr.utils.files import atomic_output, refuse_overwriting_inputs
 from sparse_detr.visualization import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.demo")
@@ -116,8 +117,8 @@ class Demo:
 def _write_rgb(image_rgb: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_rgb).save(path)
+    with atomic_output(path) as tmp:  # the format from the suffix, which the temporary name keeps
+        Image.fromarray(image_rgb).save(tmp)
 
 
 def run_images(
@@ -131,7 +132,12 @@ def run_images(
     files = expand_inputs(patterns)
     if not files:
         raise SystemExit(f"--input {' '.join(patterns)}: no files found")
-    stems = unique_output_stems(files, companions=("", "_tokens") if show_tokens else ("",))
+    companions = ("", "_tokens") if show_tokens else ("",)
+    stems = unique_output_stems(files, companions=companions)
+    planned = {
+        f"--output's {stems[p]}{c}.png": output / f"{stems[p]}{c}.png" for p in files for c in companions
+    }
+    refuse_overwriting_inputs(planned, {f"--input {p}": p for p in files})
     written, skipped = [], []
     for path in tqdm(files, desc="images"):
         image = read_image_or_none(path)
@@ -161,9 +167,17 @@ def run_video(demo: Demo, video_path: str, output: Path) -> Path:
     width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    output.mkdir(parents=True, exist_ok=True)
     out_path = output / (Path(video_path).stem + ".mp4")
-    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    refuse_overwriting_inputs({"--output's video": out_path}, {"--video-input": video_path})
+    with atomic_output(out_path) as tmp:
+        _write_video(demo, video, tmp, fps, (width, height), num_frames, video_path)
+    return out_path
+
+
+def _write_video(demo: Demo, video, path: Path, fps: float, size, num_frames, video_path: str) -> None:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     visualizer = VideoVisualizer(demo.metadata, ColorMode.IMAGE)
     frames = num_detections = 0
     try:
@@ -185,7 +199,6 @@ def run_video(demo: Demo, video_path: str, output: Path) -> Path:
         f"{video_path}: {num_detections} detection(s) with score >= {demo.confidence_threshold} "
         f"in {frames} frame(s)"
     )
-    return out_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     usage = f"{Path(__file__).name} --config-file CONFIG [options]"
     check_option_order(args.opts, usage)  # before the other checks: a misplaced option looks absent
-    setup_logger(args.output, name="sparse_detr")
     if not args.input and not args.video_input:
         raise SystemExit("give --input and/or --video-input")
+    inputs = {"--config-file": args.config_file, "--weights": args.weights}
+    refuse_overwriting_inputs({"--output's log.txt": Path(args.output) / "log.txt"}, inputs)
+    setup_tool_logger(args.output)
     cfg = load_tool_config(args.config_file, args.opts, args.weights, args.device, usage)
     label = config_label(args.config_file)
     demo = Demo(cfg, args.confidence_threshold, args.rho, label)
@@ -239,7 +254,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UntrainedModelError as error:  # a user error with its remedy: the message, no traceback
-        sys.exit(f"demo.py: {error}")
+    sys.exit(run_tool(main, None, "demo.py"))

@@ -36,29 +36,26 @@ from pathlib import Path
 from apps import num_model_classes
 from detectron2.config import CfgNode, instantiate
 from detectron2.data import transforms as T
-from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
 import sparse_detr  # noqa: F401  (registers the meta-architecture for yacs configs)
-from sparse_detr.checkpoint.safe_loading import CheckpointMismatchError
 from sparse_detr.config.arguments import keep_ratio, positive_int
 from sparse_detr.data.catalog import category_ids, class_names
-from sparse_detr.engine.predictor import Predictor, UntrainedModelError
-from sparse_detr.export import (
-    DEFORM_ATTN_IMPLS,
-    EXPORT_FORMATS,
-    ONNX_DEFORM_ATTN,
-    DeploymentInfo,
-    export_model,
-)
+from sparse_detr.engine.predictor import Predictor
+from sparse_detr.export import export_model
+from sparse_detr.export.deployable import DEFORM_ATTN_IMPLS
+from sparse_detr.export.exporters import EXPORT_FORMATS, ONNX_DEFORM_ATTN
+from sparse_detr.export.metadata import DeploymentInfo
 from sparse_detr.model_zoo.tool_configs import load_tool_config
+from sparse_detr.utils.cli import run_tool, setup_tool_logger
+from sparse_detr.utils.files import refuse_overwriting_inputs
 
 logger = logging.getLogger("sparse_detr.export")
 
 
 def load_model(config_file: str, weights: str | None, opts: list[str], device: str = "cpu"):
     """The config's model (``opts`` applied) with ``weights`` (default: the config's) loaded by
-    ``sparse_detr.Predictor``, in eval mode on ``device``; returns (model, the config).
+    ``sparse_detr.Predictor``, in eval mode on ``device``; returns (model, the weights loaded, the config).
 
     Raises:
         UntrainedModelError: no weights, a backbone initialisation (refused before anything is downloaded)
@@ -71,7 +68,7 @@ def load_model(config_file: str, weights: str | None, opts: list[str], device: s
     start = time.perf_counter()
     model = Predictor(cfg, device=device).model
     logger.info("built the model and loaded %s in %.1f s", weights, time.perf_counter() - start)
-    return model, cfg
+    return model, weights, cfg
 
 
 def _test_resize(cfg) -> tuple[int, int]:
@@ -105,25 +102,24 @@ def deployment_info(cfg, model) -> DeploymentInfo:
 
 def how_to_open(export_format: str, deform_attn: str) -> str:
     """How to run a file written with ``--format export_format --deform-attn deform_attn``."""
-    if export_format == "torch-export":
-        needs = " after import sparse_detr (the program calls its op)" if deform_attn == "extension" else ""
-        return f"run it with torch.export.load(path).module(){needs}"
+    if export_format == "torch-export" and deform_attn == "extension":
+        return (
+            "open it with sparse_detr.export.load_exported(path), or torch.export.load(path).module() after "
+            "import sparse_detr (the program calls its op)"
+        )
     if export_format == "openvino":
         return (
-            'compile it with openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) '
-            "or sparse_detr.export.openvino_model(path): without the hint OpenVINO's CPU plugin runs in bf16 "
+            "open it with sparse_detr.export.load_exported(path) (OpenVINO, f32, weights digest checked); "
+            'plain OpenVINO: compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), else bf16 '
             "where the CPU has it (scores ~1e-2 off)"
         )
     if deform_attn == "plugin":
         return (
             "its deformable attention is MultiscaleDeformableAttnPlugin_TRT nodes: open it with "
-            "sparse_detr.export.onnxruntime_session(path) / openvino_model(path), or TensorRT with its "
+            "sparse_detr.export.load_exported(path) (runtime='openvino' for OpenVINO), or TensorRT with its "
             "plugin library"
         )
-    return (
-        "run it with onnxruntime.InferenceSession(path) or sparse_detr.export.onnxruntime_session(path) / "
-        'openvino_model(path) (plain OpenVINO: pass {"INFERENCE_PRECISION_HINT": "f32"})'
-    )
+    return "open it with sparse_detr.export.load_exported(path) (checks the file's digests and every input)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="grid_sample",
         help="deformable attention in the exported graph: 'grid_sample' (standard ops, the default); ONNX "
         "'plugin': one MultiscaleDeformableAttnPlugin_TRT node each (TensorRT's plugin; ONNX Runtime / "
-        "OpenVINO through sparse_detr.export.onnxruntime_session / openvino_model); torch-export "
+        "OpenVINO through sparse_detr.export.load_exported); torch-export "
         "'extension': the compiled sparse_detr op (needs sparse_detr to run)",
     )
     parser.add_argument(
@@ -168,32 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    setup_logger(name="sparse_detr")  # the project's log messages on the console
+    output = Path(args.output)
+    outputs = {"--output": output}
+    if args.format == "openvino":
+        outputs["--output's .bin"] = output.with_suffix(".bin")
+    refuse_overwriting_inputs(outputs, {"--weights": args.weights, "--config-file": args.config_file})
+    setup_tool_logger()  # the project's log messages on the console
     start = time.perf_counter()
-    try:
-        model, cfg = load_model(args.config_file, args.weights, args.opts, args.device)
-    except (UntrainedModelError, CheckpointMismatchError) as error:  # weights that make no detector
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        path = export_model(
-            model,
-            args.output,
-            args.format,
-            image_size=tuple(args.image_size),
-            keep_ratio=args.rho,
-            deform_attn=args.deform_attn,
-            batched=args.batch,
-            deployment=deployment_info(cfg, model),
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model, weights, cfg = load_model(args.config_file, args.weights, args.opts, args.device)
+    refuse_overwriting_inputs(outputs, {"the config's weights": weights})
+    path = export_model(
+        model,
+        output,
+        args.format,
+        image_size=tuple(args.image_size),
+        keep_ratio=args.rho,
+        deform_attn=args.deform_attn,
+        batched=args.batch,
+        deployment=deployment_info(cfg, model),
+    )
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
     print(how_to_open(args.format, args.deform_attn))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool: user errors in one line (exit 2), Ctrl-C in one (exit 130), tracebacks with --debug."""
+    return run_tool(run, argv, "export.py")
 
 
 if __name__ == "__main__":

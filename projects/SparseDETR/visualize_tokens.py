@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from apps import dataset_entries, expand_inputs, num_model_classes, read_image_or_none
-from detectron2.utils.logger import setup_logger
 from output_names import unique_output_stems
 from tqdm import tqdm
 
@@ -33,6 +33,8 @@ from sparse_detr.config.validation import check_option_order
 from sparse_detr.data.catalog import class_names
 from sparse_detr.engine.predictor import Predictor
 from sparse_detr.model_zoo.tool_configs import config_label, load_tool_config
+from sparse_detr.utils.cli import run_tool, setup_tool_logger
+from sparse_detr.utils.files import refuse_overwriting_inputs
 from sparse_detr.visualization.token_figure import analyze_image, draw_figure
 
 logger = logging.getLogger("sparse_detr.visualize_tokens")
@@ -69,12 +71,22 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = build_parser().parse_args(argv)
     usage = f"{Path(__file__).name} --config-file CONFIG [options]"
     check_option_order(args.opts, usage)  # before the other checks: a misplaced option looks absent
-    setup_logger(args.output, name="sparse_detr")  # console and OUTPUT/log.txt
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input or --dataset")
     weights = args.weights or [None] * len(args.config_file)
     if len(weights) != len(args.config_file):
         raise SystemExit(f"--weights: {len(weights)} given for {len(args.config_file)} --config-file")
+    inputs = {f"--config-file {c}": c for c in args.config_file} | {f"--weights {w}": w for w in weights}
+    if args.input:
+        files = expand_inputs(args.input)
+        stems = unique_output_stems(files, companions=("_tokens",))
+        inputs |= {f"--input {p}": p for p in files}
+        figures = {p: f"{stems[p]}_tokens.png" for p in files}
+        outputs = {f"--output's {name}": Path(args.output) / name for name in figures.values()}
+    else:
+        outputs = {}
+    refuse_overwriting_inputs({"--output's log.txt": Path(args.output) / "log.txt", **outputs}, inputs)
+    setup_tool_logger(args.output)  # console and OUTPUT/log.txt
     models = []
     for config, weight in zip(args.config_file, weights):
         cfg = load_tool_config(config, args.opts, weight, args.device, usage)
@@ -92,8 +104,6 @@ def main(argv: list[str] | None = None) -> list[str]:
     if args.dataset:
         images = dataset_entries(args.dataset, args.num_images)
     else:
-        files = expand_inputs(args.input)
-        stems = unique_output_stems(files, companions=("_tokens",))
         images = [(str(stems[p]), read_image_or_none(p)) for p in files]
         images = [(name, image) for name, image in images if image is not None]
     written = []
@@ -115,4 +125,4 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main, None, "visualize_tokens.py"))

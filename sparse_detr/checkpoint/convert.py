@@ -12,6 +12,7 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..utils.files import atomic_output, atomic_write, refuse_overwriting_inputs
 from ..utils.safe_pickle import check_checkpoint_file, unreadable_checkpoint_error
 from ..utils.zip_integrity import check_zip_members
 from .key_map import convert_official_state_dict
@@ -76,19 +77,24 @@ def convert_official_checkpoint(input_path: str, output_dir: str, coco_contiguou
 
     Returns a summary dict (paths, number of tensors, the official args used).
     """
+    refuse_overwriting_inputs(
+        {"--output-dir's model_final.pth": os.path.join(output_dir, "model_final.pth"),
+         "--output-dir's config.yaml": os.path.join(output_dir, "config.yaml")},
+        {"--input": input_path},
+    )
     checkpoint = load_official_checkpoint(input_path)
     model, model_cfg = build_converted_model(checkpoint, coco_contiguous=coco_contiguous)
     os.makedirs(output_dir, exist_ok=True)
     weights_path = os.path.join(output_dir, "model_final.pth")
     config_path = os.path.join(output_dir, "config.yaml")
-    torch.save(
-        {"model": model.state_dict(), "__author__": "sparse_detr.checkpoint (converted official)"},
-        weights_path,
-    )
+    # each file under a temporary name, renamed when complete: a kill or a full disk keeps an earlier one
+    converted = {"model": model.state_dict(), "__author__": "sparse_detr.checkpoint (converted official)"}
+    atomic_write(weights_path, lambda f: torch.save(converted, f))
     config = OmegaConf.create(
         {"model": model_cfg, "train": {"init_checkpoint": os.path.abspath(weights_path)}}
     )
-    LazyConfig.save(config, config_path)
+    with atomic_output(config_path) as tmp:
+        LazyConfig.save(config, str(tmp))
     return {
         "weights": weights_path,
         "config": config_path,

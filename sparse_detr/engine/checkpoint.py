@@ -27,6 +27,7 @@ from ..checkpoint.safe_loading import (
     _listing,
     non_finite_tensors,
 )
+from ..utils.files import TEMPORARY_FILE, NoSpaceLeftError, atomic_write
 from ..utils.processes import process_alive
 
 __all__ = [
@@ -39,39 +40,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TEMPORARY_FILE = re.compile(r"^\..+\.tmp(\d+)$")
 _PERIODIC_CHECKPOINT = re.compile(r"^(?P<prefix>.+)_(?P<iteration>\d{7})\.pth$")
-
-
-class NoSpaceLeftError(OSError):
-    """A checkpoint could not be written: its directory's file system is full (or over quota)."""
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# ---------------------------------------------------------------------------------------------- saving
-def _atomic_write(path: str, write) -> None:
-    directory, basename = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{basename}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        if error.errno not in _NO_SPACE:
-            raise
-        raise NoSpaceLeftError(
-            errno.ENOSPC, f"no space left in {directory} while writing {basename} ({error.strerror})"
-        ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def remove_stale_temporary_files(directory: str) -> list[str]:
@@ -80,7 +54,7 @@ def remove_stale_temporary_files(directory: str) -> list[str]:
     if not directory or not os.path.isdir(directory):
         return removed
     for name in os.listdir(directory):
-        match = _TEMPORARY_FILE.match(name)
+        match = TEMPORARY_FILE.match(name)
         if match and not process_alive(int(match.group(1))):
             path = os.path.join(directory, name)
             try:
@@ -140,7 +114,7 @@ class AtomicDetectionCheckpointer(SafeDetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(path, last_filename_basename.encode())
 
 
 class PersistentPeriodicCheckpointer(hooks.PeriodicCheckpointer):

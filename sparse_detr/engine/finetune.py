@@ -16,6 +16,7 @@ the data, the number of classes and an epoch schedule computed from the dataset 
                                  dataloader.train.total_batch_size, epochs=12)
     train.max_iter, lr_multiplier = schedule.max_iter, schedule.lr_multiplier
     train.eval_period, train.checkpointer.period = schedule.eval_period, schedule.checkpoint_period
+    train.checkpointer.max_to_keep = schedule.max_to_keep  # the last periodic checkpoint, and model_final
 
 Starting from a checkpoint with another number of classes, the class heads keep their initialisation; the
 checkpointer (:class:`~sparse_detr.engine.AtomicDetectionCheckpointer`) logs each of those keys once.
@@ -109,6 +110,9 @@ class FinetuneSchedule:
     lr_multiplier: DictConfig
     eval_period: int
     checkpoint_period: int
+    # periodic checkpoints kept (``train.checkpointer.max_to_keep``): the last one, to resume from, besides
+    # model_final.pth; each holds the optimizer state (~150 MB for R-50), one per epoch would fill a disk
+    max_to_keep: int = 1
 
 
 def finetune_schedule(
@@ -130,7 +134,8 @@ def finetune_schedule(
     Returns:
         ``max_iter``, ``lr_multiplier`` (LazyCall of fvcore's ``MultiStepParamScheduler``), ``eval_period``
         and ``checkpoint_period`` in iterations, for ``train.max_iter``, ``lr_multiplier``,
-        ``train.eval_period`` and ``train.checkpointer.period``.
+        ``train.eval_period`` and ``train.checkpointer.period``; ``max_to_keep`` (1) for
+        ``train.checkpointer.max_to_keep``.
     """
     _check_schedule_arguments(
         num_images,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import logging
 import time
@@ -20,31 +21,16 @@ import torch
 from torch import nn
 from torch.fx.experimental import _config as symbolic_shapes_config
 
-from . import input_domain
+from sparse_detr.utils.files import atomic_write
+
+from . import input_domain, integrity
 from .deployable import DeployableSparseDETR, default_keep_ratio
-from .metadata import (
-    METADATA_FILE,
-    MIN_IMAGE_SIZE,
-    OPENVINO_RT_INFO_PATH,
-    DeploymentInfo,
-    export_metadata,
-    read_metadata,
-)
+from .metadata import METADATA_FILE, OPENVINO_RT_INFO_PATH, DeploymentInfo, export_metadata, read_metadata
 
-__all__ = [
-    "EXPORT_FORMATS",
-    "MIN_IMAGE_SIZE",
-    "ONNX_DEFORM_ATTN",
-    "ONNX_OPSET",
-    "export_onnx",
-    "export_openvino",
-    "export_torch_program",
-    "onnx_to_openvino",
-    "export_model",
-    "example_inputs",
-]
+__all__ = ["EXPORT_FORMATS", "export_model"]
 
-EXPORT_FORMATS = ("onnx", "openvino", "torch-export")
+# format -> the file suffix it is written as
+EXPORT_FORMATS = {"onnx": ".onnx", "openvino": ".xml", "torch-export": ".pt2"}
 # how an ONNX file holds deformable attention: standard ops, or one TensorRT-layout plugin node (plugin_op.py)
 ONNX_DEFORM_ATTN = ("grid_sample", "plugin")
 ONNX_OPSET = 18
@@ -102,8 +88,9 @@ def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]
     """(image,) or (image, keep_ratio): a random 0-255 image of ``image_size`` (H, W) (a batch of
     ``EXAMPLE_BATCH`` for a batched graph), on the model's device."""
     height, width = image_size
-    if min(height, width) < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image_size}")
+    smallest = _min_image_size(deployable)
+    if min(height, width) < smallest:
+        raise ValueError(f"image_size must be at least {smallest} x {smallest}, got {image_size}")
     device = deployable.model.device
     shape = (EXAMPLE_BATCH, 3, height, width) if deployable.batched else (3, height, width)
     image = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(device) * 255
@@ -112,9 +99,13 @@ def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]
     return image, deployable.default_keep_ratio.clone()
 
 
+def _min_image_size(deployable: DeployableSparseDETR) -> int:
+    return input_domain.min_image_size(input_domain.token_strides(deployable.model))
+
+
 def _dynamic_shapes(deployable: DeployableSparseDETR):
-    height = torch.export.Dim("height", min=MIN_IMAGE_SIZE)
-    width = torch.export.Dim("width", min=MIN_IMAGE_SIZE)
+    height = torch.export.Dim("height", min=_min_image_size(deployable))
+    width = torch.export.Dim("width", min=_min_image_size(deployable))
     if deployable.batched:
         image = {0: torch.export.Dim("batch", min=1), 2: height, 3: width}
     else:
@@ -166,7 +157,10 @@ def export_torch_program(
     program = _export_program(deployable, image_size)
     if path is not None:
         with _step(f"writing {path}"):
-            torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
+            # into memory first: torch.export.save aborts the process on a full disk
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer, extra_files={METADATA_FILE: json.dumps(metadata)})
+            atomic_write(path, buffer.getbuffer())
     return program
 
 
@@ -200,14 +194,14 @@ def export_onnx(
         deform_attn: "grid_sample" (standard ops only: any ONNX runtime) or "plugin" (each deformable
             attention one ``MultiscaleDeformableAttnPlugin_TRT`` node, see :mod:`.plugin_op`: TensorRT
             with NVIDIA's plugin library, ONNX Runtime and OpenVINO through
-            :func:`~sparse_detr.export.onnxruntime_session` / :func:`~sparse_detr.export.openvino_model`;
+            :func:`~sparse_detr.export.load_exported`;
             needs ``sparse_detr._C``).
         batched: a graph of same-size image batches (outputs also ``nonempty`` Bool[batch, K]).
         deployment: test resize and label meaning for the metadata (default the official 800 / 1333).
     Returns:
         the path written.
     """
-    onnx = _import_onnx()
+    _import_onnx()
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (GridSample, LayerNormalization), got {opset}")
     if deform_attn not in ONNX_DEFORM_ATTN:
@@ -233,15 +227,15 @@ def export_onnx(
     _name_image_dims(proto, input_names[0], batched)
     if plugin:
         plugin_op.type_plugin_outputs(proto)
+    metadata.update(integrity.onnx_digests(proto))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    with _step("checking the graph (onnx.checker, strict shape inference)"):
+        check_onnx(proto)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with _step(f"writing {path}"):
-        onnx.save(proto, str(path))
-    with _step("checking the file (onnx.checker, strict shape inference)"):
-        check_onnx(path)
+        atomic_write(path, proto.SerializeToString())
     return path
 
 
@@ -295,7 +289,7 @@ def export_openvino(
 
     OpenVINO 2026.4's CPU plugin applies only its KV-cache and dynamic-quantization runtime options from
     a model, so on CPUs with bf16 units compile with ``{"INFERENCE_PRECISION_HINT": "f32"}`` for float32
-    results, as :func:`~sparse_detr.export.openvino_model` does (without it scores move by ~1e-2;
+    results, as :func:`~sparse_detr.export.load_exported` does (without it scores move by ~1e-2;
     ``benchmarks/openvino_precision.py``).
     """
     import tempfile
@@ -318,22 +312,45 @@ def export_openvino(
 def onnx_to_openvino(onnx_path: str | Path, path: str | Path) -> Path:
     """Convert an ONNX file of :func:`export_onnx` into the OpenVINO IR ``path`` (see
     :func:`export_openvino`): float32 weights, the metadata and f32 runtime options in ``rt_info``."""
+    import tempfile
+
     import openvino as ov
 
     path = Path(path)
     metadata = read_metadata(onnx_path)
+    for key in (integrity.WEIGHTS_KEY, integrity.GRAPH_KEY):  # those of the ONNX file, not of the IR
+        metadata.pop(key, None)
     ov_model = ov.convert_model(str(onnx_path))
     ov_model.set_rt_info("f32", ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    ov_model.set_rt_info(json.dumps(metadata), OPENVINO_RT_INFO_PATH)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    with tempfile.TemporaryDirectory() as directory:
+        # written once to learn the digests, then with them: OpenVINO writes the same .bin again and the
+        # same .xml but for the metadata's value, which the .xml's digest leaves out
+        staged = Path(directory) / "model.xml"
+        ov_model.set_rt_info(json.dumps(metadata), OPENVINO_RT_INFO_PATH)
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        digests = {
+            integrity.IR_BIN_KEY: integrity.file_sha256(staged.with_suffix(".bin")),
+            integrity.IR_XML_KEY: integrity.ir_xml_sha256(staged),
+        }
+        ov_model.set_rt_info(json.dumps(metadata | digests), OPENVINO_RT_INFO_PATH)
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        again = {
+            integrity.IR_BIN_KEY: integrity.file_sha256(staged.with_suffix(".bin")),
+            integrity.IR_XML_KEY: integrity.ir_xml_sha256(staged),
+        }
+        if again != digests:
+            raise RuntimeError("OpenVINO wrote the same model twice differently: no digest can be recorded")
+        # the .bin first: an .xml is never beside a .bin older than itself
+        atomic_write(path.with_suffix(".bin"), staged.with_suffix(".bin").read_bytes())
+        atomic_write(path, staged.read_bytes())
     return path
 
 
-def check_onnx(path: str | Path) -> None:
+def check_onnx(path_or_proto) -> None:
     """``onnx.checker`` (full check) and strict shape inference: every value gets a type."""
     onnx = _import_onnx()
-    proto = onnx.load(str(path))
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
+    path = "the ONNX graph" if proto is path_or_proto else path_or_proto
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     typed = {v.name for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
@@ -345,8 +362,8 @@ def check_onnx(path: str | Path) -> None:
 
 def export_model(
     model: nn.Module,
-    output: str | Path,
-    export_format: str,
+    path: str | Path,
+    format: str | None = None,  # noqa: A002  (the word users know, as in torch.onnx / ultralytics)
     *,
     image_size: tuple[int, int] = (640, 640),
     keep_ratio: float | None = None,
@@ -354,26 +371,54 @@ def export_model(
     batched: bool = False,
     deployment: DeploymentInfo | None = None,
 ) -> Path:
-    """Export ``model`` to ``output`` in ``export_format`` (see :data:`EXPORT_FORMATS`); returns the path.
+    """Export ``model`` to ``path`` as ``format``; :func:`~sparse_detr.export.load_exported` opens it.
 
-    ``deform_attn``: "grid_sample" or "plugin" for ONNX (:func:`export_onnx`), "grid_sample" for OpenVINO,
-    "grid_sample" or "extension" for torch-export (:func:`export_torch_program`).
+    The graph takes ``image`` Float[3, H, W] (0-255, the model's channel order, any H and W the graph's token
+    strides allow: 65 for the paper's models) and, for a sparse model, ``keep_ratio`` Float[]; it returns
+    ``boxes`` Float[K, 4] (x1, y1, x2, y2 input pixels), ``scores`` Float[K] and ``classes`` Int64[K].
+    The file records what a deployment needs (:func:`~sparse_detr.export.read_metadata`) and digests of its
+    weights and graph, checked by :func:`~sparse_detr.export.load_exported`. It is written under a temporary
+    name and renamed when complete (a full disk leaves an earlier file intact).
+
+    Args:
+        model: a :class:`SparseDETR` with its weights (on the device to trace on; ONNX and OpenVINO: CPU).
+        path: the output file: ``.onnx``, OpenVINO ``.xml`` (its ``.bin`` beside it) or ``.pt2``.
+        format: "onnx", "openvino" (an IR of the ONNX graph, float32 weights, f32 precision recorded) or
+            "torch-export" (``torch.export.save``); default from ``path``'s suffix.
+        image_size: (H, W) of the example image traced.
+        keep_ratio: default rho recorded in the file (default: the model's).
+        deform_attn: "grid_sample" (standard ops; any runtime); ONNX "plugin": each deformable attention one
+            ``MultiscaleDeformableAttnPlugin_TRT`` node (:mod:`.plugin_op`; TensorRT's plugin, or the
+            project's kernel through ``load_exported``); torch-export "extension": the compiled op (the
+            program then needs ``import sparse_detr`` where it runs).
+        batched: a graph of same-size image batches ``images`` Float[B, 3, H, W] (outputs [B, K, ...] and
+            ``nonempty`` Bool[B, K]; images of different sizes go in separate calls).
+        deployment: test resize and label meaning for the metadata (default the official 800 / 1333).
+    Returns:
+        the path written.
     """
-    if export_format not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
+    path = Path(path)
+    if format is None:
+        by_suffix = {suffix: name for name, suffix in EXPORT_FORMATS.items()}
+        if path.suffix not in by_suffix:
+            raise ValueError(f"{path}: name the format (one of {tuple(EXPORT_FORMATS)}) or use a suffix of "
+                             f"{tuple(by_suffix)}")
+        format = by_suffix[path.suffix]  # noqa: A001
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {tuple(EXPORT_FORMATS)}, got {format!r}")
+    if path.suffix != EXPORT_FORMATS[format]:
+        raise ValueError(f"{path}: a {format} export is written as a {EXPORT_FORMATS[format]} file")
     common = dict(image_size=image_size, keep_ratio=keep_ratio, batched=batched, deployment=deployment)
-    if export_format == "onnx":
+    if format == "onnx":
         if deform_attn not in ONNX_DEFORM_ATTN:
             raise ValueError(f"ONNX export takes deform_attn in {ONNX_DEFORM_ATTN}, got {deform_attn!r}")
-        return export_onnx(model, output, deform_attn=deform_attn, **common)
-    if export_format == "openvino":
+        return export_onnx(model, path, deform_attn=deform_attn, **common)
+    if format == "openvino":
         if deform_attn != "grid_sample":
             raise ValueError(
                 "openvino export uses deform_attn='grid_sample' (standard ops only); for the plugin node "
-                "export ONNX and open it with sparse_detr.export.openvino_model"
+                "export ONNX and open it with load_exported(path, runtime='openvino')"
             )
-        return export_openvino(model, output, **common)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    export_torch_program(model, output, deform_attn=deform_attn, **common)
-    return output
+        return export_openvino(model, path, **common)
+    export_torch_program(model, path, deform_attn=deform_attn, **common)
+    return path

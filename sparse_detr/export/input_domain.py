@@ -32,6 +32,7 @@ __all__ = [
     "domain_metadata",
     "check_image",
     "check_keep_ratio",
+    "min_image_size",
     "num_tokens",
     "token_strides",
 ]
@@ -45,6 +46,11 @@ def token_strides(model) -> list[int]:
     while len(strides) < model.neck.num_levels:
         strides.append(strides[-1] * 2)
     return strides
+
+
+def min_image_size(strides: list[int]) -> int:
+    """The smallest image side one graph serves: the coarsest level (the largest stride) at least 2 x 2."""
+    return max(strides) + 1
 
 
 def num_tokens(height: int, width: int, strides: list[int]) -> int:

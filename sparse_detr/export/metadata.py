@@ -20,8 +20,12 @@ import numpy as np
 
 from sparse_detr._version import __version__
 
+from .input_domain import min_image_size, token_strides
+
 __all__ = [
     "DeploymentInfo",
+    "GraphInfo",
+    "checked_metadata",
     "Preprocessed",
     "export_metadata",
     "preprocess",
@@ -35,8 +39,7 @@ METADATA_FILE = "sparse_detr_metadata.json"
 # where an OpenVINO IR holds the metadata JSON in its rt_info
 OPENVINO_RT_INFO_PATH = ["sparse_detr", "metadata"]
 PREFIX = "sparse_detr."
-# the smallest level (stride 64 with 4 levels) must be at least 2 x 2 for one graph to serve every size
-MIN_IMAGE_SIZE = 65
+NOT_OURS = "not a file written by sparse_detr.export.export_model"
 # Detectron2's test resize of the official configs (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``)
 DEFAULT_SHORTEST_EDGE, DEFAULT_MAX_SIZE = 800, 1333
 
@@ -93,7 +96,7 @@ def export_metadata(
         "batched": json.dumps(batched),
         "deform_attn": deform_attn,
     }
-    metadata["min_image_size"] = str(MIN_IMAGE_SIZE)
+    metadata["min_image_size"] = str(min_image_size(token_strides(model)))
     for name in ("class_names", "category_ids"):
         value = getattr(info, name)
         if value is None:
@@ -110,28 +113,107 @@ def export_metadata(
     return {PREFIX + key: value for key, value in metadata.items()}
 
 
+@dataclass(frozen=True)
+class GraphInfo:
+    """What running an exported graph needs from its metadata, validated (:func:`checked_metadata`).
+
+    Attributes:
+        token_strides: input pixels per encoder token, per level (positive integers).
+        min_image_size: the smallest image side: the coarsest level must be 2 x 2 (from the strides).
+        default_keep_ratio: rho of a sparse graph in (0, 1], None for a dense one.
+        batched: the graph takes ``images`` Float[B, 3, H, W].
+    """
+
+    token_strides: list[int]
+    min_image_size: int
+    default_keep_ratio: float | None
+    batched: bool
+
+
+def _entry(metadata: Mapping[str, str], key: str, path, parse, expected: str, required: bool = True):
+    """``parse(metadata[PREFIX + key])``, or ValueError naming the key, the file and the value."""
+    name = PREFIX + key
+    if name not in metadata:
+        if not required:
+            return None
+        raise ValueError(f"{path}: metadata {name} is missing ({expected} expected): {NOT_OURS}, or altered")
+    raw = metadata[name]
+    try:
+        value = parse(raw)
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        value = None
+    if value is None:
+        raise ValueError(f"{path}: metadata {name} = {raw!r} is not {expected}")
+    return value
+
+
+def _strides(text: str) -> list[int] | None:
+    strides = json.loads(text)
+    ok = isinstance(strides, list) and strides and all(type(s) is int and s > 0 for s in strides)
+    return strides if ok else None
+
+
+def _keep_ratio(text: str) -> float | None:
+    value = float(text)
+    return value if 0.0 < value <= 1.0 else None  # NaN fails both
+
+
+def _positive_int(text: str) -> int | None:
+    value = int(text)
+    return value if value > 0 else None
+
+
+def checked_metadata(metadata: Mapping[str, str], path) -> GraphInfo:
+    """Validate an exported file's metadata (``path`` names the file in errors) -> :class:`GraphInfo`.
+
+    ``min_image_size`` follows from ``token_strides``; a recorded value that contradicts them is refused.
+    """
+    if not any(key.startswith(PREFIX) for key in metadata):
+        raise ValueError(f"{path}: no sparse_detr metadata: {NOT_OURS}")
+    strides = _entry(metadata, "token_strides", path, _strides, "a JSON list of positive integers")
+    smallest = min_image_size(strides)
+    recorded = _entry(metadata, "min_image_size", path, int, "an integer", required=False)
+    if recorded is not None and recorded != smallest:
+        raise ValueError(
+            f"{path}: metadata {PREFIX}min_image_size = {recorded!r} contradicts the graph's token strides "
+            f"{strides} (the coarsest level must be 2 x 2: {smallest})"
+        )
+    for key in ("test_shortest_edge", "test_max_size", "num_classes"):
+        _entry(metadata, key, path, _positive_int, "a positive integer")
+    _entry(metadata, "input_format", path, lambda v: v if v in ("RGB", "BGR") else None, '"RGB" or "BGR"')
+    batched = _entry(metadata, "batched", path, {"true": True, "false": False}.get, "true or false")
+    rho = _entry(metadata, "default_keep_ratio", path, _keep_ratio, "a number in (0, 1]", required=False)
+    return GraphInfo(token_strides=strides, min_image_size=smallest, default_keep_ratio=rho, batched=batched)
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``sparse_detr.*`` entries of an exported ``.onnx``, ``.pt2`` or OpenVINO ``.xml`` file."""
     path = Path(path)
     if path.suffix == ".onnx":
         import onnx
 
-        proto = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in proto.metadata_props if p.key.startswith(PREFIX)}
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as error:  # noqa: BLE001  (protobuf raises several types for a broken file)
+            raise ValueError(f"{path} is not a readable ONNX file: {error}") from error
+        metadata = {p.key: p.value for p in proto.metadata_props if p.key.startswith(PREFIX)}
+        if not metadata:
+            raise ValueError(f"{path}: no sparse_detr metadata in the ONNX file: {NOT_OURS}")
+        return metadata
     if path.suffix == ".pt2":
         import torch
 
         extra = {METADATA_FILE: ""}
         torch.export.load(str(path), extra_files=extra)
         if not extra[METADATA_FILE]:
-            raise ValueError(f"{path}: no {METADATA_FILE} in the program (not written by sparse_detr.export)")
+            raise ValueError(f"{path}: no {METADATA_FILE} in the program: {NOT_OURS}")
         return json.loads(extra[METADATA_FILE])
     if path.suffix == ".xml":
         import openvino as ov
 
         model = ov.Core().read_model(str(path))
         if not model.has_rt_info(OPENVINO_RT_INFO_PATH):
-            raise ValueError(f"{path}: no sparse_detr metadata in the IR (not written by sparse_detr.export)")
+            raise ValueError(f"{path}: no sparse_detr metadata in the IR: {NOT_OURS}")
         return json.loads(model.get_rt_info(OPENVINO_RT_INFO_PATH).astype(str))
     raise ValueError(f"{path}: expected an exported .onnx, .pt2 or OpenVINO .xml file")
 
@@ -192,18 +274,15 @@ def preprocess(image: np.ndarray, metadata: Mapping[str, str], image_format: str
 
     check_input_format(image_format, "image_format")
     check_image_array(image, image_format, "image")
-    missing = [
-        PREFIX + key for key in ("test_shortest_edge", "test_max_size", "input_format")
-        if PREFIX + key not in metadata
-    ]
-    if missing:
-        raise ValueError(f"metadata lacks {missing}: not that of a file written by sparse_detr.export")
-    if image_format != metadata[PREFIX + "input_format"]:
+    source = "the metadata"
+    shortest_edge = _entry(metadata, "test_shortest_edge", source, _positive_int, "a positive integer")
+    max_size = _entry(metadata, "test_max_size", source, _positive_int, "a positive integer")
+    input_format = _entry(metadata, "input_format", source, lambda v: v if v in ("RGB", "BGR") else None,
+                          '"RGB" or "BGR"')
+    if image_format != input_format:
         image = image[:, :, ::-1]
     height, width = image.shape[:2]
-    new_height, new_width = resized_shape(
-        height, width, int(metadata[PREFIX + "test_shortest_edge"]), int(metadata[PREFIX + "test_max_size"])
-    )
+    new_height, new_width = resized_shape(height, width, shortest_edge, max_size)
     if (new_height, new_width) != (height, width):
         resized = Image.fromarray(np.ascontiguousarray(image)).resize((new_width, new_height), Image.BILINEAR)
         image = np.asarray(resized)

@@ -1,7 +1,8 @@
 """Deformable attention as one ONNX node in the layout of TensorRT's ``MultiscaleDeformableAttnPlugin_TRT``.
 
-With ``export_onnx(..., deform_attn="plugin")`` every call of the compiled op ``sparse_detr::ms_deform_attn``
-becomes one node ``MultiscaleDeformableAttnPlugin_TRT`` (domain ``trt.plugins``, version 1, no attributes):
+With ``export_model(..., format="onnx", deform_attn="plugin")`` every call of the compiled op
+``sparse_detr::ms_deform_attn`` becomes one node ``MultiscaleDeformableAttnPlugin_TRT`` (domain
+``trt.plugins``, version 1, no attributes):
 
 - inputs ``value`` Float[N, S, M, D], ``spatial_shapes`` Int32[L, 2] (H, W), ``level_start_index``
   Int32[L], ``sampling_locations`` Float[N, Lq, M, L, P, 2] (normalised x, y), ``attention_weights``

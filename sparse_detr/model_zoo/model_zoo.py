@@ -11,6 +11,7 @@ from detectron2.utils.file_io import PathManager
 from omegaconf import DictConfig
 
 from ..checkpoint.safe_loading import SafeDetectionCheckpointer
+from ..config.safe_yaml import check_config_file
 from .official_weights import OFFICIAL_PREFIX, OFFICIAL_RELEASES, official_release_url
 
 __all__ = ["get", "get_checkpoint_url", "get_config", "list_configs"]
@@ -96,6 +97,7 @@ def get_config(config_path: str) -> DictConfig | CfgNode:
             ``MODEL.WEIGHTS`` to ``sparse_detr://official/<release stem>`` (:func:`get_checkpoint_url`).
     """
     path = find_config_file(config_path)
+    check_config_file(path)
     if path.endswith(".py"):
         return LazyConfig.load(path)
     from sparse_detr.config import add_sparse_detr_config
@@ -136,6 +138,7 @@ def get(config_path: str, trained: bool = False, device: str | None = None) -> t
         return build_model_from_config(get_config(config_path), device)
     weights = OFFICIAL_PREFIX + _official_stem_or_refuse(config_path)
     converted = Path(PathManager.get_local_path(weights)).with_name("config.yaml")
+    check_config_file(converted)
     model = build_model_from_config(LazyConfig.load(str(converted)), device)
     SafeDetectionCheckpointer(model, strict=True).load(weights)
     return model

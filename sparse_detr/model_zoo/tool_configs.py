@@ -12,6 +12,7 @@ from pathlib import Path
 from detectron2.config import CfgNode, LazyConfig, get_cfg
 from omegaconf import DictConfig
 
+from sparse_detr.config.safe_yaml import check_config_file
 from sparse_detr.config.validation import check_command_line_overrides
 from sparse_detr.data.catalog import register_config_datasets
 
@@ -28,6 +29,7 @@ def _read_config(path_or_name: str) -> DictConfig | CfgNode:
     path = Path(path_or_name)
     if not path.is_file():
         return get_config(path_or_name)
+    check_config_file(path)
     if path.suffix == ".py":
         return LazyConfig.load(str(path))
     if path.suffix != ".yaml":

@@ -25,7 +25,8 @@ def draw_prediction_grid(
 
     Returns:
         (rows * H, columns * W, 3) uint8 RGB grid; every tile is an image with its predicted boxes, classes
-        and scores drawn by Detectron2's ``Visualizer``.
+        and scores drawn by Detectron2's ``Visualizer``, or the words "no detection with score >= T" when
+        none passed the threshold.
     """
     records = DatasetCatalog.get(dataset)[:num_images]
     metadata = MetadataCatalog.get(dataset)
@@ -35,7 +36,12 @@ def draw_prediction_grid(
         instances = predictor(image, record["file_name"])["instances"].to("cpu")
         instances = instances[instances.scores >= score_threshold]
         rgb = image if predictor.image_format == "RGB" else image[:, :, ::-1]
-        tiles.append(Visualizer(rgb, metadata, scale=1.0).draw_instance_predictions(instances).get_image())
+        visualizer = Visualizer(rgb, metadata, scale=1.0)
+        if len(instances) == 0:  # an empty tile would look like a drawing that failed
+            visualizer.draw_text(
+                f"no detection with score >= {score_threshold:g}", (image.shape[1] / 2, image.shape[0] / 2)
+            )
+        tiles.append(visualizer.draw_instance_predictions(instances).get_image())
     height = max(t.shape[0] for t in tiles)
     width = max(t.shape[1] for t in tiles)
     rows = math.ceil(len(tiles) / columns)

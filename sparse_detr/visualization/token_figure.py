@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sparse_detr.modeling.analysis import analyze
+from sparse_detr.utils.files import atomic_output
 
 __all__ = ["TokenView", "analyze_image", "draw_figure", "level_map_to_image", "level_stride"]
 
@@ -241,7 +242,8 @@ def draw_figure(
             ax.set_yticks([])
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends below the images included
+    with atomic_output(path) as tmp:  # the format from the suffix, which the temporary name keeps
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")  # the legends below the images included
     plt.close(fig)
     return fig
 

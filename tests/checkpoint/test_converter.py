@@ -194,3 +194,27 @@ def test_dynamic_rho_on_the_converted_model(official):
         out = model.eval().predict(inputs["padded_images"], inputs["padded_mask"])
     valid = (~official["outputs"]["mask_flatten"]).sum(1)
     assert out.num_kept.tolist() == [int(v * 0.3) + 1 for v in valid.tolist()]
+
+
+def test_conversion_never_destroys_its_input_nor_an_earlier_conversion(official, tmp_path):
+    import os
+
+    from sparse_detr.checkpoint.convert import convert_official_checkpoint
+    from sparse_detr.utils.files import NoSpaceLeftError, OverwritesInputError
+
+    source = tmp_path / "out" / "model_final.pth"  # a downloaded file kept where the conversion goes
+    source.parent.mkdir()
+    torch.save({"model": official["state_dict"], "args": argparse.Namespace(**official["args"])}, source)
+    before = source.read_bytes()
+    with pytest.raises(OverwritesInputError, match=r"model_final\.pth is the file --input reads"):
+        convert_official_checkpoint(str(source), str(tmp_path / "out"))
+    assert source.read_bytes() == before
+    # an earlier conversion survives a full disk: the new file goes to a temporary name first
+    out = tmp_path / "converted"
+    convert_official_checkpoint(str(source), str(out))
+    earlier = (out / "model_final.pth").read_bytes()
+    (out / f".model_final.pth.tmp{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(NoSpaceLeftError, match=rf"no space left in {out} while writing model_final\.pth"):
+        convert_official_checkpoint(str(source), str(out), coco_contiguous=True)
+    assert (out / "model_final.pth").read_bytes() == earlier
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model_final.pth"]

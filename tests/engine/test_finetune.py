@@ -29,6 +29,7 @@ def test_schedule_follows_the_dataset_size_and_batch():
     assert schedule.max_iter == 130
     assert schedule.lr_multiplier.milestones == [104]  # lr / 10 after epoch 8 (80 %)
     assert schedule.eval_period == schedule.checkpoint_period == 13
+    assert schedule.max_to_keep == 1  # one periodic checkpoint (with the optimizer) besides model_final
     custom = finetune_schedule(1000, 16, epochs=12, drop_epochs=[8, 11], eval_every_epochs=2,
                                checkpoint_every_epochs=0.5)
     assert (custom.max_iter, custom.lr_multiplier.milestones) == (756, [504, 693])

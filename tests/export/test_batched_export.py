@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_detr.export import DeployableSparseDETR, export_onnx, read_metadata
+from sparse_detr.export import export_model, load_exported, read_metadata
+from sparse_detr.export.deployable import DeployableSparseDETR
 from tests.helpers.export_cases import (
     EXPORT_SIZE,
     RUN_SIZES,
@@ -42,7 +43,7 @@ def test_eager_batch_equals_single_images(case):
 @pytest.mark.slow
 def test_onnx_batch_equals_single_images(tmp_path):
     model = build_case("dam")
-    path = export_onnx(model, tmp_path / "batched.onnx", image_size=EXPORT_SIZE, batched=True)
+    path = export_model(model, tmp_path / "batched.onnx", image_size=EXPORT_SIZE, batched=True)
     assert read_metadata(path)["sparse_detr.batched"] == "true"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     image_input = session.get_inputs()[0]
@@ -56,3 +57,10 @@ def test_onnx_batch_equals_single_images(tmp_path):
             for index, image in enumerate(images):
                 reference = reference_detections(model, image, keep_ratio)
                 assert_same_detections(_per_image(outputs, index), reference, size)
+    detector = load_exported(path)
+    images = [random_image(RUN_SIZES[0], seed) for seed in range(2)]
+    for image, outputs in zip(images, detector.run([x.numpy() for x in images], 0.5)):
+        assert_same_detections(outputs, reference_detections(model, image, 0.5), RUN_SIZES[0])
+    # a batch of two sizes would need padding, which changes the smaller image's detections: refused
+    with pytest.raises(ValueError, match=r"images of 2 sizes .*run each size as its own batch"):
+        detector.run([random_image(RUN_SIZES[0]).numpy(), random_image(RUN_SIZES[1]).numpy()])

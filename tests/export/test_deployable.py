@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparse_detr.export import DeployableSparseDETR
+from sparse_detr.export.deployable import DeployableSparseDETR
 from tests.helpers.export_cases import (
     assert_same_detections,
     build_tiny_model,

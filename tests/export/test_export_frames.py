@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import sparse_detr
-from sparse_detr.export import export_torch_program
+from sparse_detr.export.exporters import export_torch_program
 from tests.helpers.export_cases import EXPORT_SIZE, build_case
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ one unpadded image; they are compared after clipping to the image, as Detectron2
 import pytest
 import torch
 
-from sparse_detr.export import export_onnx, onnxruntime_session, openvino_model
+from sparse_detr.export import export_model, load_exported
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -47,7 +47,7 @@ def exported_fixture(request, official, tmp_path_factory):
     model, _ = build_converted_model(OfficialCheckpoint(official["state_dict"], official["args"]))
     model.eval()
     path = tmp_path_factory.mktemp("official") / f"official_{request.param}.onnx"
-    return request.param, export_onnx(model, path, image_size=(192, 224), deform_attn=request.param)
+    return request.param, export_model(model, path, image_size=(192, 224), deform_attn=request.param)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -55,8 +55,7 @@ def test_exported_fixture_reproduces_official_detections(official, exported_fixt
     deform_attn, path = exported_fixture
     image = official["inputs"]["images"][0]
     assert image.shape[1:] == official["inputs"]["padded_images"].shape[2:], "image 0 must be unpadded"
-    opener = onnxruntime_session if runtime == "onnxruntime" else openvino_model
-    detector = opener(path, threads=2)
+    detector = load_exported(path, runtime, threads=2)
     assert detector.uses_plugin == (deform_attn == "plugin")
     boxes, scores, classes = (torch.from_numpy(x) for x in detector.run(_pixels(image).numpy(), 0.1))
     # the official boxes are in pixels of the target size, an exact power-of-two multiple of the input size

@@ -4,14 +4,10 @@ with the Detectron2 model's detections, at image sizes other than the export siz
 import numpy as np
 import pytest
 
-from sparse_detr.export import (
-    ONNX_OPSET,
-    DeploymentInfo,
-    check_onnx,
-    export_onnx,
-    onnx_to_openvino,
-    read_metadata,
-)
+from sparse_detr.export import export_model, load_exported, read_metadata
+from sparse_detr.export.exporters import ONNX_OPSET, check_onnx, onnx_to_openvino
+from sparse_detr.export.integrity import GRAPH_KEY, IR_BIN_KEY, IR_XML_KEY, WEIGHTS_KEY
+from sparse_detr.export.metadata import DeploymentInfo
 from tests.helpers.export_cases import (
     CASES,
     EXPORT_SIZE,
@@ -37,7 +33,7 @@ DEPLOYMENT = DeploymentInfo(
 def exported(request, tmp_path_factory):
     """(case name, model, .onnx path): each tiny model exported once at EXPORT_SIZE."""
     model = build_case(request.param)
-    path = export_onnx(
+    path = export_model(
         model,
         tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx",
         image_size=EXPORT_SIZE,
@@ -107,7 +103,13 @@ def test_openvino_ir_keeps_float32_and_metadata(exported, tmp_path):
     if case != "dam":
         pytest.skip("one case is enough for the IR conversion")
     xml = onnx_to_openvino(path, tmp_path / "model.xml")
-    assert read_metadata(xml) == read_metadata(path)
+    onnx_metadata = {k: v for k, v in read_metadata(path).items() if k not in (WEIGHTS_KEY, GRAPH_KEY)}
+    assert {k: v for k, v in read_metadata(xml).items() if k not in (IR_BIN_KEY, IR_XML_KEY)} == onnx_metadata
+    detector = load_exported(xml)  # the documented way opens the IR (f32, its .bin's digest checked)
+    assert detector.runtime == "openvino"
+    for size, keep_ratio, image, feed in _feeds(case):
+        outputs = detector.run(feed["image"], keep_ratio)
+        assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
     ir = ov.Core().read_model(str(xml))
     assert ir.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str) == "f32"
     assert {c.get_element_type() for c in ir.get_ops() if c.get_type_name() == "Constant"} >= {ov.Type.f32}

@@ -1,11 +1,12 @@
 """ONNX export with ``deform_attn="plugin"``: one TensorRT-layout node per deformable attention, run by the
-project's C++ kernel in ONNX Runtime and OpenVINO (``onnxruntime_session`` / ``openvino_model``) with the
+project's C++ kernel in ONNX Runtime and OpenVINO (``load_exported``) with the
 Detectron2 model's detections, at image sizes other than the export size and rho changed at run time."""
 
 import numpy as np
 import pytest
 
-from sparse_detr.export import check_onnx, export_model, onnxruntime_session, openvino_model
+from sparse_detr.export import export_model, load_exported
+from sparse_detr.export.exporters import check_onnx
 from sparse_detr.export.plugin_op import PLUGIN_DOMAIN, PLUGIN_OP_TYPE
 from tests.helpers.export_cases import (
     CASES,
@@ -24,7 +25,7 @@ pytest.importorskip("onnxruntime_extensions")
 
 pytestmark = pytest.mark.slow
 
-OPENERS = {"onnxruntime": onnxruntime_session, "openvino": openvino_model}
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 @pytest.fixture(scope="module", params=["dam", "dense"])
@@ -78,10 +79,10 @@ def _runs(case: str):
             yield size, keep_ratio, random_image(size, seed)
 
 
-@pytest.mark.parametrize("runtime", sorted(OPENERS))
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_runtimes_match_model(exported, runtime):
     case, model, path = exported
-    detector = OPENERS[runtime](path, threads=2)
+    detector = load_exported(path, runtime, threads=2)
     assert detector.uses_plugin and detector.is_sparse == (CASES[case][1] != (None,))
     for size, keep_ratio, image in _runs(case):
         outputs = detector.run(image.numpy(), keep_ratio)
@@ -129,10 +130,10 @@ BAD_IMAGES = {
 }
 
 
-@pytest.mark.parametrize("runtime", sorted(OPENERS))
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_runtime_helpers_refuse_inputs_outside_the_graph_domain(exported, runtime):
     case, _, path = exported
-    detector = OPENERS[runtime](path)
+    detector = load_exported(path, runtime)
     image = random_image(EXPORT_SIZE).numpy()
     for name, (bad, message) in BAD_IMAGES.items():
         with pytest.raises(ValueError, match=f"image.*{message}|{message}") as error:
@@ -152,7 +153,7 @@ def test_runtime_helpers_refuse_inputs_outside_the_graph_domain(exported, runtim
 
 def test_metadata_records_the_graph_domain(exported):
     _, model, path = exported
-    metadata = onnxruntime_session(path).metadata
+    metadata = load_exported(path).metadata
     assert metadata["sparse_detr.keep_ratio_range"] == "(0, 1]"
     assert metadata["sparse_detr.min_image_size"] == "65"
     import torch

@@ -8,8 +8,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from sparse_detr.export import DeploymentInfo, preprocess, resized_shape
-from sparse_detr.export.metadata import export_metadata
+from sparse_detr.export import preprocess
+from sparse_detr.export.metadata import DeploymentInfo, export_metadata, resized_shape
 
 
 def _metadata(shortest_edge: int, max_size: int, input_format: str = "RGB") -> dict[str, str]:

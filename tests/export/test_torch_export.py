@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sparse_detr import _ext
-from sparse_detr.export import export_torch_program, read_metadata
+from sparse_detr.export import export_model, load_exported, read_metadata
+from sparse_detr.export.exporters import export_torch_program
 from tests.helpers.export_cases import (
     CASES,
     EXPORT_SIZE,
@@ -33,7 +34,7 @@ def saved(request, tmp_path_factory):
     case, deform_attn = request.param
     model = build_case(case)
     path = tmp_path_factory.mktemp("pt2") / f"{case}_{deform_attn}.pt2"
-    export_torch_program(model, path, image_size=EXPORT_SIZE, deform_attn=deform_attn)
+    export_model(model, path, image_size=EXPORT_SIZE, deform_attn=deform_attn)
     return case, model, path
 
 
@@ -47,6 +48,16 @@ def test_loaded_program_matches_model(saved):
             with torch.no_grad():
                 outputs = program(*inputs)
             assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
+
+
+def test_load_exported_runs_the_program(saved):
+    case, model, path = saved
+    detector = load_exported(path)
+    assert detector.runtime == "torch"
+    size, keep_ratio = RUN_SIZES[0], CASES[case][1][-1]
+    image = random_image(size)
+    outputs = detector.run(image.numpy(), keep_ratio)
+    assert_same_detections(outputs, reference_detections(model, image, keep_ratio), size)
 
 
 def test_program_carries_the_metadata(saved):
@@ -99,7 +110,7 @@ def test_swin_backbone_program_runs_at_any_image_size(swin_model):
 
 
 def test_batched_swin_export_is_refused_by_name(swin_model):
-    from sparse_detr.export import DeployableSparseDETR
+    from sparse_detr.export.deployable import DeployableSparseDETR
 
     with pytest.raises(ValueError, match=r"MODEL.BACKBONE.NAME.*SwinBackbone.*without --batch"):
         DeployableSparseDETR(swin_model, batched=True)

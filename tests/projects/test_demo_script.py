@@ -227,3 +227,14 @@ def test_demo_option_after_overrides_is_refused(inputs, tmp_path):
         demo.main(
             ["--config-file", TINY_CONFIG, "--output", str(tmp_path), "train.seed=1", "--input", str(inputs)]
         )
+
+
+def test_demo_refuses_to_draw_over_an_input_image(inputs, stand_in_weights):
+    from sparse_detr.utils.files import OverwritesInputError
+
+    before = (inputs / "first.png").read_bytes()
+    arguments = ["--config-file", TINY_CONFIG, "--weights", stand_in_weights(TINY_CONFIG),
+                 "--input", str(inputs / "first.png"), "--output", str(inputs)]
+    with pytest.raises(OverwritesInputError, match=r"--output's first\.png .*first\.png is the file --input"):
+        demo.main(arguments)
+    assert (inputs / "first.png").read_bytes() == before

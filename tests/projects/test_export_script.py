@@ -136,15 +136,15 @@ def test_export_says_what_it_does_and_how_long_it_took(tiny_weights, tmp_path, c
     assert re.search(r"tracing the model .*: done in \d+\.\d s", out)
     assert re.search(rf"writing {re.escape(str(output))}: done in \d+\.\d s", out)
     assert re.search(rf"wrote {re.escape(str(output))} \(\d+\.\d MiB\) in \d+\.\d s", out)
-    assert "run it with torch.export.load(path).module()" in out
+    assert "open it with sparse_detr.export.load_exported(path)" in out
 
 
 @pytest.mark.parametrize(
     "export_format, deform_attn, needed",
     [
-        ("openvino", "grid_sample", r'"INFERENCE_PRECISION_HINT": "f32".*openvino_model\(path\).*bf16'),
-        ("onnx", "plugin", r"onnxruntime_session\(path\) / openvino_model\(path\).*TensorRT"),
-        ("onnx", "grid_sample", r"onnxruntime.InferenceSession\(path\).*INFERENCE_PRECISION_HINT"),
+        ("openvino", "grid_sample", r'load_exported\(path\).*"INFERENCE_PRECISION_HINT": "f32".*bf16'),
+        ("onnx", "plugin", r"load_exported\(path\) \(runtime='openvino'.*TensorRT"),
+        ("onnx", "grid_sample", r"load_exported\(path\)"),
         ("torch-export", "extension", r"import sparse_detr"),
     ],
 )
@@ -155,7 +155,7 @@ def test_export_says_how_to_open_what_it_wrote(export_format, deform_attn, neede
 def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights, tmp_path):
     import importlib.util
 
-    from sparse_detr.export import export_onnx
+    from sparse_detr.export import export_model
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -163,7 +163,7 @@ def test_onnx_export_without_the_export_extra_names_it(monkeypatch, tiny_weights
     )
     model, _ = tiny_weights
     with pytest.raises(ModuleNotFoundError, match=r"needs onnx.*pip install 'sparse-detr\[export\]'"):
-        export_onnx(model, tmp_path / "m.onnx")
+        export_model(model, tmp_path / "m.onnx")
 
 
 def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):
@@ -176,3 +176,34 @@ def test_deform_attn_form_must_fit_the_format(tiny_weights, tmp_path, capsys):
     assert export_script.main([*program_argv, "--deform-attn", "plugin"]) == 2
     assert "deform_attn" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("export_format, suffix", [("onnx", ""), ("torch-export", ""), ("openvino", ".bin")])
+def test_export_refuses_to_write_over_its_weights_before_any_work(tiny_weights, tmp_path, capsys,
+                                                                  export_format, suffix):
+    _, weights = tiny_weights
+    copy = tmp_path / ("weights" + (suffix or ".pth"))
+    copy.write_bytes(weights.read_bytes())
+    output = copy.with_suffix(".xml") if suffix else copy
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(copy), "--format", export_format,
+            "--output", str(output)]
+    assert export_script.main(argv) == 2
+    err = capsys.readouterr().err
+    expected = rf"export\.py: error: --output.* {re.escape(str(copy))} is the file --weights reads"
+    assert re.search(expected, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert copy.read_bytes() == weights.read_bytes()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tiny_weights, tmp_path, capsys):
+    _, weights = tiny_weights
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_script, "export_model", interrupted)
+    argv = ["--config-file", TINY_CONFIG, "--weights", str(weights), "--output", str(tmp_path / "m.onnx")]
+    assert export_script.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("interrupted (files are replaced only when complete: earlier ones are intact)")
+    assert len(err.splitlines()) == 1

@@ -50,3 +50,32 @@ def test_figure_labels_legend_and_colour_bars(tmp_path):
     assert [t.get_text() for t in queries_ax.get_legend().get_texts()] == [f"level {i}" for i in range(1, 5)]
     colour_bar_labels = [ax.get_ylabel() for ax in fig.axes[len(SHAPES) + 3 :]]
     assert colour_bar_labels == ["attention per pixel", "sigmoid score"]
+
+
+def test_a_prediction_grid_tile_says_when_no_detection_passed_the_threshold():
+    import numpy as np
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.structures import Boxes, Instances
+    from PIL import Image
+
+    from sparse_detr.visualization import draw_prediction_grid
+
+    def nothing(image, image_format="RGB"):
+        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
+                              pred_classes=torch.zeros(0, dtype=torch.long))
+        return {"instances": instances}
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/blank.png"
+        Image.fromarray(np.full((120, 160, 3), 255, np.uint8)).save(path)
+        DatasetCatalog.register("_blank_grid", lambda: [{"file_name": path, "image_id": 0}])
+        MetadataCatalog.get("_blank_grid").thing_classes = ["a"]
+        try:
+            grid = draw_prediction_grid(nothing, "_blank_grid", num_images=1, score_threshold=0.3)
+        finally:
+            DatasetCatalog.remove("_blank_grid")
+            MetadataCatalog.remove("_blank_grid")
+    assert (grid != 255).any()  # the words "no detection with score >= 0.3" are drawn on the white image
