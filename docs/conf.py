@@ -24,6 +24,7 @@ exclude_patterns = ["_build", "figures/*.py"]
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_inherit_docstrings = False  # not torch.nn.Module.forward's text on every module
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 

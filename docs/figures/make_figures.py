@@ -21,7 +21,7 @@ from sparse_detr.modeling.scorers import kept_token_counts  # noqa: E402
 
 STRIDES = (8, 16, 32, 64)
 KEEP_RATIO = 0.1
-# (x, y, spread) in [0, 1] image coordinates: the cup, the saucer, the handle and the spoon of skimage's coffee
+# (x, y, spread) in [0, 1] image coordinates: cup, saucer, handle and spoon of skimage's coffee
 OBJECTS = ((0.48, 0.38, 0.10), (0.50, 0.68, 0.16), (0.37, 0.64, 0.035), (0.63, 0.70, 0.04))
 
 
@@ -38,7 +38,8 @@ def sampling(generator: torch.Generator, num_queries=60, heads=8, points=4):
     return locations, weights
 
 
-def main(out: Path = Path(__file__).with_name("tokens.png")) -> None:
+def main() -> None:
+    out = Path(__file__).with_name("tokens.png")
     photo = data.coffee()  # 400 x 600 RGB
     height, width = photo.shape[:2]
     shapes = torch.tensor([[-(-height // s), -(-width // s)] for s in STRIDES])
