@@ -6,8 +6,9 @@ is a file the page asks the reader to save: it is written into the sandbox and l
 block marks what cannot run here (an install, days of GPU training, TensorRT); the reason is shown.
 
 The sandbox stands in for what the snippets need from outside: the official weights are served from a
-prepared cache (``$SPARSE_DETR_CACHE``, the network switched off), ``photo.jpg`` is scikit-image's
-``coffee``, COCO's val2017 and the reader's own data are small COCO-format sets of scikit-image photos.
+prepared cache (``$SPARSE_DETR_CACHE``, the network switched off), the quickstart's ``model_final.pth`` by
+weights of its architecture, ``photo.jpg`` is scikit-image's ``coffee``, COCO's val2017 and the reader's own
+data are small COCO-format sets of scikit-image photos.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINKED_FROM_SANDBOX = ("train_net.py", "configs", "projects", "benchmarks", "tools")
 OFFICIAL_STAND_INS = {"sparse_detr_r50_10": "sparse_detr_r50_rho0.1_50ep"}
+QUICKSTART_WEIGHTS = "output/quickstart/model_final.pth"  # what `make quickstart` leaves behind
 FILE_HEADER = re.compile(r"#\s*(?P<name>[\w.-]+\.py)\n")
 
 pytestmark = pytest.mark.slow
@@ -61,12 +63,11 @@ def _coco_json(path: Path, image_root: Path, photos: list[np.ndarray], categorie
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
 
 
-def _official_stand_in(cache: Path, stem: str, config_name: str) -> None:
-    """A converted release in the cache: the config's model with its class heads moved off their init."""
+def _trained_stand_in(config_name: str, path: Path):
+    """Weights for the model-zoo config: its model with the class heads moved off their initial values (the
+    predictors refuse untrained heads); the detections mean nothing. Returns the config."""
     from sparse_detr import model_zoo
 
-    directory = cache / "official" / stem
-    directory.mkdir(parents=True)
     cfg = model_zoo.get_config(config_name)
     torch.manual_seed(0)
     model = instantiate(cfg.model)
@@ -74,9 +75,17 @@ def _official_stand_in(cache: Path, stem: str, config_name: str) -> None:
         for name, parameter in model.named_parameters():
             if "class_head" in name:
                 parameter.add_(torch.randn_like(parameter))
-    torch.save({"model": model.state_dict()}, directory / "model_final.pth")
-    cfg.train.init_checkpoint = str(directory / "model_final.pth")
-    LazyConfig.save(cfg, str(directory / "config.yaml"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return cfg
+
+
+def _official_stand_in(cache: Path, stem: str, config_name: str) -> None:
+    """A converted release in the cache, as ``sparse_detr://official/<stem>`` leaves it after a download."""
+    weights = cache / "official" / stem / "model_final.pth"
+    cfg = _trained_stand_in(config_name, weights)
+    cfg.train.init_checkpoint = str(weights)
+    LazyConfig.save(cfg, str(weights.with_name("config.yaml")))
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +107,7 @@ def sandbox(tmp_path_factory) -> tuple[Path, dict]:
     _coco_json(datasets / "my/val.json", datasets / "my/images", photos[:2], mine, size=160)
     for stem, config_name in OFFICIAL_STAND_INS.items():
         _official_stand_in(root / "cache", stem, config_name)
+    _trained_stand_in("quickstart_shapes", root / QUICKSTART_WEIGHTS)
     env = {
         "SPARSE_DETR_CACHE": str(root / "cache"),
         "SPARSE_DETR_OFFICIAL_URL": "http://127.0.0.1:9/offline",  # nothing listens: no download
@@ -133,6 +143,7 @@ def _bash_evaluator(env: dict):
     return evaluate
 
 
+@pytest.mark.timeout(1800)  # a page runs several models end to end
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_snippet_of_the_page_runs(page, sandbox, monkeypatch):
     root, env = sandbox
