@@ -6,7 +6,7 @@ ENV_STAMP := $(VENV)/.env-installed
 EXT_STAMP := $(VENV)/.extension-built
 EXT_SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test test-fast lint quickstart check-cuda check-gpu clean
+.PHONY: setup test test-fast lint quickstart docs docs-check check-cuda check-gpu clean
 
 ## setup: create .venv, install torch/Detectron2/deps/dev tools, build sparse_detr._C (idempotent)
 setup: $(EXT_STAMP)
@@ -23,7 +23,7 @@ $(EXT_STAMP): $(ENV_STAMP) $(EXT_SOURCES)
 lint: setup
 	$(PY) -m ruff check .
 
-## test: setup + lint + the pytest suite
+## test: setup + lint + the pytest suite (which also builds the docs and runs every documented snippet)
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests
@@ -37,6 +37,14 @@ test-fast: setup
 quickstart: setup
 	PYTHON=$(PY) bash tools/quickstart.sh
 
+## docs: build the documentation site into docs/_build/html, warnings as errors
+docs: setup
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+## docs-check: screenshots of the built site in headless Chromium (Debian's chromium package), not in CI
+docs-check: docs
+	bash tools/docs_screenshots.sh docs/_build/html docs/_build/screenshots
+
 ## check-cuda: compile the CUDA kernels for sm_90 into a throw-away directory (no GPU needed)
 check-cuda: setup
 	PYTHON=$(PY) bash tools/check_cuda_build.sh
@@ -47,4 +55,4 @@ check-gpu:
 	bash tools/gpu_check.sh $(ARGS)
 
 clean:
-	rm -rf build *.egg-info sparse_detr/_C*.so
+	rm -rf build *.egg-info sparse_detr/_C*.so docs/_build

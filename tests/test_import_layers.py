@@ -1,7 +1,7 @@
 """The package's import graph: each layer imports only itself and the layers below it, and no module cycle.
 
 Every import is counted, including the ones made inside functions (a lazy import that runs upward is still an
-upward dependency). The layer order is written once, here, and shown in the README's architecture map.
+upward dependency). The layer order is written once, here, and shown in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -41,5 +41,7 @@ $PIP install -q onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 openvino==202
 
 echo "[setup] installing dev tools"
 $PIP install -q pytest pytest-timeout hypothesis ruff
+echo "[setup] installing documentation tools"
+$PIP install -q sphinx myst-parser furo sybil
 "$VENV/bin/python" -c "import torch, torchvision, detectron2, fvcore, timm, scipy, pycocotools; \
 print('[setup] torch', torch.__version__, '| torchvision', torchvision.__version__, '| detectron2', detectron2.__version__)"
