@@ -30,5 +30,4 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = "Sparse DETR for Detectron2"
-html_static_path = ["_static"]
 pygments_style = "friendly"
