@@ -12,10 +12,11 @@ from detectron2.utils.logger import setup_logger
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 REFERENCE_FILE = REFERENCE_DIR / "official_sparse_detr_fixture_a.pt"
 # `make test-fast` (pytest -m "not slow") leaves out the tests marked slow one by one and these, whole: the
-# exports, the project's command-line tools run end to end, the wheel and the installed-package runs, the
-# training runs and Detectron2's tools in subprocesses
+# exports, the project's command-line tools run end to end, the official-weights downloads (a local server),
+# the wheel and the installed-package runs, the training runs and Detectron2's tools in subprocesses
 SLOW_PATHS = (
     "export/",
+    "model_zoo/test_official_weights.py",
     "projects/test_benchmark_script.py",
     "projects/test_demo_script.py",
     "projects/test_export_script.py",
