@@ -32,6 +32,7 @@ from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
 __all__ = [
     "DETECTRON2_KEYED_ARGUMENTS",
     "DETECTRON2_SCORE_THRESHOLD_KEYS",
+    "check_components",
     "components_from_yacs",
     "graph_from_yacs",
     "scorer_node",
@@ -73,6 +74,25 @@ def scorer_node(
     accepted = inspect.signature(scorer_cls.__init__).parameters
     kwargs = {key: value for key, value in context.items() if key in accepted}
     return L(scorer_cls)(**kwargs, keep_ratio=keep_ratio)
+
+
+def check_components(backbone, in_features, query_init, heads, criterion) -> None:
+    """What :func:`sparse_detr_graph` cannot tie by interpolation, checked when ``SparseDETR`` is built (from
+    yacs or from an edited LazyConfig): the backbone maps and the two-stage switch."""
+    missing = [f for f in in_features if f not in backbone.output_shape()]
+    if missing:
+        raise ValueError(f"in_features {missing} are not backbone outputs {sorted(backbone.output_shape())}")
+    two_stage = bool(getattr(query_init, "two_stage", False))
+    agnostic = getattr(criterion, "two_stage_class_agnostic", None)
+    if heads.two_stage != two_stage or (
+        two_stage and agnostic is not None and agnostic == query_init.class_specific
+    ):
+        raise ValueError(
+            f"the two-stage switch disagrees: heads.two_stage={heads.two_stage}, query_init="
+            f"{type(query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
+            "the opposite of query_init.class_specific); build the model with "
+            "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
+        )
 
 
 def sparse_detr_graph(

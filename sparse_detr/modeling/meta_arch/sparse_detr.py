@@ -1,9 +1,7 @@
 """The Sparse DETR meta-architecture (Roh et al., ICLR 2022) on Detectron2.
 
-Data flow: normalise + pad -> backbone -> multi-scale neck (tokens) -> token scorer (top rho tokens)
--> sparse encoder -> two-stage query selection -> decoder with box refinement -> heads.
-In training the criterion turns the raw outputs (see :meth:`SparseDETR.predict`) into weighted
-losses; in inference the top-100 (query, class) pairs become ``Instances``.
+normalise + pad -> backbone -> neck (tokens) -> scorer (top rho tokens) -> sparse encoder -> queries
+-> decoder -> heads; the criterion (training) or the top detections (inference) follow.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
-from ...utils.keep_ratio import check_keep_ratio
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -25,9 +22,9 @@ from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
 from ..postprocess import detections_to_instances, top_detections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
-from ..scorers import TokenScorer, TokenSelection
-from ..tokens import TokenBatch, gather_tokens, grid_proposals
-from .graph import components_from_yacs
+from ..scorers import TokenScorer
+from ..tokens import gather_tokens, grid_proposals
+from .graph import check_components, components_from_yacs
 
 __all__ = ["SparseDETR"]
 
@@ -36,11 +33,9 @@ BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float1
 
 @META_ARCH_REGISTRY.register()
 class SparseDETR(nn.Module):
-    """Sparse DETR: Deformable DETR whose encoder refines only the top-rho tokens chosen by a scorer.
-
-    Without a scorer (or with keep ratio 1) it is the dense Deformable DETR(+) baseline; with an encoder of
-    zero layers it is the "no encoder" ablation.
-    """
+    """Deformable DETR whose encoder refines only the top-rho tokens chosen by a scorer (none, or rho = 1:
+    the dense baseline; an encoder of zero layers: the "no encoder" ablation). Built by
+    :func:`~sparse_detr.modeling.meta_arch.graph.sparse_detr_graph`."""
 
     @configurable
     def __init__(
@@ -68,19 +63,12 @@ class SparseDETR(nn.Module):
     ):
         """
         Args:
-            backbone: any Detectron2 ``Backbone``.
-            in_features: the backbone maps fed to the neck, finest first.
-            neck: projects the maps to the L token levels.
-            encoder: a SPARSE_ENCODER_REGISTRY module (``forward(tokens, selected_indices, num_kept, ...)``).
-            decoder: the deformable decoder.
-            query_init: two-stage (top-k tokens) or learned decoder queries.
-            heads: class/box heads of every prediction site.
-            criterion: maps (outputs, targets) to a dict of weighted losses.
-            token_scorer: picks the tokens the encoder refines; None = dense encoder.
+            backbone, in_features: a Detectron2 ``Backbone`` and its maps fed to the neck, finest first.
+            neck, encoder, decoder, query_init, heads, criterion, token_scorer: the components (see theirs);
+                ``token_scorer`` None = dense encoder.
             box_refine: iterative box refinement in the decoder.
-            pixel_mean, pixel_std: normalisation of the input pixels (in the input's 0-255 scale).
-            input_format: channel order of ``batched_inputs[i]["image"]`` ("RGB" or "BGR").
-            size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
+            pixel_mean, pixel_std, input_format, size_divisibility: as Detectron2's models (0 = pad to the
+                largest image only).
             max_detections: detections returned per image at inference.
             score_threshold: of those, only the ones scoring above this are returned (0 = all, as the
                 official code and the COCO evaluation).
@@ -105,6 +93,7 @@ class SparseDETR(nn.Module):
         self.criterion = criterion
         self.box_refine = box_refine
         self.two_stage = bool(getattr(query_init, "two_stage", False))
+        check_components(backbone, self.in_features, query_init, heads, criterion)
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
@@ -123,25 +112,6 @@ class SparseDETR(nn.Module):
             "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
         )
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        self._check_consistency()
-
-    def _check_consistency(self) -> None:
-        """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
-        missing = [f for f in self.in_features if f not in self.backbone.output_shape()]
-        if missing:
-            raise ValueError(
-                f"in_features {missing} are not backbone outputs {sorted(self.backbone.output_shape())}"
-            )
-        agnostic = getattr(self.criterion, "two_stage_class_agnostic", None)
-        if self.heads.two_stage != self.two_stage or (
-            self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific
-        ):
-            raise ValueError(
-                f"the two-stage switch disagrees: heads.two_stage={self.heads.two_stage}, query_init="
-                f"{type(self.query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
-                "the opposite of query_init.class_specific); build the model with "
-                "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
-            )
 
     @classmethod
     def from_config(cls, cfg):
@@ -240,25 +210,25 @@ class SparseDETR(nn.Module):
         with_internals: bool = False,
         keep_ratio: float | Tensor | None = None,
     ) -> SparseDETROutput:
-        """Raw outputs of the network on a normalised, padded batch.
-
-        Every size is read from the map shapes, every branch decided by shapes and settings, so the same
-        forward is what ``torch.export`` captures (see :mod:`sparse_detr.export`).
+        """Raw outputs of the network on a normalised, padded batch (sizes read from shapes: what
+        ``torch.export`` captures).
 
         Args:
             images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding, or None for
-                same-size images without padding (nothing to mask: the padding-free path, no mask read).
-            with_loss_outputs: also compute what only the losses need (decoder aux layers, the two-stage head
-                on all tokens, encoder aux heads, the scorer's loss inputs); True in training.
+                same-size images without padding.
+            with_loss_outputs: also what only the losses need (aux layers, two-stage and scorer loss inputs).
             with_internals: also return :class:`NetworkInternals` (encoder sampling, memory, decoder inputs).
-            keep_ratio: rho for this call, overriding the scorer's: a float, or a Float[] tensor (an exported
-                graph's input; the sparse path is then taken for every value, 1 included). None = the
-                scorer's :attr:`~TokenScorer.keep_ratio`. Ignored without scorer or encoder layers.
+            keep_ratio: rho for this call (see :meth:`TokenScorer.select`); ignored without scorer or encoder
+                layers.
         """
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
-        selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs, keep_ratio)
+        selection = None
+        if self.token_scorer is not None and self.encoder.num_layers > 0:
+            selection = self.token_scorer.select(
+                tokens, proposals, proposal_valid, self.token_projection, with_loss_outputs, keep_ratio
+            )
         encoded = self.encoder(
             tokens,
             selection.selected_indices if selection is not None else None,
@@ -327,29 +297,3 @@ class SparseDETR(nn.Module):
         with torch.autocast(images.device.type, dtype=dtype):
             features = self.backbone(images)
         return {name: feature.float() for name, feature in features.items()}
-
-    def _select_tokens(
-        self,
-        tokens: TokenBatch,
-        proposals: Tensor,
-        proposal_valid: Tensor,
-        with_loss_outputs: bool,
-        keep_ratio: float | Tensor | None,
-    ) -> TokenSelection | None:
-        """Run the scorer when the encoder is sparse (None = dense): ``is_sparse``, or a rho tensor given."""
-        if self.token_scorer is None or self.encoder.num_layers == 0:
-            return None
-        if not isinstance(keep_ratio, Tensor):
-            rho = self.token_scorer.keep_ratio
-            if keep_ratio is not None:
-                rho = check_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
-            if rho >= 1.0:
-                return None
-            keep_ratio = rho
-        token_features = None
-        if self.token_scorer.uses_token_features:
-            # the scoring network sees the projected backbone tokens, like the two-stage head
-            token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
-        return self.token_scorer(
-            token_features, proposals, tokens.padding_mask, with_loss_outputs, keep_ratio=keep_ratio
-        )
