@@ -212,6 +212,8 @@ def sparse_detr_graph(
             num_encoder_layers="${..encoder.num_layers}",
             encoder_aux=encoder_aux_loss,
             share=share_heads,
+            box_refine=box_refine,
+            aux_loss=aux_loss,
         ),
         criterion=L(CRITERION_REGISTRY.get(criterion_name))(
             num_classes="${..heads.num_classes}",
@@ -228,14 +230,12 @@ def sparse_detr_graph(
             focal_alpha=focal_alpha,
             two_stage_class_agnostic=two_stage_class_agnostic,
         ),
-        box_refine=box_refine,
         pixel_mean=list(pixel_mean),
         pixel_std=list(pixel_std),
         input_format=input_format,
         size_divisibility=size_divisibility,
         max_detections=max_detections,
         score_threshold=score_thresh_test,
-        aux_loss=aux_loss,
         channels_last=channels_last,
         backbone_dtype=backbone_dtype,
     )

@@ -50,14 +50,12 @@ class SparseDETR(nn.Module):
         heads: PredictionHeads,
         criterion: nn.Module,
         token_scorer: TokenScorer | None = None,
-        box_refine: bool = True,
         pixel_mean: tuple[float, float, float],
         pixel_std: tuple[float, float, float],
         input_format: str = "RGB",
         size_divisibility: int = 0,
         max_detections: int = 100,
         score_threshold: float = 0.0,
-        aux_loss: bool = True,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
     ):
@@ -66,13 +64,11 @@ class SparseDETR(nn.Module):
             backbone, in_features: a Detectron2 ``Backbone`` and its maps fed to the neck, finest first.
             neck, encoder, decoder, query_init, heads, criterion, token_scorer: the components (see theirs);
                 ``token_scorer`` None = dense encoder.
-            box_refine: iterative box refinement in the decoder.
             pixel_mean, pixel_std, input_format, size_divisibility: as Detectron2's models (0 = pad to the
                 largest image only).
             max_detections: detections returned per image at inference.
             score_threshold: of those, only the ones scoring above this are returned (0 = all, as the
                 official code and the COCO evaluation).
-            aux_loss: return the decoder auxiliary layers' predictions in training (their losses).
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
                 keep NCHW to match the official outputs to the last bits).
@@ -91,14 +87,12 @@ class SparseDETR(nn.Module):
         self.query_init = query_init
         self.heads = heads
         self.criterion = criterion
-        self.box_refine = box_refine
         self.two_stage = bool(getattr(query_init, "two_stage", False))
         check_components(backbone, self.in_features, query_init, heads, criterion)
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
         self.max_detections = max_detections
         self.score_threshold = score_threshold
-        self.aux_loss = aux_loss
         self.channels_last = channels_last
         if backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(
@@ -253,10 +247,10 @@ class SparseDETR(nn.Module):
             queries.reference,
             encoded.memory,
             tokens,
-            box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
+            box_heads=self.heads.decoder_box_heads(),
         )
         predictions = self.heads.decoder_predictions(
-            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs and self.aux_loss
+            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs
         )
         outputs = SparseDETROutput(
             predictions=predictions[-1],
