@@ -25,6 +25,7 @@ from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..matcher import HungarianMatcher
 from ..neck import MultiScaleNeck
+from ..postprocess import TopDetections
 from ..query_selection import LearnedQueryInit, TwoStageQueryInit
 from ..registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY
 from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
@@ -171,7 +172,7 @@ def sparse_detr_graph(
             the neck on everything stays float32).
         pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
             ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
-        score_thresh_test: the model's ``score_threshold``: detections scoring at most this are dropped at
+        score_thresh_test: ``top_detections.score_threshold``: detections scoring at most this are dropped at
             inference (0 = keep the top ``max_detections``); in yacs also the largest of it and
             :data:`DETECTRON2_SCORE_THRESHOLD_KEYS` (what Detectron2's ``demo/demo.py`` sets).
         Others: widths, depths, point counts, matcher costs and loss weights of the paper's model.
@@ -234,8 +235,7 @@ def sparse_detr_graph(
         pixel_std=list(pixel_std),
         input_format=input_format,
         size_divisibility=size_divisibility,
-        max_detections=max_detections,
-        score_threshold=score_thresh_test,
+        top_detections=L(TopDetections)(max_detections=max_detections, score_threshold=score_thresh_test),
         channels_last=channels_last,
         backbone_dtype=backbone_dtype,
     )

@@ -20,7 +20,7 @@ from ..heads import PredictionHeads
 from ..input_size import check_image_size, level_strides
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
-from ..postprocess import detections_to_instances, top_detections
+from ..postprocess import TopDetections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
 from ..scorers import TokenScorer
 from ..tokens import gather_tokens, grid_proposals
@@ -49,13 +49,12 @@ class SparseDETR(nn.Module):
         query_init: TwoStageQueryInit | LearnedQueryInit,
         heads: PredictionHeads,
         criterion: nn.Module,
+        top_detections: TopDetections,
         token_scorer: TokenScorer | None = None,
         pixel_mean: tuple[float, float, float],
         pixel_std: tuple[float, float, float],
         input_format: str = "RGB",
         size_divisibility: int = 0,
-        max_detections: int = 100,
-        score_threshold: float = 0.0,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
     ):
@@ -66,9 +65,6 @@ class SparseDETR(nn.Module):
                 ``token_scorer`` None = dense encoder.
             pixel_mean, pixel_std, input_format, size_divisibility: as Detectron2's models (0 = pad to the
                 largest image only).
-            max_detections: detections returned per image at inference.
-            score_threshold: of those, only the ones scoring above this are returned (0 = all, as the
-                official code and the COCO evaluation).
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
                 keep NCHW to match the official outputs to the last bits).
@@ -87,12 +83,11 @@ class SparseDETR(nn.Module):
         self.query_init = query_init
         self.heads = heads
         self.criterion = criterion
+        self.top_detections = top_detections
         self.two_stage = bool(getattr(query_init, "two_stage", False))
         check_components(backbone, self.in_features, query_init, heads, criterion)
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
-        self.max_detections = max_detections
-        self.score_threshold = score_threshold
         self.channels_last = channels_last
         if backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(
@@ -184,12 +179,9 @@ class SparseDETR(nn.Module):
     def postprocess(
         self, outputs: SparseDETROutput, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
     ) -> list[dict]:
-        """Top ``max_detections`` (query, class) pairs scoring above ``score_threshold`` ->
-        ``[{"instances": Instances}]`` at input size."""
+        """:attr:`top_detections` -> ``[{"instances": Instances}]`` in each input's (height, width)."""
         logits, boxes = outputs.predictions["pred_logits"], outputs.predictions["pred_boxes"]
-        instances = detections_to_instances(top_detections(logits, boxes, self.max_detections), image_sizes)
-        if self.score_threshold > 0:
-            instances = [i[i.scores > self.score_threshold] for i in instances]
+        instances = self.top_detections(logits, boxes, image_sizes)
         return [
             {"instances": detector_postprocess(i, x.get("height", size[0]), x.get("width", size[1]))}
             for i, x, size in zip(instances, batched_inputs, image_sizes)
