@@ -97,10 +97,9 @@ class SparseDETR(nn.Module):
         self.backbone_dtype = backbone_dtype
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
-        )
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (pixel_mean, pixel_std))
+        self.register_buffer("pixel_mean", mean, False)
+        self.register_buffer("pixel_std", std, False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -121,29 +120,20 @@ class SparseDETR(nn.Module):
         """Refuse an input of ``height x width`` (after resize) that leaves a level a single position."""
         check_image_size(height, width, self.level_strides, name)
 
-    # ------------------------------------------------------------------ dynamic sparsification
     @property
     def is_sparse(self) -> bool:
-        """Whether the encoder currently refines a subset of tokens (scorer present and rho < 1)."""
-        return (
-            self.token_scorer is not None
-            and self.encoder.num_layers > 0
-            and self.token_scorer.keep_ratio < 1.0
-        )
+        """Whether the encoder refines a subset of tokens (a scorer, encoder layers and rho < 1)."""
+        scorer = self.token_scorer
+        return scorer is not None and self.encoder.num_layers > 0 and scorer.keep_ratio < 1.0
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        """Change rho, the share of tokens the encoder refines, on the built model (training and inference).
-
-        Raises:
-            ValueError: ``keep_ratio`` outside (0, 1] (or not a number), or a model without token scorer.
-        """
+        """Change rho on the built model; ValueError outside (0, 1] or without a token scorer."""
         if self.token_scorer is None:
             raise ValueError(
                 "set_keep_ratio: this model has no token scorer (MODEL.SPARSE_DETR.TOKEN_SCORER is empty)"
             )
         self.token_scorer.keep_ratio = keep_ratio
 
-    # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
         """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
         if not self.training:
@@ -187,14 +177,9 @@ class SparseDETR(nn.Module):
             for i, x, size in zip(instances, batched_inputs, image_sizes)
         ]
 
-    # ------------------------------------------------------------------ the network
     def predict(
-        self,
-        images: Tensor,
-        padding_mask: Tensor | None = None,
-        with_loss_outputs: bool = False,
-        with_internals: bool = False,
-        keep_ratio: float | Tensor | None = None,
+        self, images: Tensor, padding_mask: Tensor | None = None, with_loss_outputs: bool = False,
+        with_internals: bool = False, keep_ratio: float | Tensor | None = None,
     ) -> SparseDETROutput:
         """Raw outputs of the network on a normalised, padded batch (sizes read from shapes: what
         ``torch.export`` captures).
@@ -210,62 +195,42 @@ class SparseDETR(nn.Module):
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
-        selection = None
+        selection, kept = None, (None, None)
         if self.token_scorer is not None and self.encoder.num_layers > 0:
             selection = self.token_scorer.select(
                 tokens, proposals, proposal_valid, self.token_projection, with_loss_outputs, keep_ratio
             )
-        encoded = self.encoder(
-            tokens,
-            selection.selected_indices if selection is not None else None,
-            selection.num_kept if selection is not None else None,
-            return_sampling=with_internals,
-        )
+            if selection is not None:
+                kept = (selection.selected_indices, selection.num_kept)
+        encoded = self.encoder(tokens, *kept, return_sampling=with_internals)
         two_stage_predictions = None
         if self.two_stage:
             queries, two_stage_predictions = two_stage_queries(
-                self.query_init,
-                self.heads,
-                self.token_projection(encoded.memory, proposal_valid),
-                encoded.memory,
-                proposals,
-                with_predictions=with_loss_outputs,
+                self.query_init, self.heads, self.token_projection(encoded.memory, proposal_valid),
+                encoded.memory, proposals, with_predictions=with_loss_outputs,
             )
         else:
             queries = self.query_init(images.shape[0])
         decoded = self.decoder(
-            queries.queries,
-            queries.query_pos,
-            queries.reference,
-            encoded.memory,
-            tokens,
+            queries.queries, queries.query_pos, queries.reference, encoded.memory, tokens,
             box_heads=self.heads.decoder_box_heads(),
         )
-        predictions = self.heads.decoder_predictions(
-            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs
-        )
+        heads = self.heads
+        predictions = heads.decoder_predictions(decoded.hidden_states, decoded.references, with_loss_outputs)
         outputs = SparseDETROutput(
-            predictions=predictions[-1],
-            tokens=TokenGeometry.of(tokens),
+            predictions=predictions[-1], aux_predictions=predictions[:-1], tokens=TokenGeometry.of(tokens),
             decoder_sampling=DecoderSampling(decoded.sampling_locations, decoded.attention_weights),
-            selection=selection,
-            aux_predictions=predictions[:-1],
-            two_stage_predictions=two_stage_predictions,
+            selection=selection, two_stage_predictions=two_stage_predictions,
         )
-        if with_loss_outputs and self.heads.num_encoder_aux:
+        if with_loss_outputs and heads.num_encoder_aux:
             if selection is not None:
                 proposals = gather_tokens(proposals, selection.selected_indices)
-            aux = self.heads.encoder_aux_predictions(encoded.layer_queries, proposals)
-            outputs.encoder_aux_predictions = aux
+            outputs.encoder_aux_predictions = heads.encoder_aux_predictions(encoded.layer_queries, proposals)
         if with_internals:
             outputs.internals = NetworkInternals(
-                memory=encoded.memory,
-                enc_sampling_locations=encoded.sampling_locations,
-                enc_attention_weights=encoded.attention_weights,
-                queries=queries,
-                hidden_states=decoded.hidden_states,
-                proposals=proposals,
-                proposal_valid=proposal_valid,
+                memory=encoded.memory, enc_sampling_locations=encoded.sampling_locations,
+                enc_attention_weights=encoded.attention_weights, queries=queries,
+                hidden_states=decoded.hidden_states, proposals=proposals, proposal_valid=proposal_valid,
             )
         return outputs
 
