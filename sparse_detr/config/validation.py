@@ -271,7 +271,7 @@ def validate_config(cfg: DictConfig, eval_only: bool = False, world_size: int = 
     check("model.token_scorer.keep_ratio", check_keep_ratio, f"must be a number in {KEEP_RATIO_RANGE}")
     check("model.input_format", lambda v: v in ("RGB", "BGR"), "must be 'RGB' or 'BGR'")
     check(
-        "model.score_threshold",
+        "model.top_detections.score_threshold",
         lambda v: _is_number(v) and 0 <= v <= 1,
         "must be a number in [0, 1] (0 keeps the top max_detections)",
     )

@@ -124,7 +124,8 @@ class DeployableSparseDETR(nn.Module):
             keep_ratio = None
         with forced_backend(DEFORM_ATTN_BACKENDS[self.deform_attn]):
             outputs = model.predict(images, keep_ratio=keep_ratio).predictions
-        detections = top_detections(outputs["pred_logits"], outputs["pred_boxes"], model.max_detections)
+        max_detections = model.top_detections.max_detections
+        detections = top_detections(outputs["pred_logits"], outputs["pred_boxes"], max_detections)
         boxes, nonempty = clipped_pixel_boxes(detections, images.shape[-2], images.shape[-1])
         if self.batched:
             return boxes, detections.scores, detections.labels, nonempty

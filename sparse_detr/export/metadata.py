@@ -92,7 +92,7 @@ def export_metadata(
         "test_shortest_edge": str(int(info.shortest_edge)),
         "test_max_size": str(int(info.max_size)),
         "num_classes": str(num_classes),
-        "max_detections": str(model.max_detections),
+        "max_detections": str(model.top_detections.max_detections),
         "batched": json.dumps(batched),
         "deform_attn": deform_attn,
     }

@@ -49,6 +49,8 @@ class PredictionHeads(nn.Module):
         num_encoder_layers: int = 0,
         encoder_aux: bool = False,
         share: bool = False,
+        box_refine: bool = True,
+        aux_loss: bool = True,
     ):
         """
         Args:
@@ -58,6 +60,10 @@ class PredictionHeads(nn.Module):
             num_encoder_layers, encoder_aux: with ``encoder_aux`` add a head pair per encoder layer but the
                 last (its output feeds the two-stage head instead).
             share: one head pair for every site.
+            box_refine: the decoder refines its boxes with the decoder sites' box heads
+                (:meth:`decoder_box_heads`).
+            aux_loss: predictions (hence losses) of every decoder layer in training
+                (:meth:`decoder_predictions`).
         """
         super().__init__()
         num_encoder_aux = max(num_encoder_layers - 1, 0) if encoder_aux else 0
@@ -75,6 +81,8 @@ class PredictionHeads(nn.Module):
         self.two_stage = two_stage
         self.num_encoder_aux = num_encoder_aux
         self.share = share
+        self.box_refine = box_refine
+        self.aux_loss = aux_loss
         num_sites = 1 if share else num_decoder_layers + int(two_stage) + num_encoder_aux
         self.class_heads = nn.ModuleList(copy.deepcopy(class_head) for _ in range(num_sites))
         self.box_heads = nn.ModuleList(copy.deepcopy(box_head) for _ in range(num_sites))
@@ -95,8 +103,10 @@ class PredictionHeads(nn.Module):
     def encoder_aux_site(self, layer: int) -> int:
         return self._site(self.num_decoder_layers + int(self.two_stage) + layer)
 
-    def decoder_box_heads(self) -> list[nn.Module]:
-        """The box heads used for iterative refinement, one per decoder layer."""
+    def decoder_box_heads(self) -> list[nn.Module] | None:
+        """The box heads used for iterative refinement, one per decoder layer; None without ``box_refine``."""
+        if not self.box_refine:
+            return None
         return [self.box_heads[self.decoder_site(i)] for i in range(self.num_decoder_layers)]
 
     def predict(self, site: int, features: Tensor, reference_unactivated: Tensor) -> dict[str, Tensor]:
@@ -123,14 +133,15 @@ class PredictionHeads(nn.Module):
     def decoder_predictions(
         self, hidden_states: list[Tensor], references: list[Tensor], with_aux: bool
     ) -> list[dict[str, Tensor]]:
-        """Predictions of the last decoder layer, preceded by those of layers 0..D-2 with ``with_aux``.
+        """Predictions of the last decoder layer, preceded by those of layers 0..D-2 with ``with_aux`` and
+        ``aux_loss``.
 
         Args:
             hidden_states, references: per decoder layer Float[B, Q, C] and its input reference Float[B, Q, 4]
                 or [B, Q, 2] in [0, 1] (``DecoderOutput``).
         """
         last = self.num_decoder_layers - 1
-        layers = range(last + 1) if with_aux else [last]
+        layers = range(last + 1) if with_aux and self.aux_loss else [last]
         return [
             self.predict_from_reference(self.decoder_site(layer), hidden_states[layer], references[layer])
             for layer in layers

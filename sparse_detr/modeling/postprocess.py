@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 from detectron2.structures import Boxes, Instances
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-__all__ = ["Detections", "top_detections", "detections_to_instances", "clipped_pixel_boxes"]
+__all__ = ["Detections", "TopDetections", "top_detections", "detections_to_instances", "clipped_pixel_boxes"]
 
 
 @dataclass
@@ -57,6 +57,33 @@ def detections_to_instances(detections: Detections, image_sizes: list[tuple[int,
         instances.pred_classes = detections.labels[i]
         results.append(instances)
     return results
+
+
+class TopDetections(nn.Module):
+    """The model's inference output: per image its top ``max_detections`` (query, class) pairs, of those the
+    ones scoring above ``score_threshold`` (0 = all, as the official code and the COCO evaluation)."""
+
+    def __init__(self, *, max_detections: int, score_threshold: float):
+        super().__init__()
+        self.max_detections = max_detections
+        self.score_threshold = score_threshold
+
+    def forward(
+        self, pred_logits: Tensor, pred_boxes: Tensor, image_sizes: list[tuple[int, int]]
+    ) -> list[Instances]:
+        """
+        Args:
+            pred_logits: Float[B, Q, K]; pred_boxes: Float[B, Q, 4] cxcywh in [0, 1].
+            image_sizes: (h, w) of each unpadded image; the boxes are returned in its pixels.
+        """
+        detections = top_detections(pred_logits, pred_boxes, self.max_detections)
+        instances = detections_to_instances(detections, image_sizes)
+        if self.score_threshold > 0:
+            instances = [i[i.scores > self.score_threshold] for i in instances]
+        return instances
+
+    def extra_repr(self) -> str:
+        return f"max_detections={self.max_detections}, score_threshold={self.score_threshold}"
 
 
 def clipped_pixel_boxes(detections: Detections, height: int, width: int) -> tuple[Tensor, Tensor]:

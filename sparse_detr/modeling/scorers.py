@@ -9,6 +9,7 @@ model is a property of the scorer, the encoder only receives indices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from ..utils.keep_ratio import check_keep_ratio
 from .heads import MLP
 from .registry import TOKEN_SCORER_REGISTRY
+from .tokens import TokenBatch
 
 __all__ = [
     "ScorerLossInputs",
@@ -146,6 +148,36 @@ class TokenScorer(nn.Module):
         selection = select_tokens(scores, padding_mask, keep_ratio)
         selection.loss_inputs = loss_inputs
         return selection
+
+    def select(
+        self,
+        tokens: TokenBatch,
+        proposals: Tensor,
+        proposal_valid: Tensor,
+        project: Callable[[Tensor, Tensor], Tensor] | None,
+        with_loss_inputs: bool,
+        keep_ratio: float | Tensor | None = None,
+    ) -> TokenSelection | None:
+        """The selection of one model call; None for a dense call (rho >= 1 given as a float).
+
+        Args:
+            tokens: the neck's tokens; proposals: Float[B, N, 4]; proposal_valid: Bool[B, N].
+            project: the model's token projection, (Float[B, N, C], Bool[B, N]) -> Float[B, N, C], applied to
+                features + positions when :attr:`uses_token_features` (the view of the two-stage head).
+            keep_ratio: rho for this call: a float, or a Float[] tensor (an exported graph's input: the sparse
+                path for every value, 1 included); None = :attr:`keep_ratio`.
+        """
+        if not isinstance(keep_ratio, Tensor):
+            if keep_ratio is None:
+                keep_ratio = self.keep_ratio
+            else:
+                keep_ratio = check_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
+            if keep_ratio >= 1.0:
+                return None
+        token_features = None
+        if self.uses_token_features:
+            token_features = project(tokens.features + tokens.pos, proposal_valid)
+        return self(token_features, proposals, tokens.padding_mask, with_loss_inputs, keep_ratio=keep_ratio)
 
     def extra_repr(self) -> str:
         return f"keep_ratio={self.keep_ratio}"

@@ -127,7 +127,7 @@ def test_config_follows_the_args():
     deformable = official_model_config(
         {**SPARSE_ARGS, "rho": 0.0, "two_stage": False, "use_enc_aux_loss": False}
     )
-    assert not deformable.box_refine and not deformable.heads.two_stage
+    assert not deformable.heads.box_refine and not deformable.heads.two_stage
     assert official_model_config(SPARSE_ARGS, coco_contiguous=True).heads.num_classes == 80
 
 

@@ -37,7 +37,7 @@ def _config(base: dict, **change):
 def test_deformable_detr_refines_boxes_exactly_when_with_box_refine(with_box_refine, two_stage):
     # fundamentalvision/Deformable-DETR hooks the box heads into the decoder iff --with_box_refine
     cfg = _config(DEFORMABLE_DETR_ARGS, with_box_refine=with_box_refine, two_stage=two_stage)
-    assert cfg.box_refine == with_box_refine
+    assert cfg.heads.box_refine == with_box_refine
     assert cfg.heads.share == (not with_box_refine)
 
 
@@ -48,7 +48,7 @@ def test_deformable_detr_refines_boxes_exactly_when_with_box_refine(with_box_ref
 def test_sparse_detr_refines_boxes_exactly_when_two_stage(with_box_refine, two_stage, refines):
     # kakaobrain/sparse-detr hooks the box heads into the decoder iff --two_stage (shared without refine)
     cfg = _config(SPARSE_DETR_ARGS, with_box_refine=with_box_refine, two_stage=two_stage)
-    assert cfg.box_refine == refines
+    assert cfg.heads.box_refine == refines
     assert cfg.heads.share == (not with_box_refine)
 
 
@@ -83,7 +83,7 @@ def test_loss_and_cost_coefficients_follow_the_args():
         (dict(num_feature_levels=3), lambda c: c.neck.num_levels == 3),
         (dict(num_feature_levels=5), lambda c: c.neck.num_levels == 5),
         (dict(dataset_file="voc"), lambda c: c.heads.num_classes == 20),
-        (dict(aux_loss=False), lambda c: not c.aux_loss),
+        (dict(aux_loss=False), lambda c: not c.heads.aux_loss),
         (dict(backbone="resnet101"), lambda c: c.backbone.module.stages.depth == 101),
         (dict(backbone_from_scratch=True), lambda c: c.backbone.module.freeze_at == 0),
         (dict(), lambda c: c.backbone.module.freeze_at == 2),

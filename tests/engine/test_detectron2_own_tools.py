@@ -103,12 +103,14 @@ def test_lazy_config_score_threshold():
     batch = tiny_batch(with_targets=False)
     with torch.no_grad():
         scores = model(batch)[0]["instances"].scores
-        model.score_threshold = float(scores.median())
+        model.top_detections.score_threshold = float(scores.median())
         kept = model(batch)[0]["instances"]
-    assert len(kept) == int((scores > model.score_threshold).sum()) and 0 < len(kept) < len(scores)
+    threshold = model.top_detections.score_threshold
+    assert len(kept) == int((scores > threshold).sum()) and 0 < len(kept) < len(scores)
     cfg = model_zoo.get_config("quickstart_shapes")
-    cfg.model.score_threshold = 1.5
-    with pytest.raises(ValueError, match=r"model\.score_threshold=1\.5: must be a number in \[0, 1\]"):
+    cfg.model.top_detections.score_threshold = 1.5
+    message = r"model\.top_detections\.score_threshold=1\.5: must be a number in \[0, 1\]"
+    with pytest.raises(ValueError, match=message):
         validate_config(cfg)
     yacs = add_sparse_detr_config(get_cfg())
     yacs.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 1.5

@@ -35,7 +35,7 @@ def test_predictions_are_in_original_image_coordinates(predictor, stand_in_weigh
     rgb_predictor = Predictor(LazyConfig.load(TINY), stand_in_weights(TINY), device="cpu", image_format="RGB")
     instances = rgb_predictor(image)["instances"]
     assert instances.image_size == (60, 90)
-    assert len(instances) == predictor.model.max_detections
+    assert len(instances) == predictor.model.top_detections.max_detections
     boxes = instances.pred_boxes.tensor
     assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 90).all() and (boxes[:, 1::2] <= 60).all()
     # BGR by default, as Detectron2's DefaultPredictor: the flipped image gives the same result

@@ -52,7 +52,7 @@ def test_evaluator_aggregates_the_forwards_it_listened_to(tiny_model):
         outputs = tiny_model(inputs)
         per_image = token_statistics(tiny_model.inference(inputs)[1])
     assert all(set(o) == {"instances"} for o in outputs)  # the model returns detections only
-    assert all(len(o["instances"]) == tiny_model.max_detections for o in outputs)
+    assert all(len(o["instances"]) == tiny_model.top_detections.max_detections for o in outputs)
     evaluator.process(inputs, outputs)
     tokens = evaluator.evaluate()["tokens"]
     assert tokens["refined_tokens"] == pytest.approx(sum(s["refined_tokens"] for s in per_image) / 2)

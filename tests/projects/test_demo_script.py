@@ -62,7 +62,7 @@ def test_demo_draws_readable_images_and_names_the_unreadable_one(inputs, tmp_pat
     counts = dict(re.findall(line, log))
     assert sorted(counts) == ["first.png", "second.jpg"]
     # at threshold 0 every detection the model returns counts
-    max_detections = load_tool_config(TINY_CONFIG, [], None, "cpu").model.max_detections
+    max_detections = load_tool_config(TINY_CONFIG, [], None, "cpu").model.top_detections.max_detections
     assert {int(count) for count in counts.values()} == {max_detections}
 
 

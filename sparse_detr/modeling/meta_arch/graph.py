@@ -25,6 +25,7 @@ from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..matcher import HungarianMatcher
 from ..neck import MultiScaleNeck
+from ..postprocess import TopDetections
 from ..query_selection import LearnedQueryInit, TwoStageQueryInit
 from ..registry import CRITERION_REGISTRY, SPARSE_ENCODER_REGISTRY
 from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
@@ -32,6 +33,7 @@ from ..scorers import SCORER_ALIASES, TOKEN_SCORER_REGISTRY
 __all__ = [
     "DETECTRON2_KEYED_ARGUMENTS",
     "DETECTRON2_SCORE_THRESHOLD_KEYS",
+    "check_components",
     "components_from_yacs",
     "graph_from_yacs",
     "scorer_node",
@@ -73,6 +75,25 @@ def scorer_node(
     accepted = inspect.signature(scorer_cls.__init__).parameters
     kwargs = {key: value for key, value in context.items() if key in accepted}
     return L(scorer_cls)(**kwargs, keep_ratio=keep_ratio)
+
+
+def check_components(backbone, in_features, query_init, heads, criterion) -> None:
+    """What :func:`sparse_detr_graph` cannot tie by interpolation, checked when ``SparseDETR`` is built (from
+    yacs or from an edited LazyConfig): the backbone maps and the two-stage switch."""
+    missing = [f for f in in_features if f not in backbone.output_shape()]
+    if missing:
+        raise ValueError(f"in_features {missing} are not backbone outputs {sorted(backbone.output_shape())}")
+    two_stage = bool(getattr(query_init, "two_stage", False))
+    agnostic = getattr(criterion, "two_stage_class_agnostic", None)
+    if heads.two_stage != two_stage or (
+        two_stage and agnostic is not None and agnostic == query_init.class_specific
+    ):
+        raise ValueError(
+            f"the two-stage switch disagrees: heads.two_stage={heads.two_stage}, query_init="
+            f"{type(query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
+            "the opposite of query_init.class_specific); build the model with "
+            "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
+        )
 
 
 def sparse_detr_graph(
@@ -151,7 +172,7 @@ def sparse_detr_graph(
             the neck on everything stays float32).
         pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
             ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
-        score_thresh_test: the model's ``score_threshold``: detections scoring at most this are dropped at
+        score_thresh_test: ``top_detections.score_threshold``: detections scoring at most this are dropped at
             inference (0 = keep the top ``max_detections``); in yacs also the largest of it and
             :data:`DETECTRON2_SCORE_THRESHOLD_KEYS` (what Detectron2's ``demo/demo.py`` sets).
         Others: widths, depths, point counts, matcher costs and loss weights of the paper's model.
@@ -192,6 +213,8 @@ def sparse_detr_graph(
             num_encoder_layers="${..encoder.num_layers}",
             encoder_aux=encoder_aux_loss,
             share=share_heads,
+            box_refine=box_refine,
+            aux_loss=aux_loss,
         ),
         criterion=L(CRITERION_REGISTRY.get(criterion_name))(
             num_classes="${..heads.num_classes}",
@@ -208,14 +231,11 @@ def sparse_detr_graph(
             focal_alpha=focal_alpha,
             two_stage_class_agnostic=two_stage_class_agnostic,
         ),
-        box_refine=box_refine,
         pixel_mean=list(pixel_mean),
         pixel_std=list(pixel_std),
         input_format=input_format,
         size_divisibility=size_divisibility,
-        max_detections=max_detections,
-        score_threshold=score_thresh_test,
-        aux_loss=aux_loss,
+        top_detections=L(TopDetections)(max_detections=max_detections, score_threshold=score_thresh_test),
         channels_last=channels_last,
         backbone_dtype=backbone_dtype,
     )

@@ -1,9 +1,7 @@
 """The Sparse DETR meta-architecture (Roh et al., ICLR 2022) on Detectron2.
 
-Data flow: normalise + pad -> backbone -> multi-scale neck (tokens) -> token scorer (top rho tokens)
--> sparse encoder -> two-stage query selection -> decoder with box refinement -> heads.
-In training the criterion turns the raw outputs (see :meth:`SparseDETR.predict`) into weighted
-losses; in inference the top-100 (query, class) pairs become ``Instances``.
+normalise + pad -> backbone -> neck (tokens) -> scorer (top rho tokens) -> sparse encoder -> queries
+-> decoder -> heads; the criterion (training) or the top detections (inference) follow.
 """
 
 from __future__ import annotations
@@ -16,18 +14,17 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
-from ...utils.keep_ratio import check_keep_ratio
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..input_size import check_image_size, level_strides
 from ..neck import MultiScaleNeck
 from ..outputs import DecoderSampling, NetworkInternals, SparseDETROutput, TokenGeometry
-from ..postprocess import detections_to_instances, top_detections
+from ..postprocess import TopDetections
 from ..query_selection import LearnedQueryInit, TokenProjection, TwoStageQueryInit, two_stage_queries
-from ..scorers import TokenScorer, TokenSelection
-from ..tokens import TokenBatch, gather_tokens, grid_proposals
-from .graph import components_from_yacs
+from ..scorers import TokenScorer
+from ..tokens import gather_tokens, grid_proposals
+from .graph import check_components, components_from_yacs
 
 __all__ = ["SparseDETR"]
 
@@ -36,11 +33,9 @@ BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float1
 
 @META_ARCH_REGISTRY.register()
 class SparseDETR(nn.Module):
-    """Sparse DETR: Deformable DETR whose encoder refines only the top-rho tokens chosen by a scorer.
-
-    Without a scorer (or with keep ratio 1) it is the dense Deformable DETR(+) baseline; with an encoder of
-    zero layers it is the "no encoder" ablation.
-    """
+    """Deformable DETR whose encoder refines only the top-rho tokens chosen by a scorer (none, or rho = 1:
+    the dense baseline; an encoder of zero layers: the "no encoder" ablation). Built by
+    :func:`~sparse_detr.modeling.meta_arch.graph.sparse_detr_graph`."""
 
     @configurable
     def __init__(
@@ -54,37 +49,22 @@ class SparseDETR(nn.Module):
         query_init: TwoStageQueryInit | LearnedQueryInit,
         heads: PredictionHeads,
         criterion: nn.Module,
+        top_detections: TopDetections,
         token_scorer: TokenScorer | None = None,
-        box_refine: bool = True,
         pixel_mean: tuple[float, float, float],
         pixel_std: tuple[float, float, float],
         input_format: str = "RGB",
         size_divisibility: int = 0,
-        max_detections: int = 100,
-        score_threshold: float = 0.0,
-        aux_loss: bool = True,
         channels_last: bool = False,
         backbone_dtype: str = "float32",
     ):
         """
         Args:
-            backbone: any Detectron2 ``Backbone``.
-            in_features: the backbone maps fed to the neck, finest first.
-            neck: projects the maps to the L token levels.
-            encoder: a SPARSE_ENCODER_REGISTRY module (``forward(tokens, selected_indices, num_kept, ...)``).
-            decoder: the deformable decoder.
-            query_init: two-stage (top-k tokens) or learned decoder queries.
-            heads: class/box heads of every prediction site.
-            criterion: maps (outputs, targets) to a dict of weighted losses.
-            token_scorer: picks the tokens the encoder refines; None = dense encoder.
-            box_refine: iterative box refinement in the decoder.
-            pixel_mean, pixel_std: normalisation of the input pixels (in the input's 0-255 scale).
-            input_format: channel order of ``batched_inputs[i]["image"]`` ("RGB" or "BGR").
-            size_divisibility: pad the batch to a multiple of this (0 = to the largest image only).
-            max_detections: detections returned per image at inference.
-            score_threshold: of those, only the ones scoring above this are returned (0 = all, as the
-                official code and the COCO evaluation).
-            aux_loss: return the decoder auxiliary layers' predictions in training (their losses).
+            backbone, in_features: a Detectron2 ``Backbone`` and its maps fed to the neck, finest first.
+            neck, encoder, decoder, query_init, heads, criterion, token_scorer: the components (see theirs);
+                ``token_scorer`` None = dense encoder.
+            pixel_mean, pixel_std, input_format, size_divisibility: as Detectron2's models (0 = pad to the
+                largest image only).
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
                 keep NCHW to match the official outputs to the last bits).
@@ -103,13 +83,11 @@ class SparseDETR(nn.Module):
         self.query_init = query_init
         self.heads = heads
         self.criterion = criterion
-        self.box_refine = box_refine
+        self.top_detections = top_detections
         self.two_stage = bool(getattr(query_init, "two_stage", False))
+        check_components(backbone, self.in_features, query_init, heads, criterion)
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
-        self.max_detections = max_detections
-        self.score_threshold = score_threshold
-        self.aux_loss = aux_loss
         self.channels_last = channels_last
         if backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(
@@ -119,29 +97,9 @@ class SparseDETR(nn.Module):
         self.backbone_dtype = backbone_dtype
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
-        )
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        self._check_consistency()
-
-    def _check_consistency(self) -> None:
-        """What ``graph.py`` cannot tie by interpolation: the backbone maps and the two-stage switch."""
-        missing = [f for f in self.in_features if f not in self.backbone.output_shape()]
-        if missing:
-            raise ValueError(
-                f"in_features {missing} are not backbone outputs {sorted(self.backbone.output_shape())}"
-            )
-        agnostic = getattr(self.criterion, "two_stage_class_agnostic", None)
-        if self.heads.two_stage != self.two_stage or (
-            self.two_stage and agnostic is not None and agnostic == self.query_init.class_specific
-        ):
-            raise ValueError(
-                f"the two-stage switch disagrees: heads.two_stage={self.heads.two_stage}, query_init="
-                f"{type(self.query_init).__name__}, criterion.two_stage_class_agnostic={agnostic} (must be "
-                "the opposite of query_init.class_specific); build the model with "
-                "sparse_detr_graph(two_stage=..., two_stage_class_agnostic=...)"
-            )
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (pixel_mean, pixel_std))
+        self.register_buffer("pixel_mean", mean, False)
+        self.register_buffer("pixel_std", std, False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -162,29 +120,20 @@ class SparseDETR(nn.Module):
         """Refuse an input of ``height x width`` (after resize) that leaves a level a single position."""
         check_image_size(height, width, self.level_strides, name)
 
-    # ------------------------------------------------------------------ dynamic sparsification
     @property
     def is_sparse(self) -> bool:
-        """Whether the encoder currently refines a subset of tokens (scorer present and rho < 1)."""
-        return (
-            self.token_scorer is not None
-            and self.encoder.num_layers > 0
-            and self.token_scorer.keep_ratio < 1.0
-        )
+        """Whether the encoder refines a subset of tokens (a scorer, encoder layers and rho < 1)."""
+        scorer = self.token_scorer
+        return scorer is not None and self.encoder.num_layers > 0 and scorer.keep_ratio < 1.0
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        """Change rho, the share of tokens the encoder refines, on the built model (training and inference).
-
-        Raises:
-            ValueError: ``keep_ratio`` outside (0, 1] (or not a number), or a model without token scorer.
-        """
+        """Change rho on the built model; ValueError outside (0, 1] or without a token scorer."""
         if self.token_scorer is None:
             raise ValueError(
                 "set_keep_ratio: this model has no token scorer (MODEL.SPARSE_DETR.TOKEN_SCORER is empty)"
             )
         self.token_scorer.keep_ratio = keep_ratio
 
-    # ------------------------------------------------------------------ Detectron2 interface
     def forward(self, batched_inputs: list[dict]):
         """Detectron2 interface: training -> dict of weighted losses; inference -> [{"instances": ...}]."""
         if not self.training:
@@ -220,96 +169,68 @@ class SparseDETR(nn.Module):
     def postprocess(
         self, outputs: SparseDETROutput, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
     ) -> list[dict]:
-        """Top ``max_detections`` (query, class) pairs scoring above ``score_threshold`` ->
-        ``[{"instances": Instances}]`` at input size."""
+        """:attr:`top_detections` -> ``[{"instances": Instances}]`` in each input's (height, width)."""
         logits, boxes = outputs.predictions["pred_logits"], outputs.predictions["pred_boxes"]
-        instances = detections_to_instances(top_detections(logits, boxes, self.max_detections), image_sizes)
-        if self.score_threshold > 0:
-            instances = [i[i.scores > self.score_threshold] for i in instances]
+        instances = self.top_detections(logits, boxes, image_sizes)
         return [
             {"instances": detector_postprocess(i, x.get("height", size[0]), x.get("width", size[1]))}
             for i, x, size in zip(instances, batched_inputs, image_sizes)
         ]
 
-    # ------------------------------------------------------------------ the network
     def predict(
-        self,
-        images: Tensor,
-        padding_mask: Tensor | None = None,
-        with_loss_outputs: bool = False,
-        with_internals: bool = False,
-        keep_ratio: float | Tensor | None = None,
+        self, images: Tensor, padding_mask: Tensor | None = None, with_loss_outputs: bool = False,
+        with_internals: bool = False, keep_ratio: float | Tensor | None = None,
     ) -> SparseDETROutput:
-        """Raw outputs of the network on a normalised, padded batch.
-
-        Every size is read from the map shapes, every branch decided by shapes and settings, so the same
-        forward is what ``torch.export`` captures (see :mod:`sparse_detr.export`).
+        """Raw outputs of the network on a normalised, padded batch (sizes read from shapes: what
+        ``torch.export`` captures).
 
         Args:
             images: Float[B, 3, H, W] normalised; padding_mask: Bool[B, H, W] True on padding, or None for
-                same-size images without padding (nothing to mask: the padding-free path, no mask read).
-            with_loss_outputs: also compute what only the losses need (decoder aux layers, the two-stage head
-                on all tokens, encoder aux heads, the scorer's loss inputs); True in training.
+                same-size images without padding.
+            with_loss_outputs: also what only the losses need (aux layers, two-stage and scorer loss inputs).
             with_internals: also return :class:`NetworkInternals` (encoder sampling, memory, decoder inputs).
-            keep_ratio: rho for this call, overriding the scorer's: a float, or a Float[] tensor (an exported
-                graph's input; the sparse path is then taken for every value, 1 included). None = the
-                scorer's :attr:`~TokenScorer.keep_ratio`. Ignored without scorer or encoder layers.
+            keep_ratio: rho for this call (see :meth:`TokenScorer.select`); ignored without scorer or encoder
+                layers.
         """
         features = self.run_backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
-        selection = self._select_tokens(tokens, proposals, proposal_valid, with_loss_outputs, keep_ratio)
-        encoded = self.encoder(
-            tokens,
-            selection.selected_indices if selection is not None else None,
-            selection.num_kept if selection is not None else None,
-            return_sampling=with_internals,
-        )
+        selection, kept = None, (None, None)
+        if self.token_scorer is not None and self.encoder.num_layers > 0:
+            selection = self.token_scorer.select(
+                tokens, proposals, proposal_valid, self.token_projection, with_loss_outputs, keep_ratio
+            )
+            if selection is not None:
+                kept = (selection.selected_indices, selection.num_kept)
+        encoded = self.encoder(tokens, *kept, return_sampling=with_internals)
         two_stage_predictions = None
         if self.two_stage:
             queries, two_stage_predictions = two_stage_queries(
-                self.query_init,
-                self.heads,
-                self.token_projection(encoded.memory, proposal_valid),
-                encoded.memory,
-                proposals,
-                with_predictions=with_loss_outputs,
+                self.query_init, self.heads, self.token_projection(encoded.memory, proposal_valid),
+                encoded.memory, proposals, with_predictions=with_loss_outputs,
             )
         else:
             queries = self.query_init(images.shape[0])
         decoded = self.decoder(
-            queries.queries,
-            queries.query_pos,
-            queries.reference,
-            encoded.memory,
-            tokens,
-            box_heads=self.heads.decoder_box_heads() if self.box_refine else None,
+            queries.queries, queries.query_pos, queries.reference, encoded.memory, tokens,
+            box_heads=self.heads.decoder_box_heads(),
         )
-        predictions = self.heads.decoder_predictions(
-            decoded.hidden_states, decoded.references, with_aux=with_loss_outputs and self.aux_loss
-        )
+        heads = self.heads
+        predictions = heads.decoder_predictions(decoded.hidden_states, decoded.references, with_loss_outputs)
         outputs = SparseDETROutput(
-            predictions=predictions[-1],
-            tokens=TokenGeometry.of(tokens),
+            predictions=predictions[-1], aux_predictions=predictions[:-1], tokens=TokenGeometry.of(tokens),
             decoder_sampling=DecoderSampling(decoded.sampling_locations, decoded.attention_weights),
-            selection=selection,
-            aux_predictions=predictions[:-1],
-            two_stage_predictions=two_stage_predictions,
+            selection=selection, two_stage_predictions=two_stage_predictions,
         )
-        if with_loss_outputs and self.heads.num_encoder_aux:
+        if with_loss_outputs and heads.num_encoder_aux:
             if selection is not None:
                 proposals = gather_tokens(proposals, selection.selected_indices)
-            aux = self.heads.encoder_aux_predictions(encoded.layer_queries, proposals)
-            outputs.encoder_aux_predictions = aux
+            outputs.encoder_aux_predictions = heads.encoder_aux_predictions(encoded.layer_queries, proposals)
         if with_internals:
             outputs.internals = NetworkInternals(
-                memory=encoded.memory,
-                enc_sampling_locations=encoded.sampling_locations,
-                enc_attention_weights=encoded.attention_weights,
-                queries=queries,
-                hidden_states=decoded.hidden_states,
-                proposals=proposals,
-                proposal_valid=proposal_valid,
+                memory=encoded.memory, enc_sampling_locations=encoded.sampling_locations,
+                enc_attention_weights=encoded.attention_weights, queries=queries,
+                hidden_states=decoded.hidden_states, proposals=proposals, proposal_valid=proposal_valid,
             )
         return outputs
 
@@ -327,29 +248,3 @@ class SparseDETR(nn.Module):
         with torch.autocast(images.device.type, dtype=dtype):
             features = self.backbone(images)
         return {name: feature.float() for name, feature in features.items()}
-
-    def _select_tokens(
-        self,
-        tokens: TokenBatch,
-        proposals: Tensor,
-        proposal_valid: Tensor,
-        with_loss_outputs: bool,
-        keep_ratio: float | Tensor | None,
-    ) -> TokenSelection | None:
-        """Run the scorer when the encoder is sparse (None = dense): ``is_sparse``, or a rho tensor given."""
-        if self.token_scorer is None or self.encoder.num_layers == 0:
-            return None
-        if not isinstance(keep_ratio, Tensor):
-            rho = self.token_scorer.keep_ratio
-            if keep_ratio is not None:
-                rho = check_keep_ratio(keep_ratio, "SparseDETR.predict(keep_ratio=...)")
-            if rho >= 1.0:
-                return None
-            keep_ratio = rho
-        token_features = None
-        if self.token_scorer.uses_token_features:
-            # the scoring network sees the projected backbone tokens, like the two-stage head
-            token_features = self.token_projection(tokens.features + tokens.pos, proposal_valid)
-        return self.token_scorer(
-            token_features, proposals, tokens.padding_mask, with_loss_outputs, keep_ratio=keep_ratio
-        )
