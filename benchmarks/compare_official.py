@@ -153,10 +153,11 @@ def official_inputs(image: torch.Tensor, boxes: torch.Tensor | None = None, labe
 
 
 # ---------------------------------------------------------------------------------------------- ours
-def build_ours(keep_ratio: float):
+def build_ours(keep_ratio: float, backbone_dtype: str = "float32"):
     from detectron2.config import LazyConfig, instantiate
 
     cfg = LazyConfig.load(str(BASE_CONFIG))
+    cfg.model.backbone_dtype = backbone_dtype
     if keep_ratio >= 1.0:
         cfg.model.token_scorer = None  # dense Deformable DETR+
     else:
@@ -227,10 +228,10 @@ def random_boxes(size: tuple[int, int], count: int = 5, seed: int = 1) -> tuple[
     return torch.cat([corner, corner + extent], dim=1), labels
 
 
-def compare_inference(repo: Path, keep_ratio: float, size, repeats: int, warmup: int) -> dict:
+def compare_inference(repo: Path, keep_ratio: float, size, repeats: int, warmup: int, dtype: str) -> dict:
     torch.manual_seed(0)
     official, _, postprocess, official_stages = build_official(repo, keep_ratio)
-    ours, our_stages = build_ours(keep_ratio)
+    ours, our_stages = build_ours(keep_ratio, dtype)
     official.eval(), ours.eval()
     image = random_image(size)
     samples, _ = official_inputs(image)
@@ -248,10 +249,10 @@ def compare_inference(repo: Path, keep_ratio: float, size, repeats: int, warmup:
         return interleaved({"official": run_official, "ours": run_ours}, repeats, warmup, timers)
 
 
-def compare_training(repo: Path, keep_ratio: float, size, repeats: int, warmup: int) -> dict:
+def compare_training(repo: Path, keep_ratio: float, size, repeats: int, warmup: int, dtype: str) -> dict:
     torch.manual_seed(0)
     official, criterion, _, _ = build_official(repo, keep_ratio)
-    ours, _ = build_ours(keep_ratio)
+    ours, _ = build_ours(keep_ratio, dtype)
     official.train(), ours.train()
     image = random_image(size)
     boxes, labels = random_boxes(size)
@@ -304,6 +305,9 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also the training step (rho = the last --rhos)")
     parser.add_argument("--train-only", action="store_true", help="only the training step")
     parser.add_argument("--train-size", type=parse_size, default=(640, 960), help="training image, HxW")
+    parser.add_argument(
+        "--backbone-dtype", default="float32", help="ours: model.backbone_dtype (float32, auto, bfloat16)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -311,19 +315,21 @@ def main() -> None:
     if not (args.official_repo / "models" / "deformable_transformer.py").is_file():
         sys.exit(f"--official-repo {args.official_repo}: not a kakaobrain/sparse-detr checkout")
     torch.set_num_threads(args.threads)
-    print(machine_summary(), flush=True)
+    print(machine_summary(), f"\nours: model.backbone_dtype = {args.backbone_dtype!r}", flush=True)
 
     results = {}
     if not args.train_only:
         for rho in args.rhos:
-            results[rho] = compare_inference(args.official_repo, rho, args.size, args.repeats, args.warmup)
+            results[rho] = compare_inference(
+                args.official_repo, rho, args.size, args.repeats, args.warmup, args.backbone_dtype
+            )
             label = "dense" if rho >= 1.0 else f"rho {rho}"
             print(f"{label}: official {results[rho]['official']['median']:.3f} s, ours "
                   f"{results[rho]['ours']['median']:.3f} s", file=sys.stderr, flush=True)
     training = None
     if args.train or args.train_only:
         training = compare_training(
-            args.official_repo, args.rhos[-1], args.train_size, args.repeats, args.warmup
+            args.official_repo, args.rhos[-1], args.train_size, args.repeats, args.warmup, args.backbone_dtype
         )
 
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
