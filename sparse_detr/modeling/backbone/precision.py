@@ -48,8 +48,8 @@ def native_reduced_dtypes(device_type: str) -> tuple[set[torch.dtype], str]:
         native.add(torch.bfloat16)
     if wide and cap["amx_fp16"]:
         native.add(torch.float16)
-    units = [name for name in ("avx512_bf16", "amx_bf16", "amx_fp16") if cap[name]]
-    return native, f"CPU capability {cap['isa']}, matrix units: {', '.join(units) or 'none'}"
+    units = ", ".join(name for name in ("avx512_bf16", "amx_bf16", "amx_fp16") if cap[name]) or "none"
+    return native, f"CPU (ATen capability {cap['isa']}, reduced-precision units: {units})"
 
 
 def resolve_backbone_dtype(name: str, device_type: str) -> torch.dtype:
@@ -63,8 +63,8 @@ def resolve_backbone_dtype(name: str, device_type: str) -> torch.dtype:
     if dtype in native:
         return dtype
     warnings.warn(
-        f"{CONFIG_KEY} = {name!r} runs the backbone in float32: this {capability} has no native {name} "
-        f"(emulated, it is slower than float32); use 'auto' to take {name} only where it is native",
+        f"{CONFIG_KEY} = {name!r}: this {capability} has no native {name} (emulated, it runs slower than "
+        f"float32), so the backbone runs in float32; 'auto' takes bfloat16 only where it is native",
         stacklevel=2,
     )
     return torch.float32
