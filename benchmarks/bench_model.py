@@ -6,7 +6,8 @@ called through the Detectron2 interface ``model([{"image": ...}])`` in eval mode
 normalisation, backbone, neck, scorer, encoder, two-stage selection, decoder, top-100 post-processing.
 rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run). The model runs as configured: FrozenBN
 folded into the convolutions, channels-last backbone; ``--backbone-dtypes`` adds rows with the backbone under
-bfloat16 autocast (``model.backbone_dtype``; everything from the neck on stays float32).
+bfloat16 autocast where the CPU runs bfloat16 natively (``model.backbone_dtype="auto"``, float32 elsewhere;
+everything from the neck on stays float32).
 
 Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
   * time = median (and min) wall time of ``--repeats`` calls after ``--warmup`` calls, and the median
@@ -17,7 +18,7 @@ Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
     format), on the same image; also a yardstick for the machine's load.
 
     .venv/bin/python benchmarks/bench_model.py [--threads 2] [--repeats 5] [--warmup 2] \
-        [--backbone-dtypes float32 bfloat16]
+        [--backbone-dtypes float32 auto]
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
-        "--backbone-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+        "--backbone-dtypes", nargs="+", default=["float32", "auto"], choices=["float32", "auto", "bfloat16"]
     )
     parser.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-dtype", default="float32", help=argparse.SUPPRESS)

@@ -12,8 +12,24 @@ from sparse_detr.modeling.backbone.frozen_bn import (
     FrozenBNFoldedConv2d,
     fold_frozen_batchnorm,
     frozen_bn_as_affine,
+    precision,
 )
 from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
+
+# CPUs as torch describes them: ATen's vector ISA and the reduced-precision matrix units
+AVX2_ONLY = {"isa": "AVX2", "avx512_bf16": False, "amx_bf16": False, "amx_fp16": False}
+AVX512_WITHOUT_BF16 = {"isa": "AVX512", "avx512_bf16": False, "amx_bf16": False, "amx_fp16": False}
+AVX512_BF16 = {"isa": "AVX512", "avx512_bf16": True, "amx_bf16": False, "amx_fp16": False}
+AVX512_BF16_CAPPED_TO_AVX2 = dict(AVX512_BF16, isa="AVX2")  # ATEN_CPU_CAPABILITY=avx2
+SAPPHIRE_RAPIDS = {"isa": "AVX512", "avx512_bf16": True, "amx_bf16": True, "amx_fp16": False}
+
+
+@pytest.fixture
+def simulated_cpu(monkeypatch):
+    def simulate(capability):
+        monkeypatch.setattr(precision, "cpu_capability", lambda: capability)
+
+    return simulate
 
 
 def _resnet18(seed: int = 0) -> ResNet:
@@ -74,7 +90,8 @@ def test_channels_last_model_gives_the_same_detections():
     assert all(p.grad is not None for p in nhwc.backbone.parameters() if p.requires_grad)
 
 
-def test_bfloat16_backbone_keeps_the_rest_in_float32():
+def test_bfloat16_backbone_keeps_the_rest_in_float32(simulated_cpu):
+    simulated_cpu(AVX512_BF16)
     batch = tiny_batch(with_targets=False)
     full, reduced = build_tiny_model().eval(), build_tiny_model(backbone_dtype="bfloat16").eval()
     images, padding_mask = _inputs(full, batch)
@@ -89,6 +106,48 @@ def test_bfloat16_backbone_keeps_the_rest_in_float32():
     reduced.train()
     sum(reduced(tiny_batch()).values()).backward()
     assert all(p.grad is not None for p in reduced.backbone.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        (AVX2_ONLY, torch.float32),
+        (AVX512_WITHOUT_BF16, torch.float32),
+        (AVX512_BF16_CAPPED_TO_AVX2, torch.float32),
+        (AVX512_BF16, torch.bfloat16),
+        (SAPPHIRE_RAPIDS, torch.bfloat16),
+    ],
+)
+def test_reduced_precision_only_where_the_cpu_runs_it_natively(simulated_cpu, capability, expected, recwarn):
+    simulated_cpu(capability)
+    assert precision.resolve_backbone_dtype("auto", "cpu") is expected
+    assert precision.resolve_backbone_dtype("float32", "cpu") is torch.float32
+    assert not recwarn.list  # "auto" and "float32" decide silently
+    if expected is torch.bfloat16:
+        assert precision.resolve_backbone_dtype("bfloat16", "cpu") is torch.bfloat16
+        assert not recwarn.list
+    else:
+        message = rf"BACKBONE_DTYPE.*'bfloat16'.*capability {capability['isa']}.*runs in float32"
+        with pytest.warns(UserWarning, match=message):
+            assert precision.resolve_backbone_dtype("bfloat16", "cpu") is torch.float32
+    with pytest.warns(UserWarning, match="no native float16"):  # no AMX-FP16 in any of them
+        assert precision.resolve_backbone_dtype("float16", "cpu") is torch.float32
+
+
+def test_bfloat16_backbone_without_native_bfloat16_runs_float32_with_a_warning(simulated_cpu):
+    simulated_cpu(AVX2_ONLY)
+    batch = tiny_batch(with_targets=False)
+    full, requested = build_tiny_model().eval(), build_tiny_model(backbone_dtype="bfloat16").eval()
+    automatic = build_tiny_model(backbone_dtype="auto").eval()
+    images, _ = _inputs(full, batch)
+    with torch.no_grad():
+        expected = full.run_backbone(images)
+        with pytest.warns(UserWarning, match="MODEL.SPARSE_DETR.BACKBONE_DTYPE"):
+            actual = requested.run_backbone(images)
+        chosen = automatic.run_backbone(images)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
+        torch.testing.assert_close(chosen[name], expected[name], rtol=0, atol=0)
 
 
 def test_unknown_backbone_dtype_is_refused_by_config_key():

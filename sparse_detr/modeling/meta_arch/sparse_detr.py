@@ -14,6 +14,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
+from ..backbone.precision import BACKBONE_DTYPES, CONFIG_KEY, resolve_backbone_dtype
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -27,8 +28,6 @@ from ..tokens import gather_tokens, grid_proposals
 from .graph import check_components, components_from_yacs
 
 __all__ = ["SparseDETR"]
-
-BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -68,10 +67,12 @@ class SparseDETR(nn.Module):
             channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
                 faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
                 keep NCHW to match the official outputs to the last bits).
-            backbone_dtype: "float32", or "bfloat16" / "float16" to run the backbone under
-                ``torch.autocast`` (its convolutions in that precision, the bulk of the CPU inference time);
-                its maps return to float32, so everything from the neck on (token geometry, sampling
-                locations, boxes) keeps full precision.
+            backbone_dtype: "float32"; "auto" (bfloat16 where the device runs it natively, else float32);
+                or "bfloat16" / "float16" (float32 with a warning where not native, see
+                :mod:`~sparse_detr.modeling.backbone.precision`): the backbone under ``torch.autocast`` (its
+                convolutions in that precision, the bulk of the CPU inference time); its maps return to
+                float32, so everything from the neck on (token geometry, sampling locations, boxes) keeps
+                full precision.
         """
         super().__init__()
         self.backbone = backbone
@@ -90,10 +91,7 @@ class SparseDETR(nn.Module):
         self.size_divisibility = size_divisibility
         self.channels_last = channels_last
         if backbone_dtype not in BACKBONE_DTYPES:
-            raise ValueError(
-                "backbone_dtype (MODEL.SPARSE_DETR.BACKBONE_DTYPE) must be one of "
-                f"{sorted(BACKBONE_DTYPES)}, got {backbone_dtype!r}"
-            )
+            raise ValueError(f"{CONFIG_KEY} must be one of {BACKBONE_DTYPES}, got {backbone_dtype!r}")
         self.backbone_dtype = backbone_dtype
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
@@ -242,7 +240,7 @@ class SparseDETR(nn.Module):
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        dtype = BACKBONE_DTYPES[self.backbone_dtype]
+        dtype = resolve_backbone_dtype(self.backbone_dtype, images.device.type)
         if dtype is torch.float32:
             return self.backbone(images)
         with torch.autocast(images.device.type, dtype=dtype):
