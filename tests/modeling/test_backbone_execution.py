@@ -7,12 +7,12 @@ import torch
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from sparse_detr.modeling.backbone import precision
 from sparse_detr.modeling.backbone.frozen_bn import (
     AffineFrozenBatchNorm2d,
     FrozenBNFoldedConv2d,
     fold_frozen_batchnorm,
     frozen_bn_as_affine,
-    precision,
 )
 from tests.helpers.tiny_sparse_detr import build_tiny_model, tiny_batch
 
