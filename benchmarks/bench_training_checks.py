@@ -46,7 +46,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparse_detr.engine import ClippedAdamW, FiniteLossGuard, detr_param_groups  # noqa: E402
+from sparse_detr.engine import ClippedAdamW, detr_param_groups  # noqa: E402
+from sparse_detr.engine.loss_guard import FiniteLossGuard  # noqa: E402
 from sparse_detr.engine.seeding import IterationSeeding  # noqa: E402
 
 CONFIG = ROOT / "configs/quickstart_shapes.py"
