@@ -95,6 +95,7 @@ INSTALL_REQUIRES = [
     "hydra-core",
     "matplotlib",
     "pycocotools",
+    "PyYAML",
     "tabulate",
     "tqdm",
 ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import platform
 import statistics
@@ -104,9 +105,10 @@ def import_official(repo: Path):
     # util/misc.py reads float(torchvision.__version__[:3]) ("0.2" for 0.2x) to pick a torchvision 0.4 shim
     version, torchvision.__version__ = torchvision.__version__, "1.0"
     try:
-        import main as official_main  # the official repository's main.py (its argument parser)
-        import models as official_models
-        import models.backbone as official_backbone
+        # the official repository's modules, found on the path given (not distributions of this project)
+        official_main = importlib.import_module("main")  # its main.py: the argument parser
+        official_models = importlib.import_module("models")
+        official_backbone = importlib.import_module("models.backbone")
     finally:
         torchvision.__version__ = version
 
@@ -138,7 +140,7 @@ def build_official(repo: Path, keep_ratio: float):
 
 def official_inputs(image: torch.Tensor, boxes: torch.Tensor | None = None, labels=None):
     """ImageNet-normalised NestedTensor of one RGB 0-255 image, and official targets (cxcywh in [0, 1])."""
-    from util.misc import nested_tensor_from_tensor_list
+    nested_tensor_from_tensor_list = importlib.import_module("util.misc").nested_tensor_from_tensor_list
 
     mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)

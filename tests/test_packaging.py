@@ -117,7 +117,8 @@ def test_setup_declares_what_the_package_imports():
 
     required, export_extra = names(assigned["INSTALL_REQUIRES"]), names(assigned["EXTRAS_REQUIRE"]["export"])
     distribution_of = {
-        "PIL": "Pillow", "hydra": "hydra-core", "onnxruntime_extensions": "onnxruntime-extensions"
+        "PIL": "Pillow", "hydra": "hydra-core", "yaml": "PyYAML",
+        "onnxruntime_extensions": "onnxruntime-extensions",
     }
     user_provided = {"torch", "torchvision", "detectron2", "sparse_detr"}
     undeclared = set()

@@ -43,6 +43,7 @@ NOT_RUN_ON_GPU = {
     "openvino": "the OpenVINO parity tests (tests/export) and benchmarks/bench_export.py run on CPU machines",
     "onnxruntime_extensions": "ONNX Runtime's plugin-node kernel (sparse_detr/export/runtimes.py) runs in "
     "the CPU deployment tests (tests/export) and benchmarks/bench_export.py only",
+    "sybil": "the documentation's snippet tests (tests/docs) run on CPU machines",
 }
 TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -184,7 +185,7 @@ def imported_modules() -> set[str]:
                 modules.add(node.module.split(".")[0])
     sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts]
     packages = {p.parent.name for p in sources if p.name == "__init__.py"}
-    local = {p.stem for p in sources} | packages | {"sparse_detr", "load_fixture"}
+    local = {p.stem for p in sources} | packages | {"sparse_detr", "load_fixture", "tests"}
     return {
         m for m in modules if m not in sys.stdlib_module_names and m not in local and m not in NOT_RUN_ON_GPU
     }

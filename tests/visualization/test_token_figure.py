@@ -61,10 +61,13 @@ def test_a_prediction_grid_tile_says_when_no_detection_passed_the_threshold():
 
     from sparse_detr.visualization import draw_prediction_grid
 
-    def nothing(image, image_format="RGB"):
-        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
-                              pred_classes=torch.zeros(0, dtype=torch.long))
-        return {"instances": instances}
+    class NothingPredictor:  # a Predictor that finds nothing
+        image_format = "BGR"
+
+        def __call__(self, image, name="image"):
+            instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
+                                  pred_classes=torch.zeros(0, dtype=torch.long))
+            return {"instances": instances}
 
     import tempfile
 
@@ -74,7 +77,7 @@ def test_a_prediction_grid_tile_says_when_no_detection_passed_the_threshold():
         DatasetCatalog.register("_blank_grid", lambda: [{"file_name": path, "image_id": 0}])
         MetadataCatalog.get("_blank_grid").thing_classes = ["a"]
         try:
-            grid = draw_prediction_grid(nothing, "_blank_grid", num_images=1, score_threshold=0.3)
+            grid = draw_prediction_grid(NothingPredictor(), "_blank_grid", num_images=1, score_threshold=0.3)
         finally:
             DatasetCatalog.remove("_blank_grid")
             MetadataCatalog.remove("_blank_grid")
