@@ -26,7 +26,8 @@ lint: setup
 ## test: setup + lint + the pytest suite (which also builds the docs and runs every documented snippet)
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/export --ignore=tests/docs
+	$(PY) -m pytest tests/export tests/docs  # the deployment runtimes (ONNX Runtime, OpenVINO) in their own process
 
 ## test-fast: the inner loop: the suite without the slow tests (exports, wheel, training runs, subprocess
 ## runs of the tools; see tests/conftest.py), a few minutes on 2 cores
