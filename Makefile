@@ -27,7 +27,8 @@ lint: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests --ignore=tests/export --ignore=tests/docs
-	$(PY) -m pytest tests/export tests/docs  # the deployment runtimes (ONNX Runtime, OpenVINO) in their own process
+	$(PY) -m pytest tests/docs
+	$(PY) -m pytest tests/export  # the deployment runtimes (ONNX Runtime, OpenVINO) in a process of their own
 
 ## test-fast: the inner loop: the suite without the slow tests (exports, wheel, training runs, subprocess
 ## runs of the tools; see tests/conftest.py), a few minutes on 2 cores
