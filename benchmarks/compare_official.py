@@ -164,8 +164,6 @@ def build_ours(keep_ratio: float, backbone_dtype: str = "float32"):
         cfg.model.token_scorer = None  # dense Deformable DETR+
     else:
         cfg.model.token_scorer.keep_ratio = keep_ratio
-    cfg.model.report_token_statistics = False
-    cfg.model.train_seed = None
     model = instantiate(cfg.model)
     scorer = [m for m in (model.token_projection, model.token_scorer) if m is not None and keep_ratio < 1.0]
     stages = {
