@@ -113,12 +113,13 @@ class MSDeformAttn(nn.Module):
         so they commute: projecting the Q * M sampled vectors instead of the S tokens gives the same
         output. Sampling the full C channels per head costs ~L * P * 4 / Dh times more than sampling
         the projected head slice, so it only pays when the queries are few against the tokens, as in
-        the decoder's cross-attention (300 queries, ~20k tokens). Only at inference (autograd off): the
-        backward of that layout (all heads folded into one) parallelises worse on CPU and needs more
-        atomics on CUDA, so training keeps the usual order. With symbolic sizes (``torch.export``) it
-        answers True only where that holds for every size the graph accepts.
+        the decoder's cross-attention (300 queries, ~20k tokens), in inference and in CPU training (its
+        backward is one task per image there, still faster than the projection's). CUDA training keeps
+        the usual order: the folded layout's backward adds M times more atomics into one value slice.
+        With symbolic sizes (``torch.export``) it answers True only where that holds for every size the
+        graph accepts.
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.value_proj.weight.is_cuda:
             return False
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4
