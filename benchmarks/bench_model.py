@@ -6,7 +6,7 @@ called through the Detectron2 interface ``model([{"image": ...}])`` in eval mode
 normalisation, backbone, neck, scorer, encoder, two-stage selection, decoder, top-100 post-processing.
 rho = 1.0 is the dense Deformable DETR+ encoder (no scorer run). The model runs as configured: FrozenBN
 folded into the convolutions, channels-last backbone; ``--backbone-dtypes`` adds rows with the backbone under
-bfloat16 autocast where the CPU runs bfloat16 natively (``model.backbone_dtype="auto"``, float32 elsewhere;
+bfloat16 autocast where the CPU runs bfloat16 natively (``model.backbone.dtype="auto"``, float32 elsewhere;
 everything from the neck on stays float32).
 
 Every rho runs in a fresh subprocess (``--threads`` intra-op threads):
@@ -56,7 +56,7 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
         cfg.model.token_scorer = None  # dense Deformable DETR+
     else:
         cfg.model.token_scorer.keep_ratio = keep_ratio
-    cfg.model.backbone_dtype = backbone_dtype
+    cfg.model.backbone.dtype = backbone_dtype
     model = instantiate(cfg.model).eval()
     image = torch.randint(0, 256, (3, *IMAGE_SIZE), generator=torch.Generator().manual_seed(0)).float()
     inputs = [{"image": image}]
@@ -74,7 +74,7 @@ def run_worker(keep_ratio: float, backbone_dtype: str, threads: int, repeats: in
         backbone_times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            model.run_backbone(images.tensor)
+            model.backbone(images.tensor)
             backbone_times.append(time.perf_counter() - start)
     assert len(results[0]["instances"]) == 100
     return {

@@ -159,7 +159,7 @@ def build_ours(keep_ratio: float, backbone_dtype: str = "float32"):
     from detectron2.config import LazyConfig, instantiate
 
     cfg = LazyConfig.load(str(BASE_CONFIG))
-    cfg.model.backbone_dtype = backbone_dtype
+    cfg.model.backbone.dtype = backbone_dtype
     if keep_ratio >= 1.0:
         cfg.model.token_scorer = None  # dense Deformable DETR+
     else:
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="only the training step")
     parser.add_argument("--train-size", type=parse_size, default=(640, 960), help="training image, HxW")
     parser.add_argument(
-        "--backbone-dtype", default="float32", help="ours: model.backbone_dtype (float32, auto, bfloat16)"
+        "--backbone-dtype", default="float32", help="ours: model.backbone.dtype (float32, auto, bfloat16)"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -315,7 +315,7 @@ def main() -> None:
     if not (args.official_repo / "models" / "deformable_transformer.py").is_file():
         sys.exit(f"--official-repo {args.official_repo}: not a kakaobrain/sparse-detr checkout")
     torch.set_num_threads(args.threads)
-    print(machine_summary(), f"\nours: model.backbone_dtype = {args.backbone_dtype!r}", flush=True)
+    print(machine_summary(), f"\nours: model.backbone.dtype = {args.backbone_dtype!r}", flush=True)
 
     results = {}
     if not args.train_only:

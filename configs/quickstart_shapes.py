@@ -19,7 +19,7 @@ from .common.train import train
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
 
 # ---- model
-model.backbone = L(ResNet)(
+model.backbone.module = L(ResNet)(  # BatchNorm (nothing to fold), the base's channels-last setting
     stem=L(BasicStem)(in_channels=3, out_channels=64, norm="BN"),
     stages=L(ResNet.make_default_stages)(depth=18, norm="BN"),
     out_features=["res3", "res4", "res5"],

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from sparse_detr.layers.ms_deform_attn_function import forced_backend
 from sparse_detr.modeling.backbone import SwinBackbone
+from sparse_detr.modeling.backbone.precision import CONFIG_KEY as BACKBONE_DTYPE_KEY
 from sparse_detr.modeling.encoder import SparseDeformableEncoder
 from sparse_detr.modeling.postprocess import clipped_pixel_boxes, top_detections
 from sparse_detr.modeling.scorers import RandomScorer
@@ -41,10 +42,11 @@ def check_exportable(model: nn.Module, batched: bool = False) -> None:
             f"MODEL.SPARSE_DETR.SIZE_DIVISIBILITY (LazyConfig: model.size_divisibility) = "
             f"{model.size_divisibility}: the exported graph takes one unpadded image; set it to 0"
         )
-    if model.backbone_dtype != "float32":
+    backbone_dtype = getattr(model.backbone, "backbone_dtype", "float32")
+    if backbone_dtype != "float32":
         raise ValueError(
-            "MODEL.SPARSE_DETR.BACKBONE_DTYPE (LazyConfig: model.backbone_dtype) = "
-            f"{model.backbone_dtype!r}: export runs the backbone in float32; set it to 'float32'"
+            f"{BACKBONE_DTYPE_KEY} = {backbone_dtype!r}: export runs the backbone in float32; "
+            "set it to 'float32'"
         )
     if isinstance(model.token_scorer, RandomScorer):
         raise ValueError(

@@ -119,7 +119,7 @@ def test_config_follows_the_args():
     assert cfg.token_scorer.keep_ratio == 0.3
     assert cfg.encoder.num_layers == 3 and cfg.encoder.num_points == 2 and cfg.decoder.num_layers == 4
     assert cfg.query_init.num_queries == 50 and cfg.neck.hidden_dim == 64 and cfg.encoder.num_heads == 4
-    assert cfg.backbone.module.stages.depth == 101 and cfg.heads.num_classes == 91
+    assert cfg.backbone.module.module.stages.depth == 101 and cfg.heads.num_classes == 91
     dense = official_model_config(
         {**SPARSE_ARGS, "rho": 0.0, "use_enc_aux_loss": False, "with_box_refine": False}
     )

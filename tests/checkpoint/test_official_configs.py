@@ -84,9 +84,9 @@ def test_loss_and_cost_coefficients_follow_the_args():
         (dict(num_feature_levels=5), lambda c: c.neck.num_levels == 5),
         (dict(dataset_file="voc"), lambda c: c.heads.num_classes == 20),
         (dict(aux_loss=False), lambda c: not c.heads.aux_loss),
-        (dict(backbone="resnet101"), lambda c: c.backbone.module.stages.depth == 101),
-        (dict(backbone_from_scratch=True), lambda c: c.backbone.module.freeze_at == 0),
-        (dict(), lambda c: c.backbone.module.freeze_at == 2),
+        (dict(backbone="resnet101"), lambda c: c.backbone.module.module.stages.depth == 101),
+        (dict(backbone_from_scratch=True), lambda c: c.backbone.module.module.freeze_at == 0),
+        (dict(), lambda c: c.backbone.module.module.freeze_at == 2),
         (
             dict(two_stage=True, rho=0.3, use_enc_aux_loss=True, enc_layers=1, dec_layers=1),
             lambda c: c.token_scorer.keep_ratio == 0.3 and c.encoder.num_layers == 1,

@@ -202,11 +202,11 @@ def test_config_builds_the_official_swin(backbone, variant, channels, drop_path,
     cfg = official_model_config(
         argparse.Namespace(**{**SWIN_T_ARGS, "backbone": backbone, "backbone_from_scratch": from_scratch})
     )
-    assert cfg.backbone.variant == variant
-    assert cfg.backbone.drop_path_rate == drop_path
-    assert cfg.backbone.freeze_at == freeze_at  # official frozen_stages 2 (or -1 from scratch)
-    assert list(cfg.backbone.out_features) == ["res3", "res4", "res5"]
-    assert cfg.backbone.norm_outputs and cfg.backbone.pad_before_shift
+    assert cfg.backbone.module.variant == variant
+    assert cfg.backbone.module.drop_path_rate == drop_path
+    assert cfg.backbone.module.freeze_at == freeze_at  # official frozen_stages 2 (or -1 from scratch)
+    assert list(cfg.backbone.module.out_features) == ["res3", "res4", "res5"]
+    assert cfg.backbone.module.norm_outputs and cfg.backbone.module.pad_before_shift
     assert list(cfg.neck.in_channels) == channels
     with torch.device("meta"):  # shapes only
         backbone_module = instantiate(cfg.backbone)
@@ -215,7 +215,7 @@ def test_config_builds_the_official_swin(backbone, variant, channels, drop_path,
 
 def test_lr_backbone_zero_does_not_freeze_the_official_swin():
     cfg = official_model_config({**SWIN_T_ARGS, "lr_backbone": 0.0})
-    assert cfg.backbone.freeze_at == 2
+    assert cfg.backbone.module.freeze_at == 2
 
 
 @pytest.mark.parametrize(

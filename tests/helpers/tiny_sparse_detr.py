@@ -21,6 +21,7 @@ def tiny_model_config(
     dec_layers: int = 2,
     num_queries: int = 10,
     pre_norm: bool = False,
+    channels_last: bool = False,
     backbone_dtype: str = "float32",
     backbone=None,
     in_channels=(128, 256, 512),
@@ -50,7 +51,7 @@ def tiny_model_config(
         num_queries=num_queries,
         token_scorer=scorer,
         keep_ratio=keep_ratio,
-        channels_last=False,
+        channels_last=channels_last,
         backbone_dtype=backbone_dtype,
     )
 

@@ -44,8 +44,13 @@ def test_yacs_twin_builds_the_architecture_of_its_lazy_config(yacs_name):
     assert repr(from_yacs) == repr(from_lazy)
     shapes = {k: v.shape for k, v in from_yacs.state_dict().items()}
     assert shapes == {k: v.shape for k, v in from_lazy.state_dict().items()}
-    settings = ("input_format", "size_divisibility", "channels_last")
+    settings = ("input_format", "size_divisibility")
     assert {s: getattr(from_yacs, s) for s in settings} == {s: getattr(from_lazy, s) for s in settings}
+    # how the backbone runs: its precision setting and the memory format of its weights (channels-last)
+    assert from_yacs.backbone.backbone_dtype == from_lazy.backbone.backbone_dtype
+    strides = [[p.stride() for p in m.backbone.parameters()] for m in (from_yacs, from_lazy)]
+    assert strides[0] == strides[1]
+    assert lazy.model.backbone.channels_last == cfg.MODEL.SPARSE_DETR.CHANNELS_LAST
     detections = ("max_detections", "score_threshold")
     assert {s: getattr(from_yacs.top_detections, s) for s in detections} == {
         s: getattr(from_lazy.top_detections, s) for s in detections

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
@@ -77,10 +80,17 @@ def test_folding_leaves_convolutions_without_frozen_bn_alone():
 
 def test_channels_last_model_gives_the_same_detections():
     batch = tiny_batch(with_targets=False)
-    nchw, nhwc = build_tiny_model().eval(), build_tiny_model().eval()
-    nhwc.channels_last = True
+    nchw, nhwc = build_tiny_model().eval(), build_tiny_model(channels_last=True).eval()
+    stem = nhwc.backbone.stem.conv1.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    nhwc.load_state_dict(nchw.state_dict())  # copies into the existing weights: still channels-last
+    assert nhwc.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, padding_mask = _inputs(nchw, batch)  # NCHW images: the convolutions follow the weights
     with torch.no_grad():
-        expected, actual = nchw.predict(*_inputs(nchw, batch)), nhwc.predict(*_inputs(nhwc, batch))
+        maps = nhwc.backbone(images)
+        expected, actual = nchw.predict(images, padding_mask), nhwc.predict(images, padding_mask)
+    for name, feature in maps.items():  # the backbone's maps come out channels-last
+        assert feature.is_contiguous(memory_format=torch.channels_last) and not feature.is_contiguous(), name
     for key in ("pred_logits", "pred_boxes"):
         torch.testing.assert_close(actual.predictions[key], expected.predictions[key], rtol=1e-4, atol=1e-4)
     # and it trains: every used parameter gets a gradient
@@ -96,7 +106,7 @@ def test_bfloat16_backbone_keeps_the_rest_in_float32(simulated_cpu):
     full, reduced = build_tiny_model().eval(), build_tiny_model(backbone_dtype="bfloat16").eval()
     images, padding_mask = _inputs(full, batch)
     with torch.no_grad():
-        expected, actual = full.run_backbone(images), reduced.run_backbone(images)
+        expected, actual = full.backbone(images), reduced.backbone(images)
         outputs = reduced.predict(images, padding_mask)
     for name in expected:  # bfloat16 keeps ~3 significant digits of the maps: close, not equal
         assert actual[name].dtype == torch.float32 and not torch.equal(actual[name], expected[name])
@@ -106,6 +116,31 @@ def test_bfloat16_backbone_keeps_the_rest_in_float32(simulated_cpu):
     reduced.train()
     sum(reduced(tiny_batch()).values()).backward()
     assert all(p.grad is not None for p in reduced.backbone.parameters() if p.requires_grad)
+
+
+def test_execution_settings_keep_the_checkpoint_and_survive_copies(simulated_cpu):
+    simulated_cpu(AVX512_BF16)
+    plain = build_tiny_model().eval()
+    tuned = build_tiny_model(channels_last=True, backbone_dtype="bfloat16").eval()
+    assert list(tuned.state_dict()) == list(plain.state_dict())
+    assert isinstance(tuned.backbone, ResNet) and type(tuned.backbone) is not ResNet
+    assert type(build_tiny_model(backbone_dtype="auto").backbone) is type(tuned.backbone)  # cached class
+    copied, unpickled = copy.deepcopy(tuned), pickle.loads(pickle.dumps(tuned))
+    images, _ = _inputs(plain, tiny_batch(with_targets=False))
+    with torch.no_grad():
+        expected = tuned.backbone(images)
+        for model in (copied, unpickled):
+            assert type(model.backbone) is type(tuned.backbone)
+            assert model.backbone.backbone_dtype == "bfloat16"
+            assert model.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+            actual = model.backbone(images)
+            for name in expected:
+                torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
+        # applied again it changes the setting, not the class: float32 runs the plain forward
+        precision.set_backbone_execution(copied.backbone, dtype="float32")
+        assert type(copied.backbone) is type(tuned.backbone)
+        full = build_tiny_model(channels_last=True).backbone(images)["res5"]
+        assert torch.equal(copied.backbone(images)["res5"], full)
 
 
 @pytest.mark.parametrize(
@@ -141,17 +176,18 @@ def test_bfloat16_backbone_without_native_bfloat16_runs_float32_with_a_warning(s
     automatic = build_tiny_model(backbone_dtype="auto").eval()
     images, _ = _inputs(full, batch)
     with torch.no_grad():
-        expected = full.run_backbone(images)
+        expected = full.backbone(images)
         with pytest.warns(UserWarning, match="MODEL.SPARSE_DETR.BACKBONE_DTYPE"):
-            actual = requested.run_backbone(images)
-        chosen = automatic.run_backbone(images)
+            actual = requested.backbone(images)
+        chosen = automatic.backbone(images)
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
         torch.testing.assert_close(chosen[name], expected[name], rtol=0, atol=0)
 
 
 def test_unknown_backbone_dtype_is_refused_by_config_key():
-    with pytest.raises(ValueError, match="MODEL.SPARSE_DETR.BACKBONE_DTYPE"):
+    key = r"MODEL.SPARSE_DETR.BACKBONE_DTYPE \(LazyConfig: model.backbone.dtype\)"
+    with pytest.raises(ValueError, match=key):
         build_tiny_model(backbone_dtype="int8")
 
 

@@ -137,7 +137,7 @@ def test_no_encoder_model_decodes_the_unrefined_backbone_tokens():
     images, mask = model.preprocess_image(tiny_batch(with_targets=False))
     with torch.no_grad():
         out = model.predict(images.tensor, mask, with_internals=True)
-        features = model.run_backbone(images.tensor)
+        features = model.backbone(images.tensor)
         tokens = model.neck([features[f] for f in model.in_features], mask)
         results = model(tiny_batch(with_targets=False))
     # the memory is the neck's output with its position embedding added (as the official "no encoder")

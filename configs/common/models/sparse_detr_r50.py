@@ -5,7 +5,9 @@ and the DAM scorer: the defaults of ``sparse_detr_graph`` (the one description o
 with the yacs keys). Variants change a few fields, e.g. ``model.token_scorer.keep_ratio = 0.2``,
 ``model.token_scorer = None`` (dense baseline) or ``model.encoder.num_layers = 12``; dimensions, level
 counts, the heads' sites and the class count follow ``model.neck``, ``model.encoder`` / ``model.decoder``
-and ``model.heads.num_classes`` by interpolation.
+and ``model.heads.num_classes`` by interpolation. ``model.backbone`` sets how the backbone runs
+(``channels_last``, ``dtype``: :func:`~sparse_detr.modeling.backbone.precision.set_backbone_execution`); the
+ResNet it runs is ``model.backbone.module.module`` (inside the FrozenBN folding).
 """
 
 from detectron2.config import LazyCall as L

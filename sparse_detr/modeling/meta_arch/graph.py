@@ -21,6 +21,7 @@ from detectron2.modeling import build_backbone
 from omegaconf import DictConfig
 
 from ..backbone.frozen_bn import fold_frozen_batchnorm
+from ..backbone.precision import set_backbone_execution
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
 from ..matcher import HungarianMatcher
@@ -166,10 +167,12 @@ def sparse_detr_graph(
         matcher_focal_alpha: the matcher's focal alpha (None = ``focal_alpha``).
         size_divisibility: pad a batch to a multiple of this; 0 = to the largest image only, as the
             official batching.
-        channels_last: backbone + neck on channels-last maps (same function, faster, different rounding
-            from the official model).
-        backbone_dtype: "float32", or "bfloat16" / "float16": the backbone under ``torch.autocast`` (from
-            the neck on everything stays float32).
+        channels_last, backbone_dtype: how the backbone runs, set on it when the model is built by
+            :func:`~sparse_detr.modeling.backbone.precision.set_backbone_execution` (LazyConfig:
+            ``model.backbone.channels_last``, ``model.backbone.dtype``; the backbone itself is
+            ``model.backbone.module``). Channels-last weights: backbone and neck on channels-last maps (same
+            function, faster, different rounding from the official model). "float32", "auto", "bfloat16" /
+            "float16": the backbone under ``torch.autocast`` (from the neck on everything stays float32).
         pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
             ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
         score_thresh_test: ``top_detections.score_threshold``: detections scoring at most this are dropped at
@@ -194,7 +197,9 @@ def sparse_detr_graph(
     else:
         query_init = L(LearnedQueryInit)(dim="${..neck.hidden_dim}", num_queries=num_queries)
     return L(META_ARCHITECTURE)(
-        backbone=backbone,
+        backbone=L(set_backbone_execution)(
+            module=backbone, channels_last=channels_last, dtype=backbone_dtype
+        ),
         in_features=list(in_features),
         neck=L(MultiScaleNeck)(
             in_channels=list(in_channels), hidden_dim=hidden_dim, num_levels=num_feature_levels
@@ -236,8 +241,6 @@ def sparse_detr_graph(
         input_format=input_format,
         size_divisibility=size_divisibility,
         top_detections=L(TopDetections)(max_detections=max_detections, score_threshold=score_thresh_test),
-        channels_last=channels_last,
-        backbone_dtype=backbone_dtype,
     )
 
 
@@ -291,7 +294,8 @@ def components_from_yacs(cfg) -> dict:
     """The built components of a yacs config's model: ``SparseDETR``'s keyword arguments (``from_config``).
 
     The backbone is Detectron2's ``build_backbone(cfg)``, with FrozenBN folded when
-    ``MODEL.SPARSE_DETR.FOLD_FROZEN_BN``; the rest is :func:`graph_from_yacs` instantiated.
+    ``MODEL.SPARSE_DETR.FOLD_FROZEN_BN``; the rest, and how the backbone runs (``CHANNELS_LAST``,
+    ``BACKBONE_DTYPE``), is :func:`graph_from_yacs` instantiated.
     """
     backbone = build_backbone(cfg)
     if cfg.MODEL.SPARSE_DETR.FOLD_FROZEN_BN:

@@ -14,7 +14,6 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ...utils.input_checks import check_input_format, check_model_inputs, tracing
-from ..backbone.precision import BACKBONE_DTYPES, CONFIG_KEY, resolve_backbone_dtype
 from ..criterion import targets_from_instances
 from ..decoder import DeformableDecoder
 from ..heads import PredictionHeads
@@ -54,25 +53,16 @@ class SparseDETR(nn.Module):
         pixel_std: tuple[float, float, float],
         input_format: str = "RGB",
         size_divisibility: int = 0,
-        channels_last: bool = False,
-        backbone_dtype: str = "float32",
     ):
         """
         Args:
-            backbone, in_features: a Detectron2 ``Backbone`` and its maps fed to the neck, finest first.
+            backbone, in_features: a Detectron2 ``Backbone`` (how it runs, channels-last and precision, is
+                set on it: :func:`~sparse_detr.modeling.backbone.precision.set_backbone_execution`) and its
+                maps fed to the neck, finest first.
             neck, encoder, decoder, query_init, heads, criterion, token_scorer: the components (see theirs);
                 ``token_scorer`` None = dense encoder.
             pixel_mean, pixel_std, input_format, size_divisibility: as Detectron2's models (0 = pad to the
                 largest image only).
-            channels_last: run the backbone and the neck on channels-last (NHWC) maps: the same function,
-                faster with oneDNN / cuDNN convolutions, different rounding (the converted official configs
-                keep NCHW to match the official outputs to the last bits).
-            backbone_dtype: "float32"; "auto" (bfloat16 where the device runs it natively, else float32);
-                or "bfloat16" / "float16" (float32 with a warning where not native, see
-                :mod:`~sparse_detr.modeling.backbone.precision`): the backbone under ``torch.autocast`` (its
-                convolutions in that precision, the bulk of the CPU inference time); its maps return to
-                float32, so everything from the neck on (token geometry, sampling locations, boxes) keeps
-                full precision.
         """
         super().__init__()
         self.backbone = backbone
@@ -89,10 +79,6 @@ class SparseDETR(nn.Module):
         check_components(backbone, self.in_features, query_init, heads, criterion)
         self.input_format = check_input_format(input_format)
         self.size_divisibility = size_divisibility
-        self.channels_last = channels_last
-        if backbone_dtype not in BACKBONE_DTYPES:
-            raise ValueError(f"{CONFIG_KEY} must be one of {BACKBONE_DTYPES}, got {backbone_dtype!r}")
-        self.backbone_dtype = backbone_dtype
         needs_projection = self.two_stage or (token_scorer is not None and token_scorer.uses_token_features)
         self.token_projection = TokenProjection(neck.hidden_dim) if needs_projection else None
         mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (pixel_mean, pixel_std))
@@ -190,7 +176,7 @@ class SparseDETR(nn.Module):
             keep_ratio: rho for this call (see :meth:`TokenScorer.select`); ignored without scorer or encoder
                 layers.
         """
-        features = self.run_backbone(images)
+        features = self.backbone(images)
         tokens = self.neck([features[f] for f in self.in_features], padding_mask)
         proposals, proposal_valid = grid_proposals(tokens.padding_mask, tokens.level_shapes)
         selection, kept = None, (None, None)
@@ -231,18 +217,3 @@ class SparseDETR(nn.Module):
                 hidden_states=decoded.hidden_states, proposals=proposals, proposal_valid=proposal_valid,
             )
         return outputs
-
-    def run_backbone(self, images: Tensor) -> dict[str, Tensor]:
-        """The backbone as the model runs it (``channels_last``, ``backbone_dtype``) -> float32 maps.
-
-        Args:
-            images: Float[B, 3, H, W] normalised, padded.
-        """
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        dtype = resolve_backbone_dtype(self.backbone_dtype, images.device.type)
-        if dtype is torch.float32:
-            return self.backbone(images)
-        with torch.autocast(images.device.type, dtype=dtype):
-            features = self.backbone(images)
-        return {name: feature.float() for name, feature in features.items()}
