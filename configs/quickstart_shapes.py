@@ -8,7 +8,8 @@ rho = 0.3, ~256-px images, 8 images per iteration. ``tools/quickstart.sh`` train
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
-from sparse_detr.data.synthetic import SHAPE_CLASSES, SHAPES_PRESETS
+from sparse_detr.data.synthetic import SHAPE_CLASSES
+from sparse_detr.data.synthetic import SHAPES_PRESETS as _SHAPES_PRESETS
 from sparse_detr.engine.schedule import epoch_step_schedule
 
 from .common.data import dataloader
@@ -59,8 +60,9 @@ optimizer.params.backbone_lr_factor = 1.0
 # 625 iterations (5/3 epochs of 3000 images at 8 per iteration), lr / 10 for the last 20 % (from 500).
 # Measured on shapes_val: AP 47.3 / AP50 66.6 at iteration 500 (before the drop), AP 50.2 / AP50 68.7 at 625.
 EPOCHS = 5 / 3
+# (_SHAPES_PRESETS: a private name, as LazyConfig keeps a config file's public dicts as config entries)
 MAX_ITER, lr_multiplier = epoch_step_schedule(
-    epochs=EPOCHS, drop_epochs=[EPOCHS * 0.8], dataset_size=SHAPES_PRESETS["shapes_train"].num_images,
+    epochs=EPOCHS, drop_epochs=[EPOCHS * 0.8], dataset_size=_SHAPES_PRESETS["shapes_train"].num_images,
     total_batch_size=8,
 )
 train.max_iter = MAX_ITER

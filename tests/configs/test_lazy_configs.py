@@ -6,6 +6,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
+from sparse_detr.config.safe_yaml import check_config_file
 from sparse_detr.modeling import SparseDETR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,16 @@ def test_config_builds_model_and_optimizer(config):
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) > 0
     assert instantiate(cfg.lr_multiplier)(0.0) == 1.0
     assert cfg.dataloader.train.mapper.image_format == model.input_format
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_saved_config_is_plain_yaml_the_tools_accept(config, tmp_path):
+    # train_net.py saves the config beside the weights; demo, draw_predictions and --eval-only read it back
+    cfg = LazyConfig.load(str(ROOT / config))
+    saved = tmp_path / "config.yaml"
+    LazyConfig.save(cfg, str(saved))
+    check_config_file(saved)
+    assert set(LazyConfig.load(str(saved))) == set(cfg)
 
 
 @pytest.mark.parametrize("config", PAPER_CONFIGS)
