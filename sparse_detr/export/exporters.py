@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.fx.experimental import _config as symbolic_shapes_config
 
+from sparse_detr.modeling.input_size import minimum_image_side
 from sparse_detr.utils.files import atomic_write
 
 from . import input_domain, integrity
@@ -100,7 +101,7 @@ def example_inputs(deployable: DeployableSparseDETR, image_size: tuple[int, int]
 
 
 def _min_image_size(deployable: DeployableSparseDETR) -> int:
-    return input_domain.min_image_size(input_domain.token_strides(deployable.model))
+    return minimum_image_side(deployable.model.level_strides)
 
 
 def _dynamic_shapes(deployable: DeployableSparseDETR):

@@ -11,7 +11,7 @@ Valid inputs:
 - ``image``: Float[3, H, W] (a numpy array or torch tensor, float32 or convertible), 3 channels first,
   H, W >= ``min_image_size`` (65: the stride-64 level is at least 2 x 2), every value finite.
 - ``keep_ratio``: a finite number in (0, 1] that keeps at least one whole token of the image:
-  ``keep_ratio * num_tokens(H, W) >= 1``, where ``num_tokens`` sums ceil(H / s) * ceil(W / s) over the
+  ``keep_ratio * N(H, W) >= 1``, where the token count N sums ceil(H / s) * ceil(W / s) over the
   token strides (8, 16, 32, 64 for the paper's models). A smaller ratio would silently be rounded up to one
   token.
 """
@@ -19,11 +19,11 @@ Valid inputs:
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
 
+from sparse_detr.modeling.input_size import level_sizes
 from sparse_detr.utils.keep_ratio import KEEP_RATIO_RANGE
 from sparse_detr.utils.keep_ratio import check_keep_ratio as keep_ratio_in_domain
 
@@ -32,37 +32,15 @@ __all__ = [
     "domain_metadata",
     "check_image",
     "check_keep_ratio",
-    "min_image_size",
-    "num_tokens",
-    "token_strides",
 ]
 
-
-
-def token_strides(model) -> list[int]:
-    """Stride (input pixels per token) of each encoder level: the backbone maps', then x2 per extra level."""
-    shapes = model.backbone.output_shape()
-    strides = [int(shapes[name].stride) for name in model.in_features]
-    while len(strides) < model.neck.num_levels:
-        strides.append(strides[-1] * 2)
-    return strides
-
-
-def min_image_size(strides: list[int]) -> int:
-    """The smallest image side one graph serves: the coarsest level (the largest stride) at least 2 x 2."""
-    return max(strides) + 1
-
-
-def num_tokens(height: int, width: int, strides: list[int]) -> int:
-    """Encoder tokens of an H x W image: sum over levels of ceil(H / s) * ceil(W / s)."""
-    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
 
 
 def domain_metadata(model) -> dict[str, str]:
     """The inputs' domain beyond the minimum size: the keep-ratio range and the levels' token strides."""
     return {
         "sparse_detr.keep_ratio_range": KEEP_RATIO_RANGE,
-        "sparse_detr.token_strides": json.dumps(token_strides(model)),
+        "sparse_detr.token_strides": json.dumps(model.level_strides),
     }
 
 
@@ -105,7 +83,7 @@ def check_image(image: Any, min_image_size: int, name: str = "image") -> np.ndar
 def check_keep_ratio(keep_ratio: Any, height: int, width: int, strides: list[int]) -> np.ndarray:
     """``keep_ratio`` as a float32 scalar array, or ValueError naming the value and the valid domain."""
     value = keep_ratio_in_domain(keep_ratio, "keep_ratio")
-    tokens = num_tokens(height, width, strides)
+    tokens = sum(h * w for h, w in level_sizes(height, width, strides))
     if value * tokens < 1.0:
         raise ValueError(
             f"keep_ratio {value:g} keeps less than one of the {tokens} tokens of a {height} x {width} image "

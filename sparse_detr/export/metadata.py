@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sparse_detr._version import __version__
-
-from .input_domain import min_image_size, token_strides
+from sparse_detr.modeling.input_size import minimum_image_side
 
 __all__ = [
     "DeploymentInfo",
@@ -96,7 +95,7 @@ def export_metadata(
         "batched": json.dumps(batched),
         "deform_attn": deform_attn,
     }
-    metadata["min_image_size"] = str(min_image_size(token_strides(model)))
+    metadata["min_image_size"] = str(minimum_image_side(model.level_strides))
     for name in ("class_names", "category_ids"):
         value = getattr(info, name)
         if value is None:
@@ -171,7 +170,7 @@ def checked_metadata(metadata: Mapping[str, str], path) -> GraphInfo:
     if not any(key.startswith(PREFIX) for key in metadata):
         raise ValueError(f"{path}: no sparse_detr metadata: {NOT_OURS}")
     strides = _entry(metadata, "token_strides", path, _strides, "a JSON list of positive integers")
-    smallest = min_image_size(strides)
+    smallest = minimum_image_side(strides)
     recorded = _entry(metadata, "min_image_size", path, int, "an integer", required=False)
     if recorded is not None and recorded != smallest:
         raise ValueError(

@@ -158,7 +158,7 @@ def test_metadata_records_the_graph_domain(exported):
     assert metadata["sparse_detr.min_image_size"] == "65"
     import torch
 
-    from sparse_detr.export.input_domain import num_tokens
+    from sparse_detr.modeling.input_size import level_sizes
 
     # the recorded strides count the encoder's tokens exactly (at sizes that do not divide evenly)
     strides = [int(s) for s in metadata["sparse_detr.token_strides"].strip("[]").split(",")]
@@ -168,4 +168,4 @@ def test_metadata_records_the_graph_domain(exported):
             mask = torch.zeros(1, height, width, dtype=torch.bool)
             tokens = model.neck([features[f] for f in model.in_features], mask)
         counted = tokens.features.shape[1]
-        assert num_tokens(height, width, strides) == counted, (height, width)
+        assert sum(h * w for h, w in level_sizes(height, width, strides)) == counted, (height, width)
