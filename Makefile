@@ -31,7 +31,7 @@ test: setup
 	$(PY) -m pytest tests/export  # the deployment runtimes (ONNX Runtime, OpenVINO) in a process of their own
 
 ## test-fast: the inner loop: the suite without the slow tests (exports, wheel, training runs, subprocess
-## runs of the tools; see tests/conftest.py), a few minutes on 2 cores
+## runs of the tools; see tests/conftest.py), about 75 s on 2 cores
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q
 
