@@ -11,9 +11,10 @@ from torch import nn
 from sparse_detr.layers.ms_deform_attn_function import BACKENDS, multi_scale_deform_attn
 from sparse_detr.utils.shapes import known_true
 
-# cost of one multiply-add of the bilinear gather relative to one of a dense matrix product (measured on
-# x86 CPUs: the gather runs at ~1/5 to 1/10 of the GEMM rate); only decides the cheaper of two exact paths
-_SAMPLING_COST_PER_MAC = 6
+# cost of one multiply-add of the bilinear gather relative to one of a dense matrix product, in inference
+# and in training (forward + backward: the backward gathers and scatters, one task per image), measured
+# on x86 CPUs (benchmarks/bench_msda.py --fold); only decides the cheaper of two exact paths
+_SAMPLING_COST_PER_MAC = {False: 3, True: 6}
 
 
 class MSDeformAttn(nn.Module):
@@ -113,8 +114,9 @@ class MSDeformAttn(nn.Module):
         so they commute: projecting the Q * M sampled vectors instead of the S tokens gives the same
         output. Sampling the full C channels per head costs ~L * P * 4 / Dh times more than sampling
         the projected head slice, so it only pays when the queries are few against the tokens, as in
-        the decoder's cross-attention (300 queries, ~20k tokens), in inference and in CPU training (its
-        backward is one task per image there, still faster than the projection's). CUDA training keeps
+        the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's at rho <= ~0.1, in
+        inference and in CPU training (its backward is one task per image there, still faster than the
+        projection's when the queries are fewer still). CUDA training keeps
         the usual order: the folded layout's backward adds M times more atomics into one value slice.
         With symbolic sizes (``torch.export``) it answers True only where that holds for every size the
         graph accepts.
@@ -123,7 +125,8 @@ class MSDeformAttn(nn.Module):
             return False
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4
-        per_channel = samples * _SAMPLING_COST_PER_MAC + self.embed_dim // self.num_heads
+        sampling_cost = _SAMPLING_COST_PER_MAC[torch.is_grad_enabled()]
+        per_channel = samples * sampling_cost + self.embed_dim // self.num_heads
         return known_true(num_queries * self.num_heads * per_channel < num_tokens * self.embed_dim)
 
     def project_values(self, value: torch.Tensor, value_padding_mask: torch.Tensor | None = None):
