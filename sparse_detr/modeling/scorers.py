@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils.keep_ratio import check_keep_ratio
@@ -212,10 +213,14 @@ class DAMScorer(TokenScorer):
         )
 
     def score(self, token_features, proposals, padding_mask, with_loss_inputs):
-        z = self.stem(token_features)
-        z_local, z_global = torch.split(z, self.hidden_dim // 2, dim=-1)
-        z_global = z_global.mean(dim=1, keepdim=True).expand(-1, z_local.shape[1], -1)
-        return self.head(torch.cat([z_local, z_global], dim=-1)).squeeze(-1), ScorerLossInputs()
+        z_local, z_global = torch.split(self.stem(token_features), self.hidden_dim // 2, dim=-1)
+        # head[0] of cat([z_local, mean(z_global)]): the averaged half is the same for every token of an
+        # image, so its share is a per-image bias (no (B, N, H) concatenation, half the multiply-adds)
+        first = self.head[0]
+        local_weight, global_weight = first.weight.split(self.hidden_dim // 2, dim=1)
+        image_bias = F.linear(z_global.mean(dim=1, keepdim=True), global_weight, first.bias)
+        hidden = F.linear(z_local, local_weight) + image_bias
+        return self.head[1:](hidden).squeeze(-1), ScorerLossInputs()
 
     def forward(
         self, token_features, proposals, padding_mask, with_loss_inputs=False, keep_ratio=None
