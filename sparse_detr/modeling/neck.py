@@ -30,12 +30,21 @@ class MultiScaleNeck(nn.Module):
     normalised sine embedding plus a learned per-level embedding.
     """
 
-    def __init__(self, *, in_channels: list[int], hidden_dim: int = 256, num_levels: int = 4):
+    def __init__(
+        self,
+        *,
+        in_channels: list[int],
+        hidden_dim: int = 256,
+        num_levels: int = 4,
+        channels_last: bool = False,
+    ):
         """
         Args:
             in_channels: channels of the backbone maps, finest first.
             hidden_dim: token dimension C (even, divisible by 32 for GroupNorm).
             num_levels: L >= len(in_channels).
+            channels_last: convolution weights in channels-last memory format, as a channels-last backbone's
+                maps are (else each call converts them).
         """
         super().__init__()
         if num_levels < len(in_channels):
@@ -53,6 +62,8 @@ class MultiScaleNeck(nn.Module):
         self.hidden_dim = hidden_dim
         self.num_levels = num_levels
         self.num_backbone_levels = len(in_channels)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, features: list[Tensor], image_padding_mask: Tensor | None = None) -> TokenBatch:
         """

@@ -170,8 +170,9 @@ def sparse_detr_graph(
         channels_last, backbone_dtype: how the backbone runs, set on it when the model is built by
             :func:`~sparse_detr.modeling.backbone.precision.set_backbone_execution` (LazyConfig:
             ``model.backbone.channels_last``, ``model.backbone.dtype``; the backbone itself is
-            ``model.backbone.module``). Channels-last weights: backbone and neck on channels-last maps (same
-            function, faster, different rounding from the official model). "float32", "auto", "bfloat16" /
+            ``model.backbone.module``; the neck's weights follow ``channels_last``). Channels-last weights:
+            backbone and neck on channels-last maps (same function, faster, different rounding from the
+            official model). "float32", "auto", "bfloat16" /
             "float16": the backbone under ``torch.autocast`` (from the neck on everything stays float32).
         pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
             ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
@@ -202,7 +203,10 @@ def sparse_detr_graph(
         ),
         in_features=list(in_features),
         neck=L(MultiScaleNeck)(
-            in_channels=list(in_channels), hidden_dim=hidden_dim, num_levels=num_feature_levels
+            in_channels=list(in_channels),
+            hidden_dim=hidden_dim,
+            num_levels=num_feature_levels,
+            channels_last="${..backbone.channels_last}",
         ),
         token_scorer=scorer_node(token_scorer, keep_ratio=keep_ratio),
         encoder=L(SPARSE_ENCODER_REGISTRY.get(encoder_name))(
