@@ -4,7 +4,9 @@
 // the four bilinear corners into the contiguous output row of D channels (the channel loop
 // vectorises). The per-sample math is the one the CUDA kernels run (ms_deform_attn_math.h).
 // Backward: parallel over (batch, head). A task owns grad_value[n, :, m, :] exclusively, so the
-// scatter of value gradients needs no atomics; grad of locations and weights are per sample.
+// scatter of value gradients needs no atomics; grad of locations and weights are per sample. With
+// fewer pairs than threads (a small batch of one wide head: the folded layout) the heads' channels are
+// split into slices that are heads of their own (see backward_channel_split).
 //
 // Speed: the channel loops are specialised for the common head dims (16, 32, 64; accumulators then
 // live in registers), and on x86-64 the kernels are compiled a second time for AVX2 + FMA and
@@ -309,20 +311,16 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
   return output;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
+namespace {
+
+// Backward with every head as one task (see BackwardHeads).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_by_heads(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
     const at::Tensor& grad_output) {
-  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                              attention_weights);
   const int64_t batch = value.size(0), num_tokens = value.size(1);
   const int64_t num_heads = value.size(2), head_dim = value.size(3);
   const int64_t num_queries = sampling_locations.size(1), num_points = sampling_locations.size(4);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, num_queries, num_heads * head_dim}),
-              "grad_output must have shape (N, Q, M * D) = (", batch, ", ", num_queries, ", ",
-              num_heads * head_dim, "), got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type(), "grad_output must have dtype ",
-              value.scalar_type(), ", got ", grad_output.scalar_type());
   const auto value_c = value.contiguous();
   const auto locations_c = sampling_locations.contiguous();
   const auto weights_c = attention_weights.contiguous();
@@ -351,6 +349,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
                      [&](int64_t begin, int64_t end) { kernel(pb, begin, end); });
   });
   return {grad_value, grad_locations, grad_weights};
+}
+
+// Into how many channel slices each head's backward is split so that every thread gets a task: 1 when
+// there are as many (batch, head) pairs as threads, as in the usual layout (8 heads); more for a batch
+// of few images in the folded layout (one head of all C channels), whose backward would else run on one
+// thread. Slices keep at least 16 channels.
+int64_t backward_channel_split(int64_t pairs, int64_t head_dim) {
+  int64_t split = 1;
+  while (pairs * split < at::get_num_threads() && head_dim % (2 * split) == 0 &&
+         head_dim / (2 * split) >= 16) {
+    split *= 2;
+  }
+  return split;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
+    const at::Tensor& grad_output) {
+  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                              attention_weights);
+  const int64_t batch = value.size(0), num_tokens = value.size(1);
+  const int64_t num_heads = value.size(2), head_dim = value.size(3);
+  const int64_t num_queries = sampling_locations.size(1);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, num_queries, num_heads * head_dim}),
+              "grad_output must have shape (N, Q, M * D) = (", batch, ", ", num_queries, ", ",
+              num_heads * head_dim, "), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type(), "grad_output must have dtype ",
+              value.scalar_type(), ", got ", grad_output.scalar_type());
+  const int64_t split = backward_channel_split(batch * num_heads, head_dim);
+  if (split == 1) {
+    return backward_by_heads(value, spatial_shapes, level_start_index, sampling_locations,
+                             attention_weights, grad_output);
+  }
+  // A slice of a head's channels is a head of its own that samples where its head does: the value
+  // gradient of each slice is exact as it is, and the location and weight gradients, linear in the
+  // per-corner dot products over the channels, are the sums over the slices.
+  const int64_t num_levels = sampling_locations.size(3), num_points = sampling_locations.size(4);
+  const auto sliced = [&](const at::Tensor& per_head) {  // (N, Q, M, ...) -> (N, Q, M * split, ...)
+    auto sizes = per_head.sizes().vec();
+    sizes.insert(sizes.begin() + 3, split);
+    auto expanded = per_head.unsqueeze(3).expand(sizes);
+    sizes.erase(sizes.begin() + 3);
+    sizes[2] *= split;
+    return expanded.reshape(sizes);
+  };
+  auto [grad_value, grad_locations, grad_weights] = backward_by_heads(
+      value.contiguous().view({batch, num_tokens, num_heads * split, head_dim / split}), spatial_shapes,
+      level_start_index, sliced(sampling_locations), sliced(attention_weights), grad_output);
+  return {grad_value.view(value.sizes()),
+          grad_locations.view({batch, num_queries, num_heads, split, num_levels, num_points, 2}).sum(3),
+          grad_weights.view({batch, num_queries, num_heads, split, num_levels, num_points}).sum(3)};
 }
 
 TORCH_LIBRARY_IMPL(sparse_detr, CPU, m) {

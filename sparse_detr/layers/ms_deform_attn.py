@@ -12,8 +12,8 @@ from sparse_detr.layers.ms_deform_attn_function import BACKENDS, multi_scale_def
 from sparse_detr.utils.shapes import known_true
 
 # cost of one multiply-add of the bilinear gather relative to one of a dense matrix product, in inference
-# and in training (forward + backward: the backward gathers and scatters, one task per image), measured
-# on x86 CPUs (benchmarks/bench_msda.py --fold); only decides the cheaper of two exact paths
+# and in training (forward + backward: the backward gathers and scatters), measured on x86 CPUs by
+# benchmarks/bench_projection_order.py; only decides the cheaper of two exact paths
 _SAMPLING_COST_PER_MAC = {False: 3, True: 6}
 
 
@@ -114,12 +114,11 @@ class MSDeformAttn(nn.Module):
         so they commute: projecting the Q * M sampled vectors instead of the S tokens gives the same
         output. Sampling the full C channels per head costs ~L * P * 4 / Dh times more than sampling
         the projected head slice, so it only pays when the queries are few against the tokens, as in
-        the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's at rho <= ~0.1, in
-        inference and in CPU training (its backward is one task per image there, still faster than the
-        projection's when the queries are fewer still). CUDA training keeps
-        the usual order: the folded layout's backward adds M times more atomics into one value slice.
-        With symbolic sizes (``torch.export``) it answers True only where that holds for every size the
-        graph accepts.
+        the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's at rho <= ~0.1 in
+        inference; in CPU training too, where the dearer backward moves the switch to fewer queries. CUDA
+        training keeps the usual order: the folded layout's backward adds M times more atomics into one
+        value slice. With symbolic sizes (``torch.export``) it answers True only where that holds for
+        every size the graph accepts.
         """
         if torch.is_grad_enabled() and self.value_proj.weight.is_cuda:
             return False

@@ -144,6 +144,30 @@ def test_specialised_head_dims_forward_and_backward(channels, dtype):
         torch.testing.assert_close(ours, theirs, **tolerance)
 
 
+@requires_extension
+@pytest.mark.parametrize("threads", [2, 4])
+def test_backward_split_into_channel_slices_when_heads_are_fewer_than_threads(threads):
+    """One image and one wide head (the folded layout): the kernel's backward splits the head's channels
+    over the threads; outputs and gradients stay those of the PyTorch path, and those of the unsplit
+    backward (one thread) also with a non-finite location."""
+    clean = make_inputs([(7, 9), (3, 4), (1, 1)], batch=1, queries=13, heads=1, channels=64, points=3)
+    poisoned = [tensor.clone() for tensor in clean]
+    poisoned[3][0, 5, 0, 1, 2, 0] = float("nan")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        unsplit = _outputs_and_grads(poisoned, "extension")
+        torch.set_num_threads(threads)
+        split = _outputs_and_grads(poisoned, "extension")
+        split_clean = _outputs_and_grads(clean, "extension")
+    finally:
+        torch.set_num_threads(previous)
+    for ours, one_thread in zip(split, unsplit):
+        torch.testing.assert_close(ours, one_thread, equal_nan=True)
+    for ours, theirs in zip(split_clean, _outputs_and_grads(clean, "pytorch")):
+        torch.testing.assert_close(ours, theirs)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reduced_precision_is_computed_in_float32(backend):
     inputs = list(make_inputs([(3, 3)], dtype=torch.float32))
