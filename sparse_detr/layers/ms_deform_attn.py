@@ -118,9 +118,10 @@ class MSDeformAttn(nn.Module):
         inference; in CPU training too, where the dearer backward moves the switch to fewer queries. CUDA
         training keeps the usual order: the folded layout's backward adds M times more atomics into one
         value slice. With symbolic sizes (``torch.export``) it answers True only where that holds for
-        every size the graph accepts.
+        every size the graph accepts. Under the JIT tracer (FLOP counts: fvcore, Detectron2's
+        ``analyze_model``) it answers False: counts are those of the paper's layers, whatever the sizes.
         """
-        if torch.is_grad_enabled() and self.value_proj.weight.is_cuda:
+        if torch.jit.is_tracing() or (torch.is_grad_enabled() and self.value_proj.weight.is_cuda):
             return False
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4

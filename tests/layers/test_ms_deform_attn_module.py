@@ -1,6 +1,7 @@
 """MSDeformAttn: shapes, sampling geometry, initialisation, padding, backends and FLOP counting."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -140,6 +141,23 @@ def test_projection_after_sampling_is_chosen_for_few_queries_only():
         assert module.projects_after_sampling(num_queries=300, num_tokens=20000)
         assert module.projects_after_sampling(num_queries=1000, num_tokens=20000)
         assert not module.projects_after_sampling(num_queries=2000, num_tokens=20000)
+
+
+@torch.no_grad()
+def test_flop_counts_trace_the_papers_order():
+    """FLOP counters trace the model with the JIT tracer: they see the paper's layers (values projected
+    first), so the counts compare with the paper's."""
+    module = MSDeformAttn(256, 4, 8, 4)
+    answers = []
+
+    def probe(x):
+        answers.append(module.projects_after_sampling(num_queries=300, num_tokens=20000))
+        return x + 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(probe, torch.ones(1), check_trace=False)
+    assert answers == [False]
 
 
 @requires_extension
