@@ -117,11 +117,14 @@ class MSDeformAttn(nn.Module):
         the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's at rho <= ~0.1 in
         inference; in CPU training too, where the dearer backward moves the switch to fewer queries. CUDA
         training keeps the usual order: the folded layout's backward adds M times more atomics into one
-        value slice. With symbolic sizes (``torch.export``) it answers True only where that holds for
-        every size the graph accepts. Under the JIT tracer (FLOP counts: fvcore, Detectron2's
-        ``analyze_model``) it answers False: counts are those of the paper's layers, whatever the sizes.
+        value slice. So do exported graphs (each attention one plugin node, the layout runtimes expect)
+        and the JIT tracer (FLOP counts: fvcore, Detectron2's ``analyze_model``, which then count the
+        paper's layers). With symbolic sizes (``torch.compile``) it answers True only where that holds
+        for every size the graph accepts.
         """
-        if torch.jit.is_tracing() or (torch.is_grad_enabled() and self.value_proj.weight.is_cuda):
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return False
+        if torch.is_grad_enabled() and self.value_proj.weight.is_cuda:
             return False
         # multiply-adds per channel of one (query, head): its bilinear samples, then its projection row
         samples = self.num_levels * self.num_points * 4
