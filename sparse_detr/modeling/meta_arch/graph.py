@@ -172,8 +172,8 @@ def sparse_detr_graph(
             ``model.backbone.channels_last``, ``model.backbone.dtype``; the backbone itself is
             ``model.backbone.module``; the neck's weights follow ``channels_last``). Channels-last weights:
             backbone and neck on channels-last maps (same function, faster, different rounding from the
-            official model). "float32", "auto", "bfloat16" /
-            "float16": the backbone under ``torch.autocast`` (from the neck on everything stays float32).
+            official model). "float32", "auto", "bfloat16" / "float16": the backbone under
+            ``torch.autocast`` (from the neck on everything stays float32).
         pixel_mean, pixel_std, input_format, max_detections: ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``,
             ``INPUT.FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE`` in yacs.
         score_thresh_test: ``top_detections.score_threshold``: detections scoring at most this are dropped at
