@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 
-
 def domain_metadata(model) -> dict[str, str]:
     """The inputs' domain beyond the minimum size: the keep-ratio range and the levels' token strides."""
     return {
