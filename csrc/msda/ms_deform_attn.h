@@ -60,4 +60,22 @@ inline void check_ms_deform_attn_inputs(const at::Tensor& value, const at::Tenso
               "all inputs must be on the device of value (", device, ")");
 }
 
+// The forward's checks plus grad_output (N, Q, M * D), of the dtype and device of value.
+inline void check_ms_deform_attn_backward_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                                 const at::Tensor& level_start_index,
+                                                 const at::Tensor& sampling_locations,
+                                                 const at::Tensor& attention_weights,
+                                                 const at::Tensor& grad_output) {
+  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                              attention_weights);
+  const int64_t batch = value.size(0), num_queries = sampling_locations.size(1);
+  const int64_t channels = value.size(2) * value.size(3);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, num_queries, channels}),
+              "grad_output must have shape (N, Q, M * D) = (", batch, ", ", num_queries, ", ", channels,
+              "), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
+              "grad_output must have the dtype and device of value (", value.scalar_type(), ", ",
+              value.device(), "), got ", grad_output.scalar_type(), ", ", grad_output.device());
+}
+
 }  // namespace sparse_detr

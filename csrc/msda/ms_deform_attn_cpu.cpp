@@ -370,16 +370,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
     const at::Tensor& grad_output) {
-  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                              attention_weights);
+  check_ms_deform_attn_backward_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                       attention_weights, grad_output);
   const int64_t batch = value.size(0), num_tokens = value.size(1);
   const int64_t num_heads = value.size(2), head_dim = value.size(3);
   const int64_t num_queries = sampling_locations.size(1);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, num_queries, num_heads * head_dim}),
-              "grad_output must have shape (N, Q, M * D) = (", batch, ", ", num_queries, ", ",
-              num_heads * head_dim, "), got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type(), "grad_output must have dtype ",
-              value.scalar_type(), ", got ", grad_output.scalar_type());
   const int64_t split = backward_channel_split(batch * num_heads, head_dim);
   if (split == 1) {
     return backward_by_heads(value, spatial_shapes, level_start_index, sampling_locations,

@@ -184,17 +184,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
     const at::Tensor& grad_output) {
-  check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                              attention_weights);
+  check_ms_deform_attn_backward_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                       attention_weights, grad_output);
   const int64_t batch = value.size(0), num_tokens = value.size(1);
   const int64_t num_heads = value.size(2), head_dim = value.size(3);
   const int64_t num_queries = sampling_locations.size(1), num_levels = sampling_locations.size(3);
   const int64_t num_points = sampling_locations.size(4);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, num_queries, num_heads * head_dim}),
-              "grad_output must have shape (N, Q, M * D) = (", batch, ", ", num_queries, ", ",
-              num_heads * head_dim, "), got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
-              "grad_output must have the dtype and device of value");
   const c10::cuda::CUDAGuard device_guard(value.device());
   const auto value_c = value.contiguous();
   const auto shapes_c = spatial_shapes.contiguous();

@@ -144,29 +144,10 @@ class SparseDeformableEncoder(DeformableLayerStack):
     layer_class = SparseEncoderLayer
     min_layers = 0  # zero layers: the "no encoder" ablation
 
-    def __init__(
-        self,
-        *,
-        num_layers: int,
-        dim: int,
-        ffn_dim: int,
-        num_heads: int,
-        num_levels: int,
-        num_points: int,
-        dropout: float,
-        pre_norm: bool,
-    ):
-        super().__init__(
-            num_layers=num_layers,
-            dim=dim,
-            ffn_dim=ffn_dim,
-            num_heads=num_heads,
-            num_levels=num_levels,
-            num_points=num_points,
-            dropout=dropout,
-            layer_options={"pre_norm": pre_norm},
-        )
-        self.final_norm = nn.LayerNorm(dim) if pre_norm and num_layers else None
+    def __init__(self, *, pre_norm: bool, **sizes):
+        """``pre_norm``: Pre-LN layers and a final norm; ``sizes``: those of :class:`DeformableLayerStack`."""
+        super().__init__(**sizes, layer_options={"pre_norm": pre_norm})
+        self.final_norm = nn.LayerNorm(self.dim) if pre_norm and self.num_layers else None
 
     def forward(
         self,

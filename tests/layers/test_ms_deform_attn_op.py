@@ -191,6 +191,12 @@ def test_kernel_errors_surface():
     value, spatial_shapes, level_start, locations, weights = make_inputs([(2, 2)])
     with pytest.raises(RuntimeError, match="share one dtype"):
         torch.ops.sparse_detr.ms_deform_attn(value, spatial_shapes, level_start, locations.float(), weights)
+    output = torch.ops.sparse_detr.ms_deform_attn(value, spatial_shapes, level_start, locations, weights)
+    backward = torch.ops.sparse_detr.ms_deform_attn_backward
+    with pytest.raises(RuntimeError, match=r"grad_output must have shape \(N, Q, M \* D\)"):
+        backward(value, spatial_shapes, level_start, locations, weights, output[:, :-1])
+    with pytest.raises(RuntimeError, match="grad_output must have the dtype and device of value"):
+        backward(value, spatial_shapes, level_start, locations, weights, output.float())
 
 
 def _bad(**changes):
