@@ -114,8 +114,8 @@ class MSDeformAttn(nn.Module):
         so they commute: projecting the Q * M sampled vectors instead of the S tokens gives the same
         output. Sampling the full C channels per head costs ~L * P * 4 / Dh times more than sampling
         the projected head slice, so it only pays when the queries are few against the tokens, as in
-        the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's at rho <= ~0.1 in
-        inference; in CPU training too, where the dearer backward moves the switch to fewer queries. CUDA
+        the decoder's cross-attention (300 queries, ~20k tokens) and the encoder's below rho ~0.14 in
+        inference; in CPU training too, where the dearer backward moves the switch to rho ~0.08. CUDA
         training keeps the usual order: the folded layout's backward adds M times more atomics into one
         value slice. So do exported graphs (each attention one plugin node, the layout runtimes expect)
         and the JIT tracer (FLOP counts: fvcore, Detectron2's ``analyze_model``, which then count the
